@@ -1,0 +1,119 @@
+"""delta: turns twin events into `/update/delta` and `/update/documents` on the device broker.
+
+Receives `twin.changed` and `twin.delta-requested` in bulk, plans with `plan_fanout` (coalesced
+per twin, stale versions dropped) and publishes with bounded concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from prometheus_client import Counter
+
+from services.domain.events import DELTA_REQUESTED_TOPIC, TWIN_CHANGED_TOPIC, DeltaRequested, TwinChanged
+from services.domain.fanout import plan_fanout
+from services.domain.topics import Operation, Reply, TwinAddress
+from services.platform.cloudevents import event_json, subscription
+from services.platform.http import install_common
+from services.platform.logging import configure_logging
+from services.platform.names import DELTA_APP, INTERNAL_PUBSUB
+from services.platform.settings import get_settings
+from services.platform.sidecar import Sidecar, gather_bounded
+
+log = structlog.get_logger()
+PUBLISHED = Counter("delta_published_total", "Messages sent to devices", ["kind"])
+
+
+class Fanout:
+    """Holds the versions already sent per twin (so stale events are dropped) and publishes."""
+
+    def __init__(self, sidecar: Sidecar, concurrency: int) -> None:
+        self._sidecar = sidecar
+        self._limit = asyncio.Semaphore(concurrency)
+        self._sent: dict[TwinAddress, int] = {}
+        self._lock = asyncio.Lock()
+
+    async def handle(self, events: list[TwinChanged | DeltaRequested]) -> None:
+        """Publish what `events` call for; versions count as sent only once all were published.
+        Batches run one at a time so a newer delta is never overtaken by an older one."""
+        profile = get_settings().topics()
+        async with self._lock:
+            outgoing, sent = plan_fanout(events, self._sent)
+            messages: list[tuple[str, dict[str, Any], str]] = []
+            for out in outgoing:
+                if out.documents is not None:
+                    topic = profile.reply_topic(out.address, Operation.UPDATE, Reply.DOCUMENTS)
+                    messages.append((topic, out.documents, "documents"))
+                if out.delta is not None:
+                    topic = profile.reply_topic(out.address, Operation.UPDATE, Reply.DELTA)
+                    messages.append((topic, out.delta, "delta"))
+            results = await gather_bounded(
+                self._limit, [self._sidecar.publish_device(t, p) for t, p, _ in messages]
+            )
+            for (_, _, kind), result in zip(messages, results, strict=True):
+                if isinstance(result, BaseException):
+                    raise result
+                PUBLISHED.labels(kind).inc()
+            self._sent = sent
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    configure_logging(DELTA_APP)
+    sidecar = Sidecar(settings.dapr_grpc_address)
+    app.state.fanout = Fanout(sidecar, settings.publish_concurrency)
+    yield
+    await sidecar.close()
+
+
+app = FastAPI(title="Twinfleet delta", version="0.1.0", lifespan=lifespan)
+install_common(app)
+
+
+@app.get("/dapr/subscribe", include_in_schema=False)
+async def subscriptions() -> list[dict[str, Any]]:
+    return [
+        subscription(INTERNAL_PUBSUB, TWIN_CHANGED_TOPIC, "/events/twin-changed", bulk=500, bulk_wait_ms=5),
+        subscription(
+            INTERNAL_PUBSUB, DELTA_REQUESTED_TOPIC, "/events/delta-requested", bulk=500, bulk_wait_ms=5
+        ),
+    ]
+
+
+async def _bulk(request: Request, model: type[TwinChanged] | type[DeltaRequested]) -> dict[str, Any]:
+    body = await request.json()
+    entries = body.get("entries", [])
+    events: list[TwinChanged | DeltaRequested] = []
+    statuses = []
+    for entry in entries:
+        try:
+            events.append(model.model_validate(event_json(entry["event"])))
+            statuses.append({"entryId": entry["entryId"], "status": "SUCCESS"})
+        except Exception as error:  # noqa: BLE001 - a malformed event is dropped, not retried
+            log.warning("dropping malformed event", error=str(error))
+            statuses.append({"entryId": entry["entryId"], "status": "DROP"})
+    try:
+        await request.app.state.fanout.handle(events)
+    except Exception as error:  # noqa: BLE001 - daprd redelivers the batch
+        log.warning("fan-out failed", error=str(error))
+        statuses = [
+            {"entryId": s["entryId"], "status": "RETRY" if s["status"] == "SUCCESS" else "DROP"}
+            for s in statuses
+        ]
+    return {"statuses": statuses}
+
+
+@app.post("/events/twin-changed", include_in_schema=False)
+async def twin_changed(request: Request) -> dict[str, Any]:
+    return await _bulk(request, TwinChanged)
+
+
+@app.post("/events/delta-requested", include_in_schema=False)
+async def delta_requested(request: Request) -> dict[str, Any]:
+    return await _bulk(request, DeltaRequested)

@@ -1,0 +1,49 @@
+"""Domain errors as values: each kind maps to exactly one HTTP status / MQTT rejection code."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ErrorCode(IntEnum):
+    """Rejection codes shared by the MQTT contract (`/rejected` payloads) and the REST API."""
+
+    BAD_REQUEST = 400
+    FORBIDDEN = 403
+    NOT_FOUND = 404
+    CONFLICT = 409
+    TOO_LARGE = 413
+    TOO_MANY_REQUESTS = 429
+    INTERNAL = 500
+
+
+class TwinError(Exception):
+    """A request the domain refuses; `code` says why, `message` tells the caller what to fix."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"TwinError({int(self.code)}, {self.message!r})"
+
+
+def bad_request(message: str) -> TwinError:
+    return TwinError(ErrorCode.BAD_REQUEST, message)
+
+
+def not_found(message: str) -> TwinError:
+    return TwinError(ErrorCode.NOT_FOUND, message)
+
+
+def conflict(message: str) -> TwinError:
+    return TwinError(ErrorCode.CONFLICT, message)
+
+
+def too_large(message: str) -> TwinError:
+    return TwinError(ErrorCode.TOO_LARGE, message)
+
+
+def too_many_requests(message: str) -> TwinError:
+    return TwinError(ErrorCode.TOO_MANY_REQUESTS, message)

@@ -1,0 +1,41 @@
+"""Internal event contracts (versioned), shared by every app that publishes or reads them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+TWIN_CHANGED_TOPIC = "twin.changed"
+DELTA_REQUESTED_TOPIC = "twin.delta-requested"
+
+
+class TwinChanged(BaseModel):
+    """A twin was changed: its document before and after (None when absent), past tense."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    device_id: str
+    shadow: str = ""
+    version: int
+    timestamp: int
+    cause: Literal["update", "delete", "desired", "tags"]
+    client_token: str | None = None
+    previous: dict[str, Any] | None = None
+    """`TwinDocument.snapshot()` before the change."""
+    current: dict[str, Any] | None = None
+    """`TwinDocument.snapshot()` after the change; None after a delete."""
+
+
+class DeltaRequested(BaseModel):
+    """A device asked for its document (`get`): the delta app re-sends the full delta."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    device_id: str
+    shadow: str = ""
+    version: int
+    client_token: str | None = None
+    current: dict[str, Any]

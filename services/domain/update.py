@@ -1,0 +1,252 @@
+"""Applying device-contract requests (update, delete, desired/tag patches) to a twin document.
+
+Pure functions: inputs are the stored document (or None), a parsed request and the clock;
+outputs are the new document plus the payload to acknowledge with. Refusals raise `TwinError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from services.domain.document import RECENT_TOKENS, TwinDocument
+from services.domain.errors import bad_request, conflict, not_found
+from services.domain.json_values import JsonObject
+from services.domain.limits import Limits, check_section, check_state_size
+from services.domain.merge import merge_metadata, merge_patch, metadata_for
+
+SECTIONS = ("desired", "reported")
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRequest:
+    """A parsed `state/update`. A section is None when absent; `clear_*` when sent as null."""
+
+    desired: JsonObject | None = None
+    reported: JsonObject | None = None
+    clear_desired: bool = False
+    clear_reported: bool = False
+    clear_state: bool = False
+    version: int | None = None
+    client_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateOutcome:
+    previous: TwinDocument | None
+    """The twin before the update, None when it did not exist."""
+    current: TwinDocument
+    accepted: dict[str, Any]
+    """Payload for `/update/accepted`."""
+    replayed: bool = False
+    """True when the clientToken was already applied: nothing changed, the ack is repeated."""
+
+
+def parse_client_token(payload: Any, limits: Limits) -> str | None:
+    """The request's clientToken, checked for type and length; None when absent."""
+    if not isinstance(payload, dict) or "clientToken" not in payload:
+        return None
+    token = payload["clientToken"]
+    if not isinstance(token, str) or not token:
+        raise bad_request("clientToken must be a non-empty string")
+    if len(token.encode()) > limits.max_client_token_bytes:
+        raise bad_request(f"clientToken may hold at most {limits.max_client_token_bytes} bytes")
+    return token
+
+
+def parse_version(payload: JsonObject) -> int | None:
+    if "version" not in payload:
+        return None
+    version = payload["version"]
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise bad_request("version must be a non-negative integer")
+    return version
+
+
+def parse_update(payload: Any, limits: Limits) -> UpdateRequest:
+    """Validate an update request body (already decoded from the wire)."""
+    if not isinstance(payload, dict):
+        raise bad_request("request must be a JSON object")
+    unknown = set(payload) - {"state", "version", "clientToken"}
+    if unknown:
+        raise bad_request(f"unexpected field(s): {', '.join(sorted(unknown))}")
+    token = parse_client_token(payload, limits)
+    version = parse_version(payload)
+    if "state" not in payload:
+        raise bad_request("missing required field: state")
+    state = payload["state"]
+    if state is None:
+        return UpdateRequest(clear_state=True, version=version, client_token=token)
+    if not isinstance(state, dict):
+        raise bad_request("state must be an object or null")
+    extra = set(state) - set(SECTIONS)
+    if extra:
+        raise bad_request(f"state may only hold desired and reported, not {', '.join(sorted(extra))}")
+    if not state:
+        raise bad_request("state must contain desired and/or reported")
+    sections: dict[str, JsonObject | None] = {}
+    clears: dict[str, bool] = {}
+    for name in SECTIONS:
+        if name not in state:
+            sections[name], clears[name] = None, False
+            continue
+        value = state[name]
+        if value is None:
+            sections[name], clears[name] = None, True
+            continue
+        if not isinstance(value, dict):
+            raise bad_request(f"state.{name} must be an object or null")
+        check_section(f"state.{name}", value, limits)
+        sections[name], clears[name] = value, False
+    return UpdateRequest(
+        desired=sections["desired"],
+        reported=sections["reported"],
+        clear_desired=clears["desired"],
+        clear_reported=clears["reported"],
+        version=version,
+        client_token=token,
+    )
+
+
+def _base(doc: TwinDocument | None, device_id: str, shadow: str) -> TwinDocument:
+    """The document an update starts from; a tombstone keeps its version so versions never go back."""
+    if doc is None:
+        return TwinDocument(device_id=device_id, shadow=shadow)
+    if doc.deleted:
+        return TwinDocument(device_id=device_id, shadow=shadow, version=doc.version)
+    return doc
+
+
+def _check_version(expected: int | None, actual: int) -> None:
+    if expected is not None and expected != actual:
+        raise conflict(f"version conflict: request expects version {expected}, twin is at {actual}")
+
+
+def _remember(tokens: list[tuple[str, int]], token: str | None, version: int) -> list[tuple[str, int]]:
+    if token is None:
+        return tokens
+    return [*tokens, (token, version)][-RECENT_TOKENS:]
+
+
+def apply_update(
+    doc: TwinDocument | None,
+    device_id: str,
+    shadow: str,
+    request: UpdateRequest,
+    now: int,
+    limits: Limits,
+) -> UpdateOutcome:
+    """Merge `request` into the twin; raises 409 on a version mismatch and 413 when too large."""
+    if doc is not None and doc.exists:
+        replay_version = doc.version_for_token(request.client_token)
+        if replay_version is not None:
+            return UpdateOutcome(doc, doc, _accepted(request, doc, replay_version), replayed=True)
+    base = _base(doc, device_id, shadow)
+    _check_version(request.version, base.version)
+    sections: dict[str, tuple[JsonObject, JsonObject]] = {}
+    for name in SECTIONS:
+        state: JsonObject = getattr(base, name)
+        meta: JsonObject = getattr(base, f"{name}_metadata")
+        if request.clear_state or getattr(request, f"clear_{name}"):
+            state, meta = {}, {}
+        patch: JsonObject | None = getattr(request, name)
+        if patch is not None:
+            merged = merge_patch(state, patch)
+            meta = merge_metadata(meta, patch, merged, now)
+            state = merged
+        sections[name] = (state, meta)
+    desired, desired_meta = sections["desired"]
+    reported, reported_meta = sections["reported"]
+    check_state_size(desired, reported, limits)
+    version = base.version + 1
+    current = base.model_copy(
+        update={
+            "desired": desired,
+            "reported": reported,
+            "desired_metadata": desired_meta,
+            "reported_metadata": reported_meta,
+            "version": version,
+            "timestamp": now,
+            "recent_tokens": _remember(base.recent_tokens, request.client_token, version),
+        }
+    )
+    previous = doc if doc is not None and doc.exists else None
+    return UpdateOutcome(previous, current, _accepted(request, current, version))
+
+
+def _accepted(request: UpdateRequest, doc: TwinDocument, version: int) -> dict[str, Any]:
+    """The `/update/accepted` payload: the sections as requested and their metadata."""
+    accepted: dict[str, Any] = {}
+    if request.clear_state:
+        accepted["state"] = None
+    else:
+        state: dict[str, Any] = {}
+        metadata: dict[str, Any] = {}
+        for name in SECTIONS:
+            patch: JsonObject | None = getattr(request, name)
+            if getattr(request, f"clear_{name}"):
+                state[name] = None
+            elif patch is not None:
+                state[name] = patch
+                metadata[name] = metadata_for(patch, getattr(doc, f"{name}_metadata"))
+        accepted["state"] = state
+        accepted["metadata"] = metadata
+    accepted["version"] = version
+    accepted["timestamp"] = doc.timestamp
+    if request.client_token is not None:
+        accepted["clientToken"] = request.client_token
+    return accepted
+
+
+def patch_desired(
+    doc: TwinDocument | None,
+    device_id: str,
+    shadow: str,
+    patch: JsonObject,
+    expected_version: int | None,
+    now: int,
+    limits: Limits,
+) -> UpdateOutcome:
+    """A component's desired-state patch (REST); same rules as a device `update` with `desired`."""
+    check_section("desired", patch, limits)
+    request = UpdateRequest(desired=patch, version=expected_version)
+    return apply_update(doc, device_id, shadow, request, now, limits)
+
+
+def patch_tags(
+    doc: TwinDocument | None, patch: JsonObject, expected_version: int | None, now: int
+) -> TwinDocument:
+    """Merge tags (never sent to the device); bumps the version like any change."""
+    if doc is None or not doc.exists:
+        raise not_found("no twin exists for this device")
+    _check_version(expected_version, doc.version)
+    for key, value in patch.items():
+        if isinstance(value, (dict, list)):
+            raise bad_request(f"tag {key!r} must be a string, number, boolean or null")
+    return doc.model_copy(
+        update={"tags": merge_patch(doc.tags, patch), "version": doc.version + 1, "timestamp": now}
+    )
+
+
+def apply_delete(
+    doc: TwinDocument | None, expected_version: int | None, client_token: str | None, now: int
+) -> tuple[TwinDocument, dict[str, Any]]:
+    """Delete the twin, leaving a tombstone that keeps the version; returns it and the ack payload."""
+    if doc is None or not doc.exists:
+        raise not_found("no twin exists for this device")
+    _check_version(expected_version, doc.version)
+    tombstone = TwinDocument(
+        device_id=doc.device_id, shadow=doc.shadow, version=doc.version + 1, timestamp=now, deleted=True
+    )
+    accepted: dict[str, Any] = {"version": tombstone.version, "timestamp": now}
+    if client_token is not None:
+        accepted["clientToken"] = client_token
+    return tombstone, accepted
+
+
+def create_twin(doc: TwinDocument | None, device_id: str, shadow: str, now: int) -> TwinDocument:
+    """An empty twin; 409 when one exists already."""
+    if doc is not None and doc.exists:
+        raise conflict("a twin exists already for this device")
+    base = _base(doc, device_id, shadow)
+    return base.model_copy(update={"version": base.version + 1, "timestamp": now})
