@@ -66,9 +66,11 @@ class Fanout:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     configure_logging(DELTA_APP)
-    sidecar = Sidecar(settings.dapr_grpc_address)
+    sidecar = Sidecar(*settings.sidecar_args())
+    connecting = asyncio.create_task(sidecar.connect())
     app.state.fanout = Fanout(sidecar, settings.publish_concurrency)
     yield
+    connecting.cancel()
     await sidecar.close()
 
 

@@ -36,7 +36,7 @@ class TwinAddress:
 
     @property
     def key(self) -> str:
-        return f"{self.device_id}||{self.shadow}" if self.shadow else self.device_id
+        return f"{self.device_id}~{self.shadow}" if self.shadow else self.device_id
 
 
 def valid_id(value: str) -> bool:

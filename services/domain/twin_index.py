@@ -18,7 +18,7 @@ def shard_of(twin_key: str) -> int:
 
 
 def shard_key(shard: int) -> str:
-    return f"twin-index||{shard:02d}"
+    return f"twin-index~{shard:02d}"
 
 
 def with_member(members: Sequence[str], twin_key: str, present: bool) -> list[str]:

@@ -15,8 +15,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TWINFLEET_", extra="ignore")
 
     topic_profile: str = "default"
-    dapr_grpc_address: str = Field(default="127.0.0.1:50001")
-    """Where this app's sidecar listens for gRPC (`DAPR_GRPC_PORT` is also honoured)."""
+    dapr_grpc_port: int = Field(default=50001, validation_alias="DAPR_GRPC_PORT")
+    """This app's sidecar ports: the standard Dapr variables, set by the injector on Kubernetes."""
+    dapr_http_port: int = Field(default=3500, validation_alias="DAPR_HTTP_PORT")
     max_state_bytes: int = 8192
     max_payload_bytes: int = 131072
     max_depth: int = 8
@@ -41,13 +42,10 @@ class Settings(BaseSettings):
     def topics(self) -> TopicProfile:
         return profile(self.topic_profile)
 
+    def sidecar_args(self) -> tuple[str, int]:
+        return f"127.0.0.1:{self.dapr_grpc_port}", self.dapr_http_port
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    import os
-
-    settings = Settings()
-    grpc_port = os.environ.get("DAPR_GRPC_PORT")
-    if grpc_port and "TWINFLEET_DAPR_GRPC_ADDRESS" not in os.environ:
-        settings = settings.model_copy(update={"dapr_grpc_address": f"127.0.0.1:{grpc_port}"})
-    return settings
+    return Settings()

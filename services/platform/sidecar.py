@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import httpx
 from dapr.aio.clients import DaprClient
 from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
 
@@ -37,21 +38,48 @@ class Write:
 
 
 class Sidecar:
-    """Thin wrapper over the Dapr SDK's asyncio client, created once per process."""
+    """Thin wrapper over the Dapr SDK's asyncio client, created once per process.
 
-    def __init__(self, grpc_address: str) -> None:
-        self._client = DaprClient(address=grpc_address)
+    daprd only becomes healthy after the app listens, and the SDK client's constructor blocks until
+    the sidecar is healthy; so the client is made by `connect()` (run as a task from the app's
+    lifespan) once the sidecar answers, and every call awaits that.
+    """
 
-    async def wait_ready(self, timeout_s: float = 30.0) -> None:
-        await self._client.wait(timeout_s)
+    def __init__(self, grpc_address: str, http_port: int) -> None:
+        self._grpc_address = grpc_address
+        self._health_url = f"http://127.0.0.1:{http_port}/v1.0/healthz/outbound"
+        self._client_ready: asyncio.Future[DaprClient] | None = None
+
+    async def connect(self) -> None:
+        """Wait for the sidecar's outbound health, then create the client (idempotent)."""
+        loop = asyncio.get_running_loop()
+        if self._client_ready is None:
+            self._client_ready = loop.create_future()
+        async with httpx.AsyncClient(timeout=2) as http:
+            while True:
+                try:
+                    if (await http.get(self._health_url)).is_success:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        if not self._client_ready.done():
+            self._client_ready.set_result(DaprClient(address=self._grpc_address))
+
+    @property
+    async def _client(self) -> DaprClient:
+        if self._client_ready is None:
+            self._client_ready = asyncio.get_running_loop().create_future()
+        return await self._client_ready
 
     async def close(self) -> None:
-        await self._client.close()  # type: ignore[no-untyped-call]
+        if self._client_ready is not None and self._client_ready.done():
+            await self._client_ready.result().close()  # type: ignore[no-untyped-call]
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, Stored]:
         if not keys:
             return {}
-        response = await self._client.get_bulk_state(STATE_STORE, list(keys), parallelism=8)
+        response = await (await self._client).get_bulk_state(STATE_STORE, list(keys), parallelism=8)
         found: dict[str, Stored] = {}
         for item in response.items:
             if item.error:
@@ -77,7 +105,7 @@ class Sidecar:
             for w in writes
         ]
         try:
-            await self._client.execute_state_transaction(STATE_STORE, operations)
+            await (await self._client).execute_state_transaction(STATE_STORE, operations)
         except grpc.aio.AioRpcError as error:
             if _is_etag_error(error):
                 raise ETagMismatch(str(error.details())) from error
@@ -85,7 +113,7 @@ class Sidecar:
 
     async def publish_device(self, topic: str, payload: dict[str, Any]) -> None:
         """Publish a raw JSON payload (no CloudEvent envelope) to a device topic."""
-        await self._client.publish_event(
+        await (await self._client).publish_event(
             DEVICE_BROKER,
             topic,
             json.dumps(payload, separators=(",", ":")),
@@ -97,7 +125,7 @@ class Sidecar:
         """Bulk-publish JSON events to the internal pub/sub; raises if any entry failed."""
         if not events:
             return
-        response = await self._client.publish_events(
+        response = await (await self._client).publish_events(
             INTERNAL_PUBSUB, topic, list(events), data_content_type="application/json"
         )
         if response.failed_entries:

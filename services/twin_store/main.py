@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,7 +25,8 @@ from services.twin_store.ingest import TwinWriter
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     configure_logging(TWIN_STORE_APP)
-    sidecar = Sidecar(settings.dapr_grpc_address)
+    sidecar = Sidecar(*settings.sidecar_args())
+    connecting = asyncio.create_task(sidecar.connect())
     writer = TwinWriter(
         sidecar,
         settings.topics(),
@@ -37,6 +39,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.sidecar, app.state.writer = sidecar, writer
     yield
     await writer.stop()
+    connecting.cancel()
     await sidecar.close()
 
 

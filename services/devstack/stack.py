@@ -1,0 +1,273 @@
+"""The whole suite as local processes: Redis, Mosquitto, and each cloud app with its own daprd.
+
+Used by `make run`/`make up` and by the integration tests (each test module gets its own stack on
+free loopback ports in a temporary directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.devstack import components
+from services.devstack.broker import SERVICE_USER, BrokerAccounts, config_text, device_password, new_secret
+from services.devstack.processes import ManagedProcess, free_port, wait_for_http, wait_for_port
+from services.platform.names import DELTA_APP, TWIN_STORE_APP
+
+APPS = {
+    TWIN_STORE_APP: "services.twin_store.main:app",
+    DELTA_APP: "services.delta.main:app",
+}
+
+
+def daprd_binary() -> str:
+    """The daprd built by `make setup` (TWINFLEET_DAPRD, else the newest in the build cache)."""
+    explicit = os.environ.get("TWINFLEET_DAPRD")
+    if explicit:
+        return explicit
+    cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet")) / "bin"
+    found = sorted(cache.glob("daprd-*")) if cache.exists() else []
+    if not found:
+        raise FileNotFoundError("daprd not built yet: run `make setup`")
+    return str(found[-1])
+
+
+def need(program: str) -> str:
+    path = shutil.which(program) or (
+        f"/usr/sbin/{program}" if Path(f"/usr/sbin/{program}").exists() else None
+    )
+    if path is None:
+        raise FileNotFoundError(f"{program} not installed: run `make setup`")
+    return path
+
+
+@dataclass
+class AppPorts:
+    app: int
+    http: int
+    grpc: int
+    metrics: int
+
+
+class Stack:
+    """Start, stop, kill and restart the suite's processes; everything by pid."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        topic_profile: str = "default",
+        apps: Iterable[str] = (TWIN_STORE_APP, DELTA_APP),
+        app_env: dict[str, str] | None = None,
+    ) -> None:
+        self.run_dir = run_dir.resolve()
+        self.topic_profile = topic_profile
+        self.app_ids = list(apps)
+        self.app_env = app_env or {}
+        self.redis_port = free_port()
+        self.mqtt_port = free_port()
+        self.ports = {
+            app: AppPorts(free_port(), free_port(), free_port(), free_port()) for app in self.app_ids
+        }
+        self.procs: dict[str, ManagedProcess] = {}
+        self.broker_dir = self.run_dir / "mosquitto"
+        self.accounts = BrokerAccounts(self.broker_dir)
+        secrets_file = self.run_dir / "secrets.json"
+        if secrets_file.exists():
+            self.secrets = json.loads(secrets_file.read_text())
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.secrets = {"service": new_secret(), "fleet": new_secret()}
+            secrets_file.write_text(json.dumps(self.secrets))
+            secrets_file.chmod(0o600)
+
+    # -- whole stack -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.start_redis()
+        self.start_broker()
+        components.write(
+            "local",
+            self.run_dir / "dapr",
+            {
+                "redis_port": str(self.redis_port),
+                "mqtt_port": str(self.mqtt_port),
+                "broker_user": SERVICE_USER,
+                "broker_password": self.secrets["service"],
+            },
+        )
+        for app in self.app_ids:
+            self.start_app(app)
+            self.start_daprd(app)
+        for app in self.app_ids:
+            self.wait_app(app)
+        self.write_state()
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.procs[name].stop()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports[TWIN_STORE_APP].app}"
+
+    def write_state(self) -> None:
+        state = {
+            "api": self.api_url,
+            "mqtt": {"host": "127.0.0.1", "port": self.mqtt_port},
+            "redis_port": self.redis_port,
+            "topic_profile": self.topic_profile,
+            "pids": {name: proc.pid for name, proc in self.procs.items()},
+            "run_dir": str(self.run_dir),
+        }
+        (self.run_dir / "stack.json").write_text(json.dumps(state, indent=2))
+
+    # -- Redis -------------------------------------------------------------------------------
+    def start_redis(self) -> None:
+        data = self.run_dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        proc = ManagedProcess(
+            "redis",
+            [
+                need("redis-server"),
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--protected-mode",
+                "yes",
+            ],
+            self.run_dir / "logs" / "redis.log",
+        )
+        proc.start()
+        wait_for_port(self.redis_port, 20, proc.process)
+        self.procs["redis"] = proc
+
+    # -- Mosquitto ---------------------------------------------------------------------------
+    def start_broker(self) -> None:
+        if not (self.broker_dir / "passwd").exists():
+            self.accounts.initialise(self.secrets["service"])
+        config = self.broker_dir / "mosquitto.conf"
+        config.write_text(config_text(self.broker_dir, self.mqtt_port))
+        proc = ManagedProcess(
+            "mosquitto", [need("mosquitto"), "-c", str(config)], self.run_dir / "logs" / "mosquitto.log"
+        )
+        proc.start()
+        wait_for_port(self.mqtt_port, 20, proc.process)
+        self.procs["mosquitto"] = proc
+
+    def provision_devices(self, device_ids: Iterable[str]) -> dict[str, str]:
+        """Give each device broker credentials (password derived from the fleet secret)."""
+        creds = {d: device_password(self.secrets["fleet"], d) for d in device_ids}
+        self.accounts.set_many(creds.items())
+        self.procs["mosquitto"].signal(signal.SIGHUP)  # reloads password file and ACL
+        return creds
+
+    def device_password(self, device_id: str) -> str:
+        return device_password(self.secrets["fleet"], device_id)
+
+    # -- apps and sidecars -------------------------------------------------------------------
+    def start_app(self, app: str) -> None:
+        ports = self.ports[app]
+        env = {
+            "DAPR_GRPC_PORT": str(ports.grpc),
+            "DAPR_HTTP_PORT": str(ports.http),
+            "TWINFLEET_TOPIC_PROFILE": self.topic_profile,
+            **self.app_env,
+        }
+        proc = ManagedProcess(
+            app,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                APPS[app],
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports.app),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            self.run_dir / "logs" / f"{app}.log",
+            env=env,
+        )
+        proc.start()
+        wait_for_http(f"http://127.0.0.1:{ports.app}/healthz", 30, proc.process)
+        self.procs[app] = proc
+
+    def start_daprd(self, app: str) -> None:
+        ports = self.ports[app]
+        dapr_dir = self.run_dir / "dapr"
+        proc = ManagedProcess(
+            f"{app}-daprd",
+            [
+                daprd_binary(),
+                "--app-id",
+                app,
+                "--app-port",
+                str(ports.app),
+                "--app-protocol",
+                "http",
+                "--dapr-http-port",
+                str(ports.http),
+                "--dapr-grpc-port",
+                str(ports.grpc),
+                "--metrics-port",
+                str(ports.metrics),
+                "--dapr-internal-grpc-port",
+                str(free_port()),
+                "--resources-path",
+                str(dapr_dir / "resources"),
+                "--config",
+                str(dapr_dir / "configuration.yaml"),
+                "--placement-host-address",
+                "",
+                "--scheduler-host-address",
+                "",
+                "--log-level",
+                "warn",
+                "--dapr-graceful-shutdown-seconds",
+                "2",
+                "--dapr-listen-addresses",
+                "127.0.0.1",
+            ],
+            self.run_dir / "logs" / f"{app}-daprd.log",
+            env={"POD_NAME": f"{app}-0"},
+        )
+        proc.start()
+        self.procs[f"{app}-daprd"] = proc
+
+    def wait_app(self, app: str, timeout: float = 60) -> None:
+        proc = self.procs[f"{app}-daprd"]
+        try:
+            wait_for_http(f"http://127.0.0.1:{self.ports[app].http}/v1.0/healthz", timeout, proc.process)
+        except (TimeoutError, RuntimeError) as error:
+            raise RuntimeError(f"{app} sidecar not ready: {error}\n{proc.log_tail()}") from error
+
+    def restart(self, name: str) -> None:
+        """Start a stopped or killed process again on the same ports (and data)."""
+        if name == "redis":
+            self.start_redis()
+        elif name == "mosquitto":
+            self.start_broker()
+        elif name.endswith("-daprd"):
+            app = name.removesuffix("-daprd")
+            self.start_daprd(app)
+            self.wait_app(app)
+        else:
+            self.start_app(name)
+        self.write_state()
