@@ -52,9 +52,7 @@ class Fanout:
                 if out.delta is not None:
                     topic = profile.reply_topic(out.address, Operation.UPDATE, Reply.DELTA)
                     messages.append((topic, out.delta, "delta"))
-            results = await gather_bounded(
-                self._limit, [self._sidecar.publish_device(t, p) for t, p, _ in messages]
-            )
+            results = await gather_bounded(self._limit, [self._sidecar.publish_device(t, p) for t, p, _ in messages])
             for (_, _, kind), result in zip(messages, results, strict=True):
                 if isinstance(result, BaseException):
                     raise result
@@ -82,9 +80,7 @@ install_common(app)
 async def subscriptions() -> list[dict[str, Any]]:
     return [
         subscription(INTERNAL_PUBSUB, TWIN_CHANGED_TOPIC, "/events/twin-changed", bulk=500, bulk_wait_ms=5),
-        subscription(
-            INTERNAL_PUBSUB, DELTA_REQUESTED_TOPIC, "/events/delta-requested", bulk=500, bulk_wait_ms=5
-        ),
+        subscription(INTERNAL_PUBSUB, DELTA_REQUESTED_TOPIC, "/events/delta-requested", bulk=500, bulk_wait_ms=5),
     ]
 
 
@@ -105,8 +101,7 @@ async def _bulk(request: Request, model: type[TwinChanged] | type[DeltaRequested
     except Exception as error:  # noqa: BLE001 - daprd redelivers the batch
         log.warning("fan-out failed", error=str(error))
         statuses = [
-            {"entryId": s["entryId"], "status": "RETRY" if s["status"] == "SUCCESS" else "DROP"}
-            for s in statuses
+            {"entryId": s["entryId"], "status": "RETRY" if s["status"] == "SUCCESS" else "DROP"} for s in statuses
         ]
     return {"statuses": statuses}
 

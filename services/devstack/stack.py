@@ -39,9 +39,7 @@ def daprd_binary() -> str:
 
 
 def need(program: str) -> str:
-    path = shutil.which(program) or (
-        f"/usr/sbin/{program}" if Path(f"/usr/sbin/{program}").exists() else None
-    )
+    path = shutil.which(program) or (f"/usr/sbin/{program}" if Path(f"/usr/sbin/{program}").exists() else None)
     if path is None:
         raise FileNotFoundError(f"{program} not installed: run `make setup`")
     return path
@@ -71,9 +69,7 @@ class Stack:
         self.app_env = app_env or {}
         self.redis_port = free_port()
         self.mqtt_port = free_port()
-        self.ports = {
-            app: AppPorts(free_port(), free_port(), free_port(), free_port()) for app in self.app_ids
-        }
+        self.ports = {app: AppPorts(free_port(), free_port(), free_port(), free_port()) for app in self.app_ids}
         self.procs: dict[str, ManagedProcess] = {}
         self.broker_dir = self.run_dir / "mosquitto"
         self.accounts = BrokerAccounts(self.broker_dir)
@@ -88,6 +84,14 @@ class Stack:
 
     # -- whole stack -------------------------------------------------------------------------
     def start(self) -> None:
+        """Start everything; if any part fails, stop what was started and re-raise."""
+        try:
+            self._start_all()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_all(self) -> None:
         self.start_redis()
         self.start_broker()
         components.write(

@@ -53,9 +53,7 @@ def _check_value(path: str, value: Any, depth: int, limits: Limits, *, in_array:
 
 def state_size(desired: JsonObject, reported: JsonObject) -> int:
     """Bytes the merged state takes: compact JSON of both sections, as the size limit counts it."""
-    encoded = json.dumps(
-        {"desired": desired, "reported": reported}, separators=(",", ":"), ensure_ascii=False
-    )
+    encoded = json.dumps({"desired": desired, "reported": reported}, separators=(",", ":"), ensure_ascii=False)
     return len(encoded.encode())
 
 

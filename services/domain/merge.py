@@ -32,9 +32,7 @@ def merge_patch(target: JsonObject, patch: JsonObject) -> JsonObject:
     return merged
 
 
-def merge_metadata(
-    metadata: JsonObject, patch: JsonObject, merged_state: JsonObject, timestamp: int
-) -> JsonObject:
+def merge_metadata(metadata: JsonObject, patch: JsonObject, merged_state: JsonObject, timestamp: int) -> JsonObject:
     """Metadata after `patch` was merged: every leaf the patch set gets `{"timestamp": t}`.
 
     `merged_state` is the section after the merge; metadata mirrors its shape exactly.

@@ -213,9 +213,7 @@ def patch_desired(
     return apply_update(doc, device_id, shadow, request, now, limits)
 
 
-def patch_tags(
-    doc: TwinDocument | None, patch: JsonObject, expected_version: int | None, now: int
-) -> TwinDocument:
+def patch_tags(doc: TwinDocument | None, patch: JsonObject, expected_version: int | None, now: int) -> TwinDocument:
     """Merge tags (never sent to the device); bumps the version like any change."""
     if doc is None or not doc.exists:
         raise not_found("no twin exists for this device")
@@ -223,9 +221,7 @@ def patch_tags(
     for key, value in patch.items():
         if isinstance(value, (dict, list)):
             raise bad_request(f"tag {key!r} must be a string, number, boolean or null")
-    return doc.model_copy(
-        update={"tags": merge_patch(doc.tags, patch), "version": doc.version + 1, "timestamp": now}
-    )
+    return doc.model_copy(update={"tags": merge_patch(doc.tags, patch), "version": doc.version + 1, "timestamp": now})
 
 
 def apply_delete(

@@ -72,7 +72,7 @@ class DeviceLink:
         async for message in self._client.messages:
             topic = str(message.topic)
             try:
-                payload = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                payload = json.loads(bytes(message.payload))
             except ValueError:
                 continue
             kind = topic.rsplit("/", 1)[-1]

@@ -134,9 +134,7 @@ class Sidecar:
 
 def _is_etag_error(error: grpc.aio.AioRpcError) -> bool:
     details = (error.details() or "").lower()
-    return error.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION) or (
-        "etag" in details
-    )
+    return error.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION) or ("etag" in details)
 
 
 async def gather_bounded(limit: asyncio.Semaphore, coroutines: Sequence[Any]) -> list[Any]:

@@ -100,9 +100,7 @@ async def list_twins(
         next_cursor = encode_cursor(shard, "") if shard < SHARDS else None
     docs = await sidecar.get_many(keys)
     items = [
-        TwinSummary(
-            device_id=d.device_id, shadow=d.shadow, version=d.version, timestamp=d.timestamp, tags=d.tags
-        )
+        TwinSummary(device_id=d.device_id, shadow=d.shadow, version=d.version, timestamp=d.timestamp, tags=d.tags)
         for key in keys
         if (value := docs[key].value) is not None and (d := TwinDocument.model_validate(value)).exists
     ]

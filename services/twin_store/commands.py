@@ -149,9 +149,7 @@ def _take(ctx: Context, key: str) -> None:
         ctx.buckets.get(key), ctx.now, ctx.limits.rate_per_second, ctx.limits.rate_burst
     )
     if not allowed:
-        raise too_many_requests(
-            f"more than {ctx.limits.rate_per_second:g} requests/s for this twin; slow down"
-        )
+        raise too_many_requests(f"more than {ctx.limits.rate_per_second:g} requests/s for this twin; slow down")
 
 
 def _device_request(docs: dict[str, TwinDocument | None], req: DeviceRequest, ctx: Context) -> Effects:
@@ -175,9 +173,7 @@ def _device_request(docs: dict[str, TwinDocument | None], req: DeviceRequest, ct
                 ctx.limits,
             )
             _changed(docs, key, outcome, "update", token, effects)
-            effects.replies.append(
-                (ctx.profile.reply_topic(req.address, req.op, Reply.ACCEPTED), outcome.accepted)
-            )
+            effects.replies.append((ctx.profile.reply_topic(req.address, req.op, Reply.ACCEPTED), outcome.accepted))
         elif req.op is Operation.GET:
             if doc is None or not doc.exists:
                 raise not_found(f"no twin exists for {req.address.device_id}")

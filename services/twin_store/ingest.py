@@ -152,15 +152,9 @@ class TwinWriter:
 
     async def _publish(self, effects: Sequence[Effects]) -> None:
         replies = [reply for e in effects for reply in e.replies]
-        results = await gather_bounded(
-            self._publish_limit, [self._sidecar.publish_device(t, p) for t, p in replies]
-        )
-        changed = [
-            ev.model_dump_json() for e in effects for ev in e.events if not isinstance(ev, DeltaRequested)
-        ]
-        requested = [
-            ev.model_dump_json() for e in effects for ev in e.events if isinstance(ev, DeltaRequested)
-        ]
+        results = await gather_bounded(self._publish_limit, [self._sidecar.publish_device(t, p) for t, p in replies])
+        changed = [ev.model_dump_json() for e in effects for ev in e.events if not isinstance(ev, DeltaRequested)]
+        requested = [ev.model_dump_json() for e in effects for ev in e.events if isinstance(ev, DeltaRequested)]
         await self._sidecar.publish_events(TWIN_CHANGED_TOPIC, changed)
         await self._sidecar.publish_events(DELTA_REQUESTED_TOPIC, requested)
         failures = [r for r in results if isinstance(r, BaseException)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 
 from services.devstack.stack import Stack
-from services.domain.topics import Operation
 from tests.support.devices import link, new_device_id
 
 

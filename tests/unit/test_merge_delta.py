@@ -71,9 +71,7 @@ def test_delta_never_lists_reported_only_keys(desired: dict[str, Any], reported:
 
 
 @given(sections, patches, patches)
-def test_merge_is_associative_on_disjoint_keys(
-    base: dict[str, Any], p1: dict[str, Any], p2: dict[str, Any]
-) -> None:
+def test_merge_is_associative_on_disjoint_keys(base: dict[str, Any], p1: dict[str, Any], p2: dict[str, Any]) -> None:
     p2 = {k: v for k, v in p2.items() if k not in p1}
     sequential = merge_patch(merge_patch(base, p1), p2)
     combined = merge_patch(base, merge_patch_raw(p1, p2))

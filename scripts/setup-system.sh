@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install the system packages the suite runs on (Redis, Mosquitto) when they are missing.
+set -euo pipefail
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+{ command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]]; } || missing+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+if ((${#missing[@]})); then
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
