@@ -12,9 +12,16 @@ from services.devstack.stack import Stack
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A whole suite on free loopback ports, private to one test module."""
-    run = Stack(Path(tmp_path_factory.mktemp("stack")))
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A whole suite on free loopback ports, private to one test module.
+
+    A module may set `STACK_PROFILE` (topic profile) and `STACK_ENV` (app settings) to vary it.
+    """
+    run = Stack(
+        Path(tmp_path_factory.mktemp("stack")),
+        topic_profile=getattr(request.module, "STACK_PROFILE", "default"),
+        app_env=getattr(request.module, "STACK_ENV", None),
+    )
     try:
         run.start()
         yield run
