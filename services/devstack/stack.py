@@ -183,6 +183,20 @@ class Stack:
         return device_password(self.secrets["fleet"], device_id)
 
     # -- apps and sidecars -------------------------------------------------------------------
+    def add_replica(self, app: str) -> str:
+        """Start one more instance of `app` (own ports, own sidecar, same app id); returns its name."""
+        index = sum(1 for name in self.ports if name.split("#")[0] == app)
+        name = f"{app}#{index}"
+        self.ports[name] = AppPorts(free_port(), free_port(), free_port(), free_port())
+        self.start_app(name)
+        self.start_daprd(name)
+        self.wait_app(name)
+        self.write_state()
+        return name
+
+    def app_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name].app}"
+
     def start_app(self, app: str) -> None:
         ports = self.ports[app]
         env = {
@@ -197,7 +211,7 @@ class Stack:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                APPS[app],
+                APPS[app.split("#")[0]],
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -206,7 +220,7 @@ class Stack:
                 "--log-level",
                 "warning",
             ],
-            self.run_dir / "logs" / f"{app}.log",
+            self.run_dir / "logs" / f"{app.replace('#', '-')}.log",
             env=env,
         )
         proc.start()
@@ -221,7 +235,7 @@ class Stack:
             [
                 daprd_binary(),
                 "--app-id",
-                app,
+                app.split("#")[0],
                 "--app-port",
                 str(ports.app),
                 "--app-protocol",
@@ -249,8 +263,8 @@ class Stack:
                 "--dapr-listen-addresses",
                 "127.0.0.1",
             ],
-            self.run_dir / "logs" / f"{app}-daprd.log",
-            env={"POD_NAME": f"{app}-0"},
+            self.run_dir / "logs" / f"{app.replace('#', '-')}-daprd.log",
+            env={"POD_NAME": app.replace("#", "-") if "#" in app else f"{app}-0"},
         )
         proc.start()
         self.procs[f"{app}-daprd"] = proc

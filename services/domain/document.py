@@ -30,6 +30,9 @@ class TwinDocument(BaseModel):
     deleted: bool = False
     recent_tokens: list[tuple[str, int]] = Field(default_factory=list)
     """(clientToken, version it produced), newest last."""
+    write_id: str = ""
+    """Set by the writer of this revision, so after a failed multi-key write it can tell which
+    of its writes landed."""
 
     @property
     def exists(self) -> bool:

@@ -11,15 +11,19 @@ from typing import Any
 import grpc
 import httpx
 from dapr.aio.clients import DaprClient
-from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
+from dapr.clients.exceptions import DaprGrpcError
+from dapr.clients.grpc._state import Concurrency, StateItem, StateOptions
 
 from services.platform.names import DEVICE_BROKER, INTERNAL_PUBSUB, STATE_STORE
 
 _RAW = {"rawPayload": "true"}
+# The SDK's asyncio save_bulk_state hands item options to protobuf unconverted (it expects the
+# proto message there), so we pass the proto form.
+_FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write).get_proto()  # type: ignore[no-untyped-call]
 
 
-class ETagMismatch(Exception):
-    """A conditional write lost a race: re-read and re-apply."""
+class WriteFailed(Exception):
+    """At least one conditional write was refused (lost an ETag race, or the store failed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,25 +95,25 @@ class Sidecar:
     async def get(self, key: str) -> Stored:
         return (await self.get_many([key]))[key]
 
-    async def write_all(self, writes: Sequence[Write]) -> None:
-        """Write every item atomically, each conditional on its ETag; raises ETagMismatch."""
+    async def write_each(self, writes: Sequence[Write]) -> None:
+        """Write every item, each conditional on its own ETag (first-write concurrency, so an item
+        without an ETag is only created, never overwritten). Raises `WriteFailed` when any item was
+        refused; the others may have landed (stores do not roll back), so callers re-read."""
         if not writes:
             return
-        operations = [
-            TransactionalStateOperation(
+        items = [
+            StateItem(
                 key=w.key,
-                data=json.dumps(w.value, separators=(",", ":")),
+                value=json.dumps(w.value, separators=(",", ":")),
                 etag=w.etag,
-                operation_type=TransactionOperationType.upsert,
+                options=_FIRST_WRITE,
             )
             for w in writes
         ]
         try:
-            await (await self._client).execute_state_transaction(STATE_STORE, operations)
-        except grpc.aio.AioRpcError as error:
-            if _is_etag_error(error):
-                raise ETagMismatch(str(error.details())) from error
-            raise
+            await (await self._client).save_bulk_state(STATE_STORE, items)
+        except (grpc.aio.AioRpcError, DaprGrpcError) as error:
+            raise WriteFailed(str(error.details())) from error
 
     async def publish_device(self, topic: str, payload: dict[str, Any]) -> None:
         """Publish a raw JSON payload (no CloudEvent envelope) to a device topic."""
@@ -130,11 +134,6 @@ class Sidecar:
         )
         if response.failed_entries:
             raise RuntimeError(f"{len(response.failed_entries)} event(s) to {topic} not published")
-
-
-def _is_etag_error(error: grpc.aio.AioRpcError) -> bool:
-    details = (error.details() or "").lower()
-    return error.code() in (grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION) or ("etag" in details)
 
 
 async def gather_bounded(limit: asyncio.Semaphore, coroutines: Sequence[Any]) -> list[Any]:

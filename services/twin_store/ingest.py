@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from services.domain.limits import Limits
 from services.domain.ratelimit import TokenBucket
 from services.domain.topics import TopicProfile
 from services.domain.twin_index import shard_key, shard_of, with_member
-from services.platform.sidecar import ETagMismatch, Sidecar, Stored, Write, gather_bounded
+from services.platform.sidecar import Sidecar, Stored, Write, WriteFailed, gather_bounded
 from services.twin_store.commands import Command, Context, Effects, apply_command
 from services.twin_store.metrics import BATCH_SIZE, COMMANDS, CONFLICT_RETRIES
 
@@ -103,52 +104,79 @@ class TwinWriter:
                 pending.done.set_result(effect)
 
     async def _write(self, batch: Sequence[_Pending]) -> list[Effects]:
-        keys = list(dict.fromkeys(p.command.address.key for p in batch))
+        """Apply the batch and make it durable. Each twin is written conditionally on the ETag it
+        was read with; commands on twins whose write lost a race are re-applied on a fresh read,
+        the others stand (their writes landed, and are recognised by this attempt's write id)."""
+        done: list[Effects | None] = [None] * len(batch)
+        pending = list(range(len(batch)))
         for attempt in range(MAX_ATTEMPTS):
+            commands = [batch[i].command for i in pending]
+            keys = list(dict.fromkeys(c.address.key for c in commands))
             stored = await self._sidecar.get_many(keys)
             before = {k: _document(s) for k, s in stored.items()}
             docs = dict(before)
-            buckets = dict(self._buckets)
-            ctx = Context(self._profile, self._limits, time.time(), buckets)
-            effects = [apply_command(docs, p.command, ctx) for p in batch]
-            writes = [
-                Write(k, doc.model_dump(mode="json"), stored[k].etag)
-                for k, doc in docs.items()
-                if doc is not None and doc is not before[k]
-            ]
-            writes += await self._index_writes(before, docs)
-            try:
-                await self._sidecar.write_all(writes)
-            except ETagMismatch:
-                CONFLICT_RETRIES.inc()
-                await asyncio.sleep(0.005 * (attempt + 1))
-                continue
-            self._buckets = buckets
-            return effects
+            ctx = Context(self._profile, self._limits, time.time(), dict(self._buckets))
+            effects = [apply_command(docs, c, ctx) for c in commands]
+            write_id = uuid.uuid4().hex
+            changed = {
+                k: d.model_copy(update={"write_id": write_id})
+                for k, d in docs.items()
+                if d is not None and d is not before[k]
+            }
+            flips = _existence_flips(before, changed)
+            # Index entries are added before and removed after the twin writes: a crash in between
+            # leaves at worst a listed key without a live twin, which listing skips.
+            await self._update_index({k: True for k, present in flips.items() if present})
+            landed = await self._write_twins(stored, changed, write_id)
+            await self._update_index({k: False for k, present in flips.items() if not present and k in landed})
+            for index, command, effect in zip(pending, commands, effects, strict=True):
+                key = command.address.key
+                if key not in changed or key in landed:
+                    done[index] = effect
+                    if key in ctx.buckets:
+                        self._buckets[key] = ctx.buckets[key]
+            pending = [i for i in pending if done[i] is None]
+            if not pending:
+                return [e for e in done if e is not None]
+            CONFLICT_RETRIES.inc()
+            await asyncio.sleep(0.002 * (attempt + 1))
         raise RuntimeError(f"gave up after {MAX_ATTEMPTS} conflicting writes")
 
-    async def _index_writes(
-        self, before: dict[str, TwinDocument | None], after: dict[str, TwinDocument | None]
-    ) -> list[Write]:
-        """Listing-index updates for twins this batch created or deleted."""
-        flips: dict[str, bool] = {}
-        for key, doc in after.items():
-            was = before[key] is not None and before[key].exists  # type: ignore[union-attr]
-            now = doc is not None and doc.exists
-            if was != now:
-                flips[key] = now
-        if not flips:
-            return []
-        shard_keys = sorted({shard_key(shard_of(k)) for k in flips})
-        shards = await self._sidecar.get_many(shard_keys)
-        writes = []
-        for skey in shard_keys:
-            members: list[str] = (shards[skey].value or {}).get("twins", [])
-            for key, present in flips.items():
-                if shard_key(shard_of(key)) == skey:
+    async def _write_twins(
+        self, stored: dict[str, Stored], changed: dict[str, TwinDocument], write_id: str
+    ) -> set[str]:
+        """Keys whose conditional write landed."""
+        writes = [Write(k, d.model_dump(mode="json"), stored[k].etag) for k, d in changed.items()]
+        try:
+            await self._sidecar.write_each(writes)
+            return set(changed)
+        except WriteFailed:
+            again = await self._sidecar.get_many(list(changed))
+            return {k for k, s in again.items() if s.value is not None and s.value.get("write_id") == write_id}
+
+    async def _update_index(self, flips: dict[str, bool]) -> None:
+        """Add (True) or remove (False) twin keys in the listing shards, retrying lost races."""
+        by_shard: dict[str, dict[str, bool]] = {}
+        for key, present in flips.items():
+            by_shard.setdefault(shard_key(shard_of(key)), {})[key] = present
+        for _ in range(MAX_ATTEMPTS):
+            if not by_shard:
+                return
+            shards = await self._sidecar.get_many(sorted(by_shard))
+            write_id = uuid.uuid4().hex
+            writes = []
+            for skey, members_flips in by_shard.items():
+                members: list[str] = (shards[skey].value or {}).get("twins", [])
+                for key, present in members_flips.items():
                     members = with_member(members, key, present)
-            writes.append(Write(skey, {"twins": members}, shards[skey].etag))
-        return writes
+                writes.append(Write(skey, {"twins": members, "write_id": write_id}, shards[skey].etag))
+            try:
+                await self._sidecar.write_each(writes)
+                return
+            except WriteFailed:
+                again = await self._sidecar.get_many(sorted(by_shard))
+                by_shard = {k: f for k, f in by_shard.items() if (again[k].value or {}).get("write_id") != write_id}
+        raise RuntimeError("could not update the twin index")
 
     async def _publish(self, effects: Sequence[Effects]) -> None:
         replies = [reply for e in effects for reply in e.replies]
@@ -160,6 +188,17 @@ class TwinWriter:
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise RuntimeError(f"{len(failures)} device replies not published: {failures[0]}")
+
+
+def _existence_flips(before: dict[str, TwinDocument | None], changed: dict[str, TwinDocument]) -> dict[str, bool]:
+    """Twins this batch created (True) or deleted (False)."""
+    flips = {}
+    for key, doc in changed.items():
+        old = before.get(key)
+        was = old is not None and old.exists
+        if was != doc.exists:
+            flips[key] = doc.exists
+    return flips
 
 
 def _document(stored: Stored) -> TwinDocument | None:

@@ -92,7 +92,9 @@ async def test_null_deletes_keys_and_sections_and_state_null_clears(stack: Stack
         (b"", 400, "missing required field"),
     ],
 )
-async def test_bad_input_is_rejected_and_changes_nothing(stack: Stack, payload: bytes, code: int, fragment: str) -> None:
+async def test_bad_input_is_rejected_and_changes_nothing(
+    stack: Stack, payload: bytes, code: int, fragment: str
+) -> None:
     async with link(stack, new_device_id()) as dev:
         await dev.report({"keep": True})
         await dev.publish(Operation.UPDATE, payload)
@@ -131,9 +133,7 @@ async def test_version_lock(stack: Stack) -> None:
 
 async def test_rate_limit_429_changes_nothing(stack: Stack) -> None:
     async with link(stack, new_device_id()) as dev:
-        results = await asyncio.gather(
-            *(dev.report({"n": i}) for i in range(30)), return_exceptions=True
-        )
+        results = await asyncio.gather(*(dev.report({"n": i}) for i in range(30)), return_exceptions=True)
         accepted = [r for r in results if isinstance(r, dict)]
         limited = [r for r in results if isinstance(r, Rejected)]
         assert limited and all(r.code == 429 for r in limited)
