@@ -50,11 +50,17 @@ app.include_router(router)
 
 @app.get("/dapr/subscribe", include_in_schema=False)
 async def subscriptions() -> list[dict[str, Any]]:
+    """Device request topics, as shared subscriptions so replicas split the load. Filters that
+    begin with `$` (the AWS profile) are subscribed plainly: Mosquitto 2.0 delivers nothing to a
+    shared subscription on `$`-topics, so that profile runs one twin-store replica per broker."""
     profile = get_settings().topics()
     return [
-        subscription(DEVICE_BROKER, f"$share/{SHARED_SUBSCRIPTION_GROUP}/{f}", "/device-requests", raw=True)
-        for f in profile.subscriptions()
+        subscription(DEVICE_BROKER, _shared(f), "/device-requests", raw=True) for f in profile.subscriptions()
     ]
+
+
+def _shared(topic_filter: str) -> str:
+    return topic_filter if topic_filter.startswith("$") else f"$share/{SHARED_SUBSCRIPTION_GROUP}/{topic_filter}"
 
 
 @app.post("/device-requests", include_in_schema=False)
