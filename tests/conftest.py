@@ -21,6 +21,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         Path(tmp_path_factory.mktemp("stack")),
         topic_profile=getattr(request.module, "STACK_PROFILE", "default"),
         app_env=getattr(request.module, "STACK_ENV", None),
+        redis_fsync=getattr(request.module, "STACK_REDIS_FSYNC", "everysec"),
     )
     try:
         run.start()

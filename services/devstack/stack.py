@@ -62,11 +62,15 @@ class Stack:
         topic_profile: str = "default",
         apps: Iterable[str] = (TWIN_STORE_APP, DELTA_APP),
         app_env: dict[str, str] | None = None,
+        redis_fsync: str = "everysec",
     ) -> None:
         self.run_dir = run_dir.resolve()
         self.topic_profile = topic_profile
         self.app_ids = list(apps)
         self.app_env = app_env or {}
+        self.redis_fsync = redis_fsync
+        """Redis AOF fsync policy: `always` survives a Redis crash without losing acknowledged
+        writes; `everysec` (default, faster) may lose the last second."""
         self.redis_port = free_port()
         self.mqtt_port = free_port()
         self.ports = {app: AppPorts(free_port(), free_port(), free_port(), free_port()) for app in self.app_ids}
@@ -149,7 +153,7 @@ class Stack:
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "everysec",
+                self.redis_fsync,
                 "--protected-mode",
                 "yes",
             ],

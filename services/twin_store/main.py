@@ -54,9 +54,7 @@ async def subscriptions() -> list[dict[str, Any]]:
     begin with `$` (the AWS profile) are subscribed plainly: Mosquitto 2.0 delivers nothing to a
     shared subscription on `$`-topics, so that profile runs one twin-store replica per broker."""
     profile = get_settings().topics()
-    return [
-        subscription(DEVICE_BROKER, _shared(f), "/device-requests", raw=True) for f in profile.subscriptions()
-    ]
+    return [subscription(DEVICE_BROKER, _shared(f), "/device-requests", raw=True) for f in profile.subscriptions()]
 
 
 def _shared(topic_filter: str) -> str:

@@ -1,0 +1,89 @@
+"""Kill parts mid-stream of 1,000 updates from 50 devices; afterwards every twin must equal its
+device's last reported state, with version == number of updates (nothing lost, nothing twice)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+
+import httpx
+import pytest
+
+from services.devstack.stack import Stack
+from services.domain.topics import Operation
+from services.fleet_sim.link import DeviceLink
+from tests.support.devices import link, new_device_id
+
+pytestmark = pytest.mark.slow
+STACK_ENV = {"TWINFLEET_RATE_PER_SECOND": "1000", "TWINFLEET_RATE_BURST": "1000"}
+STACK_REDIS_FSYNC = "always"  # an acknowledged write must survive the store being killed
+DEVICES = 50
+UPDATES = 20
+
+
+async def send_until_accepted(dev: DeviceLink, body: dict[str, object]) -> None:
+    """A device's own retry: re-publish the same request (same clientToken) until answered."""
+    for _ in range(60):
+        try:
+            await dev.request(Operation.UPDATE, dict(body), timeout=3)
+            return
+        except TimeoutError:
+            continue
+    raise AssertionError(f"{dev.address.device_id}: update never accepted")
+
+
+async def stream(stack: Stack, progress: list[int]) -> list[str]:
+    ids = [new_device_id(f"f{i:02d}") for i in range(DEVICES)]
+    stack.provision_devices(ids)
+
+    async def device(device_id: str) -> None:
+        async with link(stack, device_id, provision=False) as dev:
+            for seq in range(UPDATES):
+                body = {
+                    "state": {"reported": {"seq": seq, "payload": random.random()}},
+                    "clientToken": f"{device_id}-{seq}",
+                }
+                await send_until_accepted(dev, body)
+                progress[0] += 1
+            await send_until_accepted(
+                dev, {"state": {"reported": {"payload": None, "done": True}}, "clientToken": f"{device_id}-end"}
+            )
+
+    await asyncio.gather(*(device(d) for d in ids))
+    return ids
+
+
+async def kill_midway(stack: Stack, name: str, progress: list[int], killed: list[int]) -> None:
+    total = DEVICES * UPDATES
+    while progress[0] < total * 0.3:
+        await asyncio.sleep(0.01)
+    killed.append(progress[0])
+    stack.procs[name].kill()
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(stack.restart, name)
+    if name == "twin-store":
+        await asyncio.to_thread(stack.wait_app, name)
+
+
+async def check(stack: Stack, ids: list[str]) -> None:
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=20) as api:
+        for device_id in ids:
+            twin = (await api.get(f"/v1/twins/{device_id}")).json()
+            assert twin["state"]["reported"] == {"seq": UPDATES - 1, "done": True}, device_id
+            assert twin["version"] == UPDATES + 1, (device_id, twin["version"])
+
+
+@pytest.mark.parametrize("victim", ["twin-store", "twin-store-daprd", "redis"])
+async def test_kill_mid_stream(stack: Stack, victim: str) -> None:
+    progress: list[int] = [0]
+    killed: list[int] = []
+    killer = asyncio.create_task(kill_midway(stack, victim, progress, killed))
+    try:
+        ids = await asyncio.wait_for(stream(stack, progress), 240)
+    finally:
+        killer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await killer
+    assert killed and killed[0] < DEVICES * UPDATES, "the victim was not killed mid-stream"
+    await check(stack, ids)
