@@ -57,7 +57,7 @@ def config_text(directory: Path, port: int) -> str:
             f"persistence_location {directory}/",
             "autosave_interval 1",
             "max_queued_messages 200000",
-            "max_inflight_messages 100",
+            "max_inflight_messages 1000",
             "max_keepalive 300",
             "log_dest stdout",
             "log_type error",

@@ -121,7 +121,8 @@ class Stack:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports[TWIN_STORE_APP].app}"
+        """The twin-store's REST API ("" when this stack runs no twin-store)."""
+        return self.app_url(TWIN_STORE_APP) if TWIN_STORE_APP in self.ports else ""
 
     def write_state(self) -> None:
         state = {
@@ -221,6 +222,10 @@ class Stack:
                 "--port",
                 str(ports.app),
                 "--no-access-log",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
                 "--log-level",
                 "warning",
             ],

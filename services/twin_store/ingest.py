@@ -28,6 +28,8 @@ from services.twin_store.metrics import BATCH_SIZE, COMMANDS, CONFLICT_RETRIES
 
 log = structlog.get_logger()
 MAX_ATTEMPTS = 8
+MAX_PUBLISHING_BATCHES = 4
+"""Batches whose replies may be in flight while later batches are written (backpressure)."""
 
 
 @dataclass(slots=True)
@@ -73,6 +75,7 @@ class TwinWriter:
         return await done
 
     async def _run(self) -> None:
+        publishing: set[asyncio.Task[None]] = set()
         while True:
             batch = [await self._queue.get()]
             deadline = time.monotonic() + self._batch_wait
@@ -84,19 +87,30 @@ class TwinWriter:
                     batch.append(await asyncio.wait_for(self._queue.get(), max(remaining, 0)))
                 except TimeoutError:
                     break
-            # Batches run one after another: later commands see earlier ones' writes.
-            await self._apply_batch(batch)
+            # Writes run one batch after another (later commands see earlier writes); a batch's
+            # replies and events are published while the next batch is read and written.
+            effects = await self._write_batch(batch)
+            if effects is None:
+                continue
+            while len(publishing) >= MAX_PUBLISHING_BATCHES:
+                await asyncio.wait(publishing, return_when=asyncio.FIRST_COMPLETED)
+            task = asyncio.create_task(self._publish_batch(batch, effects))
+            publishing.add(task)
+            task.add_done_callback(publishing.discard)
 
-    async def _apply_batch(self, batch: list[_Pending]) -> None:
+    async def _write_batch(self, batch: list[_Pending]) -> list[Effects] | None:
         BATCH_SIZE.observe(len(batch))
         try:
-            effects = await self._write(batch)
-            await self._publish(effects)
+            return await self._write(batch)
         except Exception as error:  # noqa: BLE001 - every waiter must hear about the failure
-            log.warning("batch failed", size=len(batch), error=str(error))
-            for pending in batch:
-                if not pending.done.done():
-                    pending.done.set_exception(error)
+            _fail(batch, error)
+            return None
+
+    async def _publish_batch(self, batch: list[_Pending], effects: list[Effects]) -> None:
+        try:
+            await self._publish(effects)
+        except Exception as error:  # noqa: BLE001 - the waiters' messages are redelivered
+            _fail(batch, error)
             return
         for pending, effect in zip(batch, effects, strict=True):
             COMMANDS.labels(type(pending.command).__name__, "error" if effect.error else "ok").inc()
@@ -188,6 +202,13 @@ class TwinWriter:
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise RuntimeError(f"{len(failures)} device replies not published: {failures[0]}")
+
+
+def _fail(batch: Sequence[_Pending], error: Exception) -> None:
+    log.warning("batch failed", size=len(batch), error=str(error))
+    for pending in batch:
+        if not pending.done.done():
+            pending.done.set_exception(error)
 
 
 def _existence_flips(before: dict[str, TwinDocument | None], changed: dict[str, TwinDocument]) -> dict[str, bool]:

@@ -1,0 +1,151 @@
+"""`make bench`: end-to-end figures of the suite next to the raw floor measured in the same run.
+
+Figures: accepted reported updates/s (closed loop: each device sends its next update once the
+previous one is accepted), p50/p99 publish→accepted latency at a fixed 1,000 updates/s, and
+desired (REST) → delta (at the device) latency. The floor is Mosquitto + one Redis round trip
+with no Dapr and no twin logic (`bench/floor.py`), driven by the same load generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiomqtt
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench.load import Result, closed_loop, fleet, open_loop
+from services.devstack.broker import SERVICE_USER
+from services.devstack.processes import ManagedProcess
+from services.devstack.stack import Stack
+
+console = Console()
+app = typer.Typer(add_completion=False)
+
+
+async def measure(stack: Stack, devices: int, seconds: float, rate: float, prefix: str) -> tuple[Result, Result]:
+    async with fleet(stack, devices, prefix) as links:
+        await closed_loop(links[: min(50, devices)], 2)  # warm-up
+        throughput = await closed_loop(links, seconds)
+        await asyncio.sleep(1)
+        latency = await open_loop(links, rate, seconds)
+    return throughput, latency
+
+
+async def delta_latency(stack: Stack, samples: int) -> list[float]:
+    timings = []
+    async with fleet(stack, 10, "bench-delta") as links, httpx.AsyncClient(base_url=stack.api_url) as api:
+        for link in links:
+            await link.report({"setpoint": -1})
+        for i in range(samples):
+            link = links[i % len(links)]
+            started = time.perf_counter()
+            response = await api.patch(f"/v1/twins/{link.address.device_id}/desired", json={"setpoint": i})
+            response.raise_for_status()
+            while (await link.next_delta())["state"].get("setpoint") != i:
+                pass
+            timings.append(time.perf_counter() - started)
+    return timings
+
+
+async def floor_delta_latency(stack: Stack, samples: int) -> list[float]:
+    timings = []
+    async with (
+        fleet(stack, 1, "floor-delta") as links,
+        aiomqtt.Client(
+            "127.0.0.1", stack.mqtt_port, username=SERVICE_USER, password=stack.secrets["service"]
+        ) as service,
+    ):
+        link = links[0]
+        topic = f"{link.address.device_id}/state/update/delta"
+        for i in range(samples):
+            started = time.perf_counter()
+            await service.publish(topic, json.dumps({"state": {"setpoint": i}}), qos=1)
+            await link.next_delta()
+            timings.append(time.perf_counter() - started)
+    return timings
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
+
+
+@app.command()
+def main(
+    devices: int = typer.Option(1000, help="simulated devices, each with its own connection"),
+    seconds: float = typer.Option(15, help="duration of each load phase"),
+    rate: float = typer.Option(1000, help="fixed rate for the latency phase (updates/s)"),
+    samples: int = typer.Option(200, help="desired→delta samples"),
+) -> None:
+    base = Path(tempfile.mkdtemp(prefix="twinfleet-bench-"))
+    console.print(f"[bold]Twinfleet bench[/] — {os.cpu_count()} cores, {devices} devices, {seconds:g}s phases")
+
+    floor_stack = Stack(base / "floor", apps=[])
+    floor_stack.start()
+    server = ManagedProcess(
+        "floor",
+        [
+            sys.executable,
+            "-m",
+            "bench.floor",
+            str(floor_stack.mqtt_port),
+            str(floor_stack.redis_port),
+            SERVICE_USER,
+            floor_stack.secrets["service"],
+        ],
+        base / "floor" / "logs" / "floor.log",
+    )
+    try:
+        server.start()
+        deadline = time.monotonic() + 20
+        while "ready" not in server.log_tail() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        floor_tp, floor_lat = asyncio.run(measure(floor_stack, devices, seconds, rate, "floor"))
+        floor_delta = asyncio.run(floor_delta_latency(floor_stack, samples))
+    finally:
+        server.stop()
+        floor_stack.stop()
+
+    suite = Stack(base / "suite")
+    suite.start()
+    try:
+        suite_tp, suite_lat = asyncio.run(measure(suite, devices, seconds, rate, "bench"))
+        suite_delta = asyncio.run(delta_latency(suite, samples))
+    finally:
+        suite.stop()
+
+    table = Table(title="Twinfleet end-to-end vs raw floor (same run, same machine)")
+    table.add_column("measure")
+    table.add_column("suite", justify="right")
+    table.add_column("raw floor", justify="right")
+    table.add_column("suite/floor", justify="right")
+
+    def row(name: str, suite_value: float, floor_value: float, fmt: str) -> None:
+        ratio = suite_value / floor_value if floor_value else float("nan")
+        table.add_row(name, format(suite_value, fmt), format(floor_value, fmt), f"{ratio:.2f}")
+
+    row("accepted updates/s (closed loop)", suite_tp.rate, floor_tp.rate, ",.0f")
+    row("  p50 accept latency under max load, ms", suite_tp.percentile(50), floor_tp.percentile(50), ".1f")
+    row(f"p50 accept latency @ {rate:g}/s, ms", suite_lat.percentile(50), floor_lat.percentile(50), ".1f")
+    row(f"p99 accept latency @ {rate:g}/s, ms", suite_lat.percentile(99), floor_lat.percentile(99), ".1f")
+    row(f"achieved rate @ {rate:g}/s target", suite_lat.rate, floor_lat.rate, ",.0f")
+    row("p50 desired→delta latency, ms", pct(suite_delta, 50), pct(floor_delta, 50), ".1f")
+    row("p99 desired→delta latency, ms", pct(suite_delta, 99), pct(floor_delta, 99), ".1f")
+    console.print(table)
+    console.print(
+        f"rejected/timeouts: suite {suite_tp.rejected + suite_lat.rejected}, floor {floor_tp.rejected + floor_lat.rejected}"
+    )
+    console.print("targets (issue): ≥ 5,000 accepted updates/s; p99 < 50 ms at 1,000 updates/s")
+
+
+if __name__ == "__main__":
+    app()
