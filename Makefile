@@ -56,8 +56,8 @@ test-fast: setup
 
 .PHONY: lint ## ruff + mypy
 lint: setup
-	@$(VENV)/bin/ruff check services tests
-	@$(VENV)/bin/ruff format --check services tests
+	@$(VENV)/bin/ruff check services tests bench
+	@$(VENV)/bin/ruff format --check services tests bench
 	@$(VENV)/bin/mypy
 
 .PHONY: bench ## end-to-end figures next to the raw floor measured in the same run

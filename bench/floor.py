@@ -23,7 +23,7 @@ async def serve(mqtt_port: int, redis_port: int, user: str, password: str) -> No
         print("ready", flush=True)
         pending: set[asyncio.Task[None]] = set()
         async for message in client.messages:
-            task = asyncio.create_task(handle(client, store, str(message.topic), bytes(message.payload)))  # type: ignore[arg-type]
+            task = asyncio.create_task(handle(client, store, str(message.topic), bytes(message.payload)))
             pending.add(task)
             task.add_done_callback(pending.discard)
 
