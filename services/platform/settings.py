@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from functools import lru_cache
 
 from pydantic import Field
@@ -9,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.domain.limits import Limits
 from services.domain.topics import TopicProfile, profile
+
+_LIMITS = Limits()
 
 
 class Settings(BaseSettings):
@@ -18,11 +21,14 @@ class Settings(BaseSettings):
     dapr_grpc_port: int = Field(default=50001, validation_alias="DAPR_GRPC_PORT")
     """This app's sidecar ports: the standard Dapr variables, set by the injector on Kubernetes."""
     dapr_http_port: int = Field(default=3500, validation_alias="DAPR_HTTP_PORT")
-    max_state_bytes: int = 8192
-    max_payload_bytes: int = 131072
-    max_depth: int = 8
-    rate_per_second: float = 20.0
-    rate_burst: int = 40
+    # Request limits: defaults are the domain's (`Limits`), overridable per deployment.
+    max_state_bytes: int = _LIMITS.max_state_bytes
+    max_payload_bytes: int = _LIMITS.max_payload_bytes
+    max_depth: int = _LIMITS.max_depth
+    max_client_token_bytes: int = _LIMITS.max_client_token_bytes
+    max_key_bytes: int = _LIMITS.max_key_bytes
+    rate_per_second: float = _LIMITS.rate_per_second
+    rate_burst: int = _LIMITS.rate_burst
     batch_max: int = 256
     """Most requests the twin-store applies in one state round trip."""
     batch_wait_ms: float = 2.0
@@ -31,13 +37,7 @@ class Settings(BaseSettings):
     """Most device-broker publishes in flight at once (paces fan-out)."""
 
     def limits(self) -> Limits:
-        return Limits(
-            max_state_bytes=self.max_state_bytes,
-            max_payload_bytes=self.max_payload_bytes,
-            max_depth=self.max_depth,
-            rate_per_second=self.rate_per_second,
-            rate_burst=self.rate_burst,
-        )
+        return Limits(**{f.name: getattr(self, f.name) for f in fields(Limits)})
 
     def topics(self) -> TopicProfile:
         return profile(self.topic_profile)

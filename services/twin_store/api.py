@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Header, Query, Request
 from pydantic import BaseModel
 
 from services.domain.document import TwinDocument
-from services.domain.errors import TwinError, bad_request, not_found
+from services.domain.errors import bad_request, not_found
 from services.domain.json_values import JsonObject
 from services.domain.topics import TwinAddress, valid_id
 from services.domain.twin_index import (
@@ -159,6 +159,3 @@ async def delete_twin(
     """Delete the twin; its version is kept, so a re-created twin continues above it."""
     doc = await _submit(request, DeleteTwin(_address(device_id, shadow), _expected_version(if_match)))
     return {"deviceId": doc.device_id, "shadow": doc.shadow, "version": doc.version}
-
-
-__all__ = ["TwinError", "router"]

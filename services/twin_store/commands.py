@@ -160,7 +160,8 @@ def _device_request(docs: dict[str, TwinDocument | None], req: DeviceRequest, ct
     try:
         body = decode_request(req.payload, ctx.limits)
         token = _token_best_effort(body, ctx.limits)
-        token = parse_client_token(body, ctx.limits)
+        if token is None:
+            parse_client_token(body, ctx.limits)  # raises for a malformed token
         _take(ctx, key)
         doc = docs.get(key)
         if req.op is Operation.UPDATE:

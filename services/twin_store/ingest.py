@@ -129,7 +129,9 @@ class TwinWriter:
             stored = await self._sidecar.get_many(keys)
             before = {k: _document(s) for k, s in stored.items()}
             docs = dict(before)
-            ctx = Context(self._profile, self._limits, time.time(), dict(self._buckets))
+            # Only this batch's buckets are copied: they are committed for the commands that land.
+            buckets = {k: self._buckets[k] for k in keys if k in self._buckets}
+            ctx = Context(self._profile, self._limits, time.time(), buckets)
             effects = [apply_command(docs, c, ctx) for c in commands]
             write_id = uuid.uuid4().hex
             changed = {
