@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import random
 
+import aiomqtt
 import httpx
 import pytest
 
@@ -22,15 +23,34 @@ DEVICES = 50
 UPDATES = 20
 
 
-async def send_until_accepted(dev: DeviceLink, body: dict[str, object]) -> None:
-    """A device's own retry: re-publish the same request (same clientToken) until answered."""
-    for _ in range(60):
-        try:
-            await dev.request(Operation.UPDATE, dict(body), timeout=3)
-            return
-        except TimeoutError:
-            continue
-    raise AssertionError(f"{dev.address.device_id}: update never accepted")
+class ResilientDevice:
+    """A device that re-sends the same request (same clientToken) until it is answered, and
+    reconnects when the broker goes away — what a well-behaved device does."""
+
+    def __init__(self, stack: Stack, device_id: str) -> None:
+        self.stack = stack
+        self.device_id = device_id
+        self.link: DeviceLink | None = None
+
+    async def send_until_accepted(self, body: dict[str, object]) -> None:
+        for _ in range(120):
+            try:
+                if self.link is None:
+                    self.link = await link(self.stack, self.device_id, provision=False).__aenter__()
+                await self.link.request(Operation.UPDATE, dict(body), timeout=3)
+                return
+            except TimeoutError:
+                continue
+            except aiomqtt.MqttError:
+                await self.close()
+                await asyncio.sleep(0.5)
+        raise AssertionError(f"{self.device_id}: update never accepted")
+
+    async def close(self) -> None:
+        if self.link is not None:
+            with contextlib.suppress(Exception):
+                await self.link.__aexit__(None, None, None)
+            self.link = None
 
 
 async def stream(stack: Stack, progress: list[int]) -> list[str]:
@@ -38,17 +58,20 @@ async def stream(stack: Stack, progress: list[int]) -> list[str]:
     stack.provision_devices(ids)
 
     async def device(device_id: str) -> None:
-        async with link(stack, device_id, provision=False) as dev:
+        dev = ResilientDevice(stack, device_id)
+        try:
             for seq in range(UPDATES):
                 body = {
                     "state": {"reported": {"seq": seq, "payload": random.random()}},
                     "clientToken": f"{device_id}-{seq}",
                 }
-                await send_until_accepted(dev, body)
+                await dev.send_until_accepted(body)
                 progress[0] += 1
-            await send_until_accepted(
-                dev, {"state": {"reported": {"payload": None, "done": True}}, "clientToken": f"{device_id}-end"}
+            await dev.send_until_accepted(
+                {"state": {"reported": {"payload": None, "done": True}}, "clientToken": f"{device_id}-end"}
             )
+        finally:
+            await dev.close()
 
     await asyncio.gather(*(device(d) for d in ids))
     return ids
@@ -74,7 +97,7 @@ async def check(stack: Stack, ids: list[str]) -> None:
             assert twin["version"] == UPDATES + 1, (device_id, twin["version"])
 
 
-@pytest.mark.parametrize("victim", ["twin-store", "twin-store-daprd", "redis"])
+@pytest.mark.parametrize("victim", ["twin-store", "twin-store-daprd", "redis", "mosquitto"])
 async def test_kill_mid_stream(stack: Stack, victim: str) -> None:
     progress: list[int] = [0]
     killed: list[int] = []
