@@ -7,10 +7,12 @@ DAPR_RUNTIME_VERSION := 1.18.0
 DAPR_EXCLUDE_COMPONENTS := pubsub_pulsar
 TWINFLEET_CACHE ?= $(HOME)/.cache/twinfleet
 DAPRD := $(TWINFLEET_CACHE)/bin/daprd-$(DAPR_RUNTIME_VERSION)
+LOADGEN := $(TWINFLEET_CACHE)/bin/loadgen
 VENV := .venv
 PY := $(VENV)/bin/python
 FLEET ?= 1000
 export TWINFLEET_DAPRD := $(DAPRD)
+export TWINFLEET_LOADGEN := $(LOADGEN)
 export TWINFLEET_CACHE
 
 .PHONY: help ## list the targets
@@ -61,8 +63,11 @@ lint: setup
 	@$(VENV)/bin/mypy
 
 .PHONY: bench ## end-to-end figures next to the raw floor measured in the same run
-bench: setup
+bench: setup $(LOADGEN)
 	@$(PY) -m bench
+
+$(LOADGEN): bench/loadgen/main.go bench/loadgen/go.mod
+	@cd bench/loadgen && go build -o $(LOADGEN) .
 
 .PHONY: components ## render the Dapr components for k3s and aks into deploy/
 components: setup
