@@ -38,6 +38,16 @@ def daprd_binary() -> str:
     return str(found[-1])
 
 
+def app_id(instance: str) -> str:
+    """The Dapr app id of an instance name (`twin-store`, or `twin-store#1` for a replica)."""
+    return instance.split("#")[0]
+
+
+def instance_slug(instance: str) -> str:
+    """An instance name fit for file names (`twin-store#1` -> `twin-store-1`)."""
+    return instance.replace("#", "-")
+
+
 def need(program: str) -> str:
     path = shutil.which(program) or (f"/usr/sbin/{program}" if Path(f"/usr/sbin/{program}").exists() else None)
     if path is None:
@@ -190,7 +200,7 @@ class Stack:
     # -- apps and sidecars -------------------------------------------------------------------
     def add_replica(self, app: str) -> str:
         """Start one more instance of `app` (own ports, own sidecar, same app id); returns its name."""
-        index = sum(1 for name in self.ports if name.split("#")[0] == app)
+        index = sum(1 for name in self.ports if app_id(name) == app)
         name = f"{app}#{index}"
         self.ports[name] = AppPorts(free_port(), free_port(), free_port(), free_port())
         self.start_app(name)
@@ -216,7 +226,7 @@ class Stack:
                 sys.executable,
                 "-m",
                 "uvicorn",
-                APPS[app.split("#")[0]],
+                APPS[app_id(app)],
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -229,7 +239,7 @@ class Stack:
                 "--log-level",
                 "warning",
             ],
-            self.run_dir / "logs" / f"{app.replace('#', '-')}.log",
+            self.run_dir / "logs" / f"{instance_slug(app)}.log",
             env=env,
         )
         proc.start()
@@ -244,7 +254,7 @@ class Stack:
             [
                 daprd_binary(),
                 "--app-id",
-                app.split("#")[0],
+                app_id(app),
                 "--app-port",
                 str(ports.app),
                 "--app-protocol",
@@ -272,8 +282,8 @@ class Stack:
                 "--dapr-listen-addresses",
                 "127.0.0.1",
             ],
-            self.run_dir / "logs" / f"{app.replace('#', '-')}-daprd.log",
-            env={"POD_NAME": app.replace("#", "-") if "#" in app else f"{app}-0"},
+            self.run_dir / "logs" / f"{instance_slug(app)}-daprd.log",
+            env={"POD_NAME": instance_slug(app) if "#" in app else f"{app}-0"},
         )
         proc.start()
         self.procs[f"{app}-daprd"] = proc
