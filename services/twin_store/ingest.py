@@ -195,12 +195,16 @@ class TwinWriter:
         raise RuntimeError("could not update the twin index")
 
     async def _publish(self, effects: Sequence[Effects]) -> None:
+        """Device replies and both event bulks go out concurrently; raises if any failed."""
         replies = [reply for e in effects for reply in e.replies]
-        results = await gather_bounded(self._publish_limit, [self._sidecar.publish_device(t, p) for t, p in replies])
-        changed = [ev.model_dump_json() for e in effects for ev in e.events if not isinstance(ev, DeltaRequested)]
-        requested = [ev.model_dump_json() for e in effects for ev in e.events if isinstance(ev, DeltaRequested)]
-        await self._sidecar.publish_events(TWIN_CHANGED_TOPIC, changed)
-        await self._sidecar.publish_events(DELTA_REQUESTED_TOPIC, requested)
+        events = [ev for e in effects for ev in e.events]
+        changed = [ev.model_dump_json() for ev in events if not isinstance(ev, DeltaRequested)]
+        requested = [ev.model_dump_json() for ev in events if isinstance(ev, DeltaRequested)]
+        results, *_ = await asyncio.gather(
+            gather_bounded(self._publish_limit, [self._sidecar.publish_device(t, p) for t, p in replies]),
+            self._sidecar.publish_events(TWIN_CHANGED_TOPIC, changed),
+            self._sidecar.publish_events(DELTA_REQUESTED_TOPIC, requested),
+        )
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise RuntimeError(f"{len(failures)} device replies not published: {failures[0]}")
