@@ -38,7 +38,9 @@ def acl_text() -> str:
     lines = [f"user {SERVICE_USER}", "topic readwrite #", "topic readwrite $aws/#", ""]
     for prof in PROFILES.values():
         lines.append(f"pattern readwrite {prof.device_topics('%u')}")
-    lines.append("pattern readwrite %u/events/#")
+    for channel in ("events", "commands", "agent"):
+        lines.append(f"pattern readwrite %u/{channel}/#")
+    lines.append("pattern readwrite %u/events")
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,8 @@ import yaml
 from services.platform import names
 
 ROOT = Path(__file__).resolve().parents[2] / "components"
-TARGETS = ("local", "k3s", "aks")
+TARGETS = ("local", "k3s", "aks", "agent-local", "agent-k3s")
+"""Cloud apps: local, k3s, aks. The device agent: agent-local (tests, `make run`), agent-k3s."""
 
 
 def render(target: str, params: dict[str, str] | None = None) -> dict[str, str]:
@@ -25,27 +26,31 @@ def render(target: str, params: dict[str, str] | None = None) -> dict[str, str]:
     )
     common = {
         "names": {k: getattr(names, k) for k in dir(names) if k.isupper()},
-        "namespace": values.get("namespace") or "",
+        "namespace": _fill(values.get("namespace") or "", params or {}),
     }
     files: dict[str, str] = {}
+    pubsubs = [getattr(names, c) for c, comp in values["components"].items() if comp["type"].startswith("pubsub.")]
+    common["pubsubs"] = pubsubs
     for constant, component in values["components"].items():
         name = getattr(names, constant)
         component = {**component, "metadata": _fill(component["metadata"], params or {})}
         text = env.get_template("component.yaml.j2").render(common, name=name, component=component)
         files[f"{name}.yaml"] = text
-    files["resiliency.yaml"] = env.get_template("resiliency.yaml.j2").render(common, **values)
-    files["configuration.yaml"] = env.get_template("configuration.yaml.j2").render(common, **values)
+    settings = {k: v for k, v in values.items() if k not in common}
+    files["resiliency.yaml"] = env.get_template("resiliency.yaml.j2").render(common, **settings)
+    files["configuration.yaml"] = env.get_template("configuration.yaml.j2").render(common, **settings)
     return files
 
 
-def _fill(metadata: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
-    filled: dict[str, Any] = {}
-    for key, value in metadata.items():
-        if isinstance(value, str):
-            for param, replacement in params.items():
-                value = value.replace("{" + param + "}", replacement)
-        filled[key] = value
-    return filled
+def _fill(value: Any, params: dict[str, str]) -> Any:
+    """`value` with `{param}` placeholders replaced in every string it holds."""
+    if isinstance(value, str):
+        for param, replacement in params.items():
+            value = value.replace("{" + param + "}", replacement)
+        return value
+    if isinstance(value, dict):
+        return {key: _fill(item, params) for key, item in value.items()}
+    return value
 
 
 def write(target: str, directory: Path, params: dict[str, str] | None = None) -> Path:

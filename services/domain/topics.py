@@ -103,6 +103,49 @@ AWS = TopicProfile("aws", "$aws/things/{id}/shadow", named_shadows=True)
 PROFILES = {p.name: p for p in (DEFAULT, AWS)}
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceChannels:
+    """A device's topics beside its twin: events up, durable commands down and their results up,
+    and a connectivity probe nobody subscribes to (the broker's PUBACK is the answer)."""
+
+    device_id: str
+
+    @property
+    def events(self) -> str:
+        return f"{self.device_id}/events"
+
+    def command(self, command_id: str) -> str:
+        return f"{self.device_id}/commands/{command_id}"
+
+    def command_result(self, command_id: str) -> str:
+        return f"{self.device_id}/commands/{command_id}/result"
+
+    @property
+    def commands_filter(self) -> str:
+        """What the device subscribes to for commands (`{id}/commands/+`)."""
+        return f"{self.device_id}/commands/+"
+
+    @property
+    def commands_sync(self) -> str:
+        """The device asks for every pending command (after it (re)connects)."""
+        return f"{self.device_id}/commands/sync"
+
+    @property
+    def probe(self) -> str:
+        return f"{self.device_id}/agent/probe"
+
+
+EVENTS_FILTER = "+/events"
+COMMAND_RESULTS_FILTER = "+/commands/+/result"
+COMMANDS_SYNC_FILTER = "+/commands/sync"
+
+
+def channel_device(topic: str) -> str | None:
+    """The device id a device-channel topic starts with, or None when it is not a valid one."""
+    device_id = topic.split("/", 1)[0]
+    return device_id if valid_id(device_id) else None
+
+
 def profile(name: str) -> TopicProfile:
     try:
         return PROFILES[name]

@@ -11,7 +11,7 @@ from services.devstack import components
 from services.platform import names
 
 
-@pytest.mark.parametrize("target", components.TARGETS)
+@pytest.mark.parametrize("target", ["local", "k3s", "aks"])
 def test_every_target_renders_the_same_components(target: str) -> None:
     files = components.render(
         target, {"redis_port": "6379", "mqtt_port": "1883", "broker_user": "u", "broker_password": "p"}
@@ -39,3 +39,29 @@ def test_local_placeholders_must_be_filled() -> None:
     text = components.render("local", {"redis_port": "1", "mqtt_port": "2", "broker_user": "u", "broker_password": "p"})
     assert "{redis_port}" not in "".join(text.values())
     assert "{appID}" in text[f"{names.INTERNAL_PUBSUB}.yaml"]  # Dapr's own placeholder stays
+
+
+@pytest.mark.parametrize("target", ["agent-local", "agent-k3s"])
+def test_agent_targets_render_its_broker_link_and_local_store(target: str) -> None:
+    params = {
+        "device_id": "dev-1",
+        "device_password": "pw",
+        "mqtt_port": "1883",
+        "data_dir": "/data",
+        "namespace": "edge",
+        "credentials_secret": "dev-1-broker",
+    }
+    docs = [yaml.safe_load(text) for text in components.render(target, params).values()]
+    rendered = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Component"}
+    assert set(rendered) == {names.AGENT_BROKER, names.AGENT_STATE}
+    assert rendered[names.AGENT_STATE]["spec"]["type"] == "state.sqlite"
+    broker = {m["name"]: m for m in rendered[names.AGENT_BROKER]["spec"]["metadata"]}
+    assert broker["consumerID"]["value"] == "dev-1" and broker["cleanSession"]["value"] == "false"
+    assert all(d["scopes"] == [names.DEVICE_AGENT_APP] for d in rendered.values())
+    resiliency = next(d for d in docs if d["kind"] == "Resiliency")
+    assert set(resiliency["spec"]["targets"]["components"]) == {names.AGENT_BROKER}
+    if target == "agent-k3s":
+        assert broker["url"]["secretKeyRef"] == {"name": "dev-1-broker", "key": "url"}
+        assert all(d["metadata"]["namespace"] == "edge" for d in docs)
+    else:
+        assert broker["url"]["value"] == "tcp://dev-1:pw@127.0.0.1:1883"
