@@ -38,6 +38,63 @@ def daprd_binary() -> str:
     return str(found[-1])
 
 
+def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
+    """The daprd command line for one app: loopback only, no placement/scheduler, components and
+    configuration from `dapr_dir` (`resources/`, `configuration.yaml`)."""
+    return [
+        daprd_binary(),
+        "--app-id",
+        app,
+        "--app-port",
+        str(ports.app),
+        "--app-protocol",
+        "http",
+        "--dapr-http-port",
+        str(ports.http),
+        "--dapr-grpc-port",
+        str(ports.grpc),
+        "--metrics-port",
+        str(ports.metrics),
+        "--dapr-internal-grpc-port",
+        str(free_port()),
+        "--resources-path",
+        str(dapr_dir / "resources"),
+        "--config",
+        str(dapr_dir / "configuration.yaml"),
+        "--placement-host-address",
+        "",
+        "--scheduler-host-address",
+        "",
+        "--log-level",
+        "warn",
+        "--dapr-graceful-shutdown-seconds",
+        "2",
+        "--dapr-listen-addresses",
+        "127.0.0.1",
+    ]
+
+
+def uvicorn_args(target: str, port: int) -> list[str]:
+    """The command line serving one app (`module:app`) on a loopback port."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+    ]
+
+
 def app_id(instance: str) -> str:
     """The Dapr app id of an instance name (`twin-store`, or `twin-store#1` for a replica)."""
     return instance.split("#")[0]
@@ -222,23 +279,7 @@ class Stack:
         }
         proc = ManagedProcess(
             app,
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                APPS[app_id(app)],
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(ports.app),
-                "--no-access-log",
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--log-level",
-                "warning",
-            ],
+            uvicorn_args(APPS[app_id(app)], ports.app),
             self.run_dir / "logs" / f"{instance_slug(app)}.log",
             env=env,
         )
@@ -248,40 +289,9 @@ class Stack:
 
     def start_daprd(self, app: str) -> None:
         ports = self.ports[app]
-        dapr_dir = self.run_dir / "dapr"
         proc = ManagedProcess(
             f"{app}-daprd",
-            [
-                daprd_binary(),
-                "--app-id",
-                app_id(app),
-                "--app-port",
-                str(ports.app),
-                "--app-protocol",
-                "http",
-                "--dapr-http-port",
-                str(ports.http),
-                "--dapr-grpc-port",
-                str(ports.grpc),
-                "--metrics-port",
-                str(ports.metrics),
-                "--dapr-internal-grpc-port",
-                str(free_port()),
-                "--resources-path",
-                str(dapr_dir / "resources"),
-                "--config",
-                str(dapr_dir / "configuration.yaml"),
-                "--placement-host-address",
-                "",
-                "--scheduler-host-address",
-                "",
-                "--log-level",
-                "warn",
-                "--dapr-graceful-shutdown-seconds",
-                "2",
-                "--dapr-listen-addresses",
-                "127.0.0.1",
-            ],
+            daprd_args(app_id(app), ports, self.run_dir / "dapr"),
             self.run_dir / "logs" / f"{instance_slug(app)}-daprd.log",
             env={"POD_NAME": instance_slug(app) if "#" in app else f"{app}-0"},
         )

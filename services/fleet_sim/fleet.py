@@ -6,12 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from services.domain.merge import merge_patch
+from services.domain.device_core import (
+    DeviceView,
+    apply_in_memory,
+    plan_apply,
+    report_for,
+    take_delta,
+    take_document,
+    took_report,
+)
 from services.domain.topics import TopicProfile
 from services.fleet_sim.link import DeviceLink, Rejected
 
@@ -33,24 +41,39 @@ def initial_state(device_id: str) -> dict[str, Any]:
 
 @dataclass
 class SimulatedDevice:
-    """A device that applies every delta to its state at once and reports the result."""
+    """A device that applies what its twin desires at once and reports the result, driven by the
+    same device core as the agent (versions filter stale deltas; every key is supported)."""
 
     link: DeviceLink
     report_interval: float
     state: dict[str, Any]
+    view: DeviceView = field(default_factory=DeviceView)
 
     async def run(self) -> None:
-        await self.link.report(self.state)
-        await self.link.get()  # asks for the full delta too
+        await self._report(self.state)
+        document = await self.link.get()
         telemetry = asyncio.create_task(self._telemetry())
         try:
+            await self._converge(take_document(self.view, document))
             while True:
-                delta = await self.link.deltas.get()
-                self.state = merge_patch(self.state, delta["state"])
-                with contextlib.suppress(Rejected, TimeoutError):
-                    await self.link.report(delta["state"])
+                await self._converge(take_delta(self.view, await self.link.deltas.get()))
         finally:
             telemetry.cancel()
+
+    async def _converge(self, view: DeviceView | None) -> None:
+        if view is None:  # stale: not newer than what this device already took
+            return
+        self.view = view
+        plan = plan_apply(view, self.state, supported=view.desired.keys() | self.state.keys())
+        self.state, outcomes = apply_in_memory(self.state, plan)
+        patch = report_for(view, self.state, outcomes, plan.unsupported)
+        if patch:
+            with contextlib.suppress(Rejected, TimeoutError):
+                await self._report(patch)
+
+    async def _report(self, patch: dict[str, Any]) -> None:
+        await self.link.report(patch)
+        self.view = took_report(self.view, patch)
 
     async def _telemetry(self) -> None:
         if self.report_interval <= 0:
@@ -61,7 +84,7 @@ class SimulatedDevice:
             temperature = round(self.state["telemetry"]["temperature"] + rng.uniform(-0.5, 0.5), 1)
             self.state["telemetry"]["temperature"] = temperature
             with contextlib.suppress(Rejected, TimeoutError):
-                await self.link.report({"telemetry": {"temperature": temperature}})
+                await self._report({"telemetry": {"temperature": temperature}})
             await asyncio.sleep(self.report_interval)
 
 
