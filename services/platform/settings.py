@@ -49,3 +49,38 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+class AgentSettings(Settings):
+    """The device agent's settings (same loader, same prefix; the K3s chart sets them)."""
+
+    device_id: str = ""
+    wire_encoding: str = "json"
+    """How this device encodes its messages: `json` or `cbor`."""
+    agent_data_dir: str = "/var/lib/twinfleet"
+    agent_config_file: str = ""
+    """Where the configuration handler writes the desired settings (default: in the data dir)."""
+    agent_config_key: str = "config"
+    """The top-level twin key the configuration handler owns."""
+    agent_configmap: str = ""
+    """On K3s, the ConfigMap the configuration handler also writes ("" = none)."""
+    agent_namespace: str = ""
+    agent_outbox_max: int = 10_000
+    """Most events kept while offline; when full the oldest is dropped and counted."""
+    agent_event_batch: int = 200
+    """Most events per published batch."""
+    agent_probe_interval: float = 5.0
+    """Seconds between connectivity probes while the cloud is unreachable."""
+    agent_publish_timeout: float = 3.0
+    """Seconds a publish may take before the agent counts the cloud as unreachable."""
+    agent_request_timeout: float = 10.0
+    """Seconds to wait for the twin-store's answer to a get/update."""
+    agent_resync_interval: float = 600.0
+    """Seconds between full reconciles while online (a safety net; deltas normally suffice)."""
+    agent_apply_delay: float = 0.0
+    """Seconds an apply takes on purpose (simulates slow actuators in demos and fault tests)."""
+
+
+@lru_cache(maxsize=1)
+def get_agent_settings() -> AgentSettings:
+    return AgentSettings()

@@ -1,0 +1,96 @@
+"""The device agent on real daprd (its own sidecar: mqtt3 to the broker with the device's
+credentials, SQLite store) against the real suite."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from services.devstack.agent import LocalAgent
+from services.devstack.stack import Stack
+from services.domain.device_core import FAILED, UNSUPPORTED
+
+AGENT_ENV = {
+    "TWINFLEET_AGENT_PROBE_INTERVAL": "0.5",
+    "TWINFLEET_AGENT_PUBLISH_TIMEOUT": "1.5",
+    "TWINFLEET_AGENT_REQUEST_TIMEOUT": "5",
+}
+
+AgentFactory = Callable[..., LocalAgent]
+
+
+@pytest.fixture
+def start_agent(stack: Stack) -> Iterator[AgentFactory]:
+    started: list[LocalAgent] = []
+
+    def start(device_id: str, **env: str) -> LocalAgent:
+        password = stack.provision_devices([device_id])[device_id]
+        agent = LocalAgent(
+            stack.run_dir / "agents" / device_id, device_id, password, stack.mqtt_port, {**AGENT_ENV, **env}
+        )
+        started.append(agent)
+        agent.start()
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+async def twin(api: httpx.AsyncClient, device_id: str) -> dict[str, Any]:
+    response = await api.get(f"/v1/twins/{device_id}")
+    return response.json() if response.status_code == 200 else {}
+
+
+def reported(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc.get("state", {}).get("reported", {}) if doc else {}
+
+
+async def test_agent_applies_desired_configuration_and_reports_it(
+    stack: Stack, api: httpx.AsyncClient, start_agent: AgentFactory
+) -> None:
+    agent = start_agent("agent-apply")
+    want = {"sampleRate": 5, "mode": "eco"}
+    await eventually(lambda: twin(api, "agent-apply"), what="twin created at boot")
+    assert (await api.patch("/v1/twins/agent-apply/desired", json={"config": want})).status_code == 200
+
+    async def applied() -> bool:
+        doc = await twin(api, "agent-apply")
+        return reported(doc).get("config") == want and "delta" not in doc["state"]
+
+    await eventually(applied, what="config applied and reported")
+    assert json.loads(agent.config_file.read_text()) == want
+
+    # a key no handler takes is reported unsupported; a value the handler refuses is reported FAILED
+    await api.patch("/v1/twins/agent-apply/desired", json={"lights": "off"})
+
+    async def statuses() -> bool:
+        return reported(await twin(api, "agent-apply")).get("lights", {}).get("status") == UNSUPPORTED
+
+    await eventually(statuses, what="unsupported key reported")
+    await api.patch("/v1/twins/agent-apply/desired", json={"config": None})
+    await api.patch("/v1/twins/agent-apply/desired", json={"config": 7})
+
+    async def failed() -> bool:
+        return reported(await twin(api, "agent-apply")).get("config", {}).get("status") == FAILED
+
+    await eventually(failed, what="failed apply reported")
+    assert json.loads(agent.config_file.read_text()) == want  # the old settings stay
+    status = httpx.get(f"{agent.url}/v1/status").json()
+    assert status["connected"] is True
