@@ -67,6 +67,7 @@ class DeviceAgent:
         probe_interval: float,
         request_timeout: float,
         resync_interval: float,
+        heartbeat_interval: float,
     ) -> None:
         self.address = TwinAddress(device_id)
         self.profile = profile
@@ -77,6 +78,7 @@ class DeviceAgent:
         self.probe_interval = probe_interval
         self.request_timeout = request_timeout
         self.resync_interval = resync_interval
+        self.heartbeat_interval = heartbeat_interval
         self.view = DeviceView()
         self.connected = False
         self.commands: dict[str, CommandRunner] = {"ping": self._ping, "reconcile": self._reconcile_command}
@@ -107,12 +109,20 @@ class DeviceAgent:
         while True:
             if not self.connected:
                 await self._probe()
-            if self.connected:
-                await self._on_connected()
             self._wake.clear()
-            if self.connected:
+            await self._on_connected()
+            last_reconcile = time.monotonic()
+            while self.connected and not self._wake.is_set():
+                # MQTT reconnects happen inside the sidecar, unseen by the app: a heartbeat probe
+                # notices an outage, and the reconcile after it catches up on what was missed.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.resync_interval)
+                    await asyncio.wait_for(self._wake.wait(), self.heartbeat_interval)
+                if self._wake.is_set() or time.monotonic() - last_reconcile >= self.resync_interval:
+                    break
+                try:
+                    await self.sidecar.send(self.channels.probe, {"ts": time.time()})
+                except Unreachable:
+                    self.lost()
 
     async def _probe(self) -> None:
         """Publish to the probe topic until the broker acknowledges (nobody subscribes to it)."""

@@ -56,6 +56,7 @@ def build_agent(settings: AgentSettings) -> DeviceAgent:
         probe_interval=settings.agent_probe_interval,
         request_timeout=settings.agent_request_timeout,
         resync_interval=settings.agent_resync_interval,
+        heartbeat_interval=settings.agent_heartbeat_interval,
     )
 
 

@@ -75,6 +75,8 @@ class AgentSettings(Settings):
     """Seconds a publish may take before the agent counts the cloud as unreachable."""
     agent_request_timeout: float = 10.0
     """Seconds to wait for the twin-store's answer to a get/update."""
+    agent_heartbeat_interval: float = 30.0
+    """Seconds between probes while online (notices outages the sidecar reconnects through)."""
     agent_resync_interval: float = 600.0
     """Seconds between full reconciles while online (a safety net; deltas normally suffice)."""
     agent_apply_delay: float = 0.0

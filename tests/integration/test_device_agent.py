@@ -94,3 +94,57 @@ async def test_agent_applies_desired_configuration_and_reports_it(
     assert json.loads(agent.config_file.read_text()) == want  # the old settings stay
     status = httpx.get(f"{agent.url}/v1/status").json()
     assert status["connected"] is True
+
+
+async def test_offline_device_converges_to_the_last_desired_state_on_reconnect(
+    stack: Stack, api: httpx.AsyncClient, start_agent: AgentFactory
+) -> None:
+    device = "agent-offline"
+    agent = start_agent(device, TWINFLEET_AGENT_HEARTBEAT_INTERVAL="1")
+    await eventually(lambda: twin(api, device), what="twin created at boot")
+    stack.procs["mosquitto"].stop()
+    try:
+        for rate in (1, 2, 3):  # desired changes three times while the device is away
+            assert (await api.patch(f"/v1/twins/{device}/desired", json={"config": {"rate": rate}})).status_code == 200
+        await eventually(
+            lambda: _status(agent, lambda s: not s["connected"]), timeout=20, what="agent noticing the outage"
+        )
+        assert not agent.config_file.exists()
+    finally:
+        stack.restart("mosquitto")
+
+    async def converged() -> bool:
+        doc = await twin(api, device)
+        return reported(doc).get("config") == {"rate": 3} and "delta" not in doc["state"]
+
+    await eventually(converged, timeout=60, what="convergence after reconnect")
+    assert json.loads(agent.config_file.read_text()) == {"rate": 3}
+
+
+async def _status(agent: LocalAgent, check: Callable[[dict[str, Any]], bool]) -> bool:
+    async with httpx.AsyncClient(timeout=5) as client:
+        return check((await client.get(f"{agent.url}/v1/status")).json())
+
+
+async def test_agent_killed_mid_apply_restarts_and_converges(
+    stack: Stack, api: httpx.AsyncClient, start_agent: AgentFactory
+) -> None:
+    device = "agent-crash"
+    agent = start_agent(device, TWINFLEET_AGENT_APPLY_DELAY="2")
+    await eventually(lambda: twin(api, device), what="twin created at boot")
+    await api.patch(f"/v1/twins/{device}/desired", json={"config": {"rate": 10}})
+    await eventually(
+        lambda: _status(agent, lambda s: s["view"]["desired"].get("config") == {"rate": 10}),
+        what="agent taking the delta",
+    )
+    agent.kill()  # mid-apply: the apply takes 2 s; power cut for the agent and its sidecar
+    assert not agent.config_file.exists()
+    await api.patch(f"/v1/twins/{device}/desired", json={"config": {"rate": 11}})
+    agent.start()
+
+    async def converged() -> bool:
+        doc = await twin(api, device)
+        return reported(doc).get("config") == {"rate": 11} and "delta" not in doc["state"]
+
+    await eventually(converged, timeout=60, what="convergence after the restart")
+    assert json.loads(agent.config_file.read_text()) == {"rate": 11}
