@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from services.devstack import components
+from services.devstack.agent import LocalAgent
 from services.devstack.processes import ManagedProcess
 from services.devstack.stack import Stack
 from services.fleet_sim.fleet import fleet_ids
@@ -28,6 +29,7 @@ RUN_DIR = Path(".run")
 @app.command()
 def run(
     fleet: int = typer.Option(1000, help="simulated devices (0 for none)"),
+    agents: int = typer.Option(1, help="device agents, each a Dapr app with its own sidecar (0 for none)"),
     topic_profile: str = typer.Option("default", help="device topic profile: default or aws"),
     run_dir: Path = typer.Option(RUN_DIR),
 ) -> None:
@@ -54,10 +56,13 @@ def run(
             )
             simulator.start()
             stack.procs["fleet-sim"] = simulator
+        agent_urls = [start_agent(stack, f"agent-{i:05d}").url for i in range(agents)]
         stack.write_state()
         (stack.run_dir / "ready").write_text(str(os.getpid()))
         console.print(f"[bold green]Twinfleet is up[/] — REST API {stack.api_url} (docs: {stack.api_url}/docs)")
         console.print(f"MQTT broker 127.0.0.1:{stack.mqtt_port}; {fleet} simulated devices (sim-00000…)")
+        for index, url in enumerate(agent_urls):
+            console.print(f"device agent agent-{index:05d}: {url}/v1/status (post events to {url}/v1/events)")
         console.print(f"Try: TWINFLEET_RUN_DIR={run_dir} twin list   ·   logs in {stack.run_dir / 'logs'}")
         console.print("Ctrl-C stops everything.")
         while not stopping.wait(0.5):
@@ -73,14 +78,35 @@ def run(
         stack.stop()
 
 
+def start_agent(stack: Stack, device_id: str) -> LocalAgent:
+    """One device agent beside the suite, stopped with it."""
+    password = stack.provision_devices([device_id])[device_id]
+    agent = LocalAgent(stack.run_dir / "agents" / device_id, device_id, password, stack.mqtt_port, {})
+    agent.start()
+    stack.procs[agent.app.name] = agent.app
+    stack.procs[agent.daprd.name] = agent.daprd
+    return agent
+
+
 @app.command()
-def up(fleet: int = typer.Option(1000), run_dir: Path = typer.Option(RUN_DIR)) -> None:
+def up(fleet: int = typer.Option(1000), agents: int = typer.Option(1), run_dir: Path = typer.Option(RUN_DIR)) -> None:
     """Start `run` in the background and return once the suite is ready."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "ready").unlink(missing_ok=True)
     log = (run_dir / "devstack.log").open("ab")
     child = subprocess.Popen(
-        [sys.executable, "-m", "services.devstack", "run", "--fleet", str(fleet), "--run-dir", str(run_dir)],
+        [
+            sys.executable,
+            "-m",
+            "services.devstack",
+            "run",
+            "--fleet",
+            str(fleet),
+            "--agents",
+            str(agents),
+            "--run-dir",
+            str(run_dir),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
