@@ -4,7 +4,9 @@ Figures: accepted reported updates/s (closed loop: each device sends its next up
 previous one is accepted), p50/p99 publish→accepted latency at a fixed 1,000 updates/s, and
 desired (REST) → delta (at the device) latency. The floor is Mosquitto + one Redis round trip
 with no Dapr and no twin logic (`bench/floor.py`), driven by the same load generator
-(`bench/loadgen`, Go, one MQTT connection and credentials per device).
+(`bench/loadgen`, Go, one MQTT connection and credentials per device). Then the wire encodings:
+bytes of a realistic gateway's messages in JSON and CBOR, and encode+decode µs per message
+(`bench/wire.py`; `--wire-only` measures just that).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.load import fleet
+from bench.wire import WireFigures, measure_wire
 from services.devstack.broker import SERVICE_USER
 from services.devstack.processes import ManagedProcess
 from services.devstack.stack import Stack
@@ -104,13 +107,43 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
 
 
+def wire_table(figures: list[WireFigures]) -> Table:
+    table = Table(
+        title="Wire encoding: a gateway's messages, JSON vs CBOR (same run)",
+        caption="reported state of a gateway (bench/documents.py); accepted = the state as sent + per-leaf "
+        "metadata; delta and documents after a rollout; µs = encode + decode of one message",
+    )
+    table.add_column("message")
+    table.add_column("JSON bytes", justify="right")
+    table.add_column("CBOR bytes", justify="right")
+    table.add_column("saved", justify="right")
+    table.add_column("JSON µs", justify="right")
+    table.add_column("CBOR µs", justify="right")
+    for f in figures:
+        table.add_row(
+            f.message,
+            f"{f.json_bytes:,}",
+            f"{f.cbor_bytes:,}",
+            f"{f.saved_percent:.0f} %",
+            f"{f.json_us:.1f}",
+            f"{f.cbor_us:.1f}",
+        )
+    return table
+
+
 @app.command()
 def main(
     devices: int = typer.Option(1000, help="simulated devices, each with its own connection"),
     seconds: float = typer.Option(15, help="duration of each load phase"),
     rate: float = typer.Option(1000, help="fixed rate for the latency phase (updates/s)"),
     samples: int = typer.Option(200, help="desired→delta samples"),
+    wire_only: bool = typer.Option(False, "--wire-only", help="only the wire-encoding figures (no processes)"),
 ) -> None:
+    # Measured first, while nothing else runs on the machine.
+    wire = measure_wire()
+    if wire_only:
+        console.print(wire_table(wire))
+        return
     base = Path(tempfile.mkdtemp(prefix="twinfleet-bench-"))
     console.print(f"[bold]Twinfleet bench[/] — {os.cpu_count()} cores, {devices} devices, {seconds:g}s phases")
 
@@ -169,6 +202,7 @@ def main(
     failed_suite = suite_tp.rejected + suite_lat.rejected
     console.print(f"rejected/timeouts: suite {failed_suite}, floor {floor_tp.rejected + floor_lat.rejected}")
     console.print("targets (issue): ≥ 5,000 accepted updates/s; p99 < 50 ms at 1,000 updates/s")
+    console.print(wire_table(wire))
 
 
 if __name__ == "__main__":

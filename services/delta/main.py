@@ -1,7 +1,8 @@
 """delta: turns twin events into `/update/delta` and `/update/documents` on the device broker.
 
 Receives `twin.changed` and `twin.delta-requested` in bulk, plans with `plan_fanout` (coalesced
-per twin, stale versions dropped) and publishes with bounded concurrency.
+per twin, stale versions dropped) and publishes with bounded concurrency, each twin's messages in
+its device's wire encoding (carried by the events).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from prometheus_client import Counter
 from services.domain.events import DELTA_REQUESTED_TOPIC, TWIN_CHANGED_TOPIC, DeltaRequested, TwinChanged
 from services.domain.fanout import plan_fanout
 from services.domain.topics import Operation, Reply, TwinAddress
+from services.domain.wire import WireEncoding
 from services.platform.cloudevents import event_json, subscription
 from services.platform.http import install_common
 from services.platform.logging import configure_logging
@@ -44,20 +46,36 @@ class Fanout:
         profile = get_settings().topics()
         async with self._lock:
             outgoing, sent = plan_fanout(events, self._sent)
-            messages: list[tuple[str, dict[str, Any], str]] = []
+            wires = device_encodings(events)
+            messages: list[tuple[str, dict[str, Any], WireEncoding, str]] = []
             for out in outgoing:
+                wire = wires.get(out.address, WireEncoding.JSON)
                 if out.documents is not None:
                     topic = profile.reply_topic(out.address, Operation.UPDATE, Reply.DOCUMENTS)
-                    messages.append((topic, out.documents, "documents"))
+                    messages.append((topic, out.documents, wire, "documents"))
                 if out.delta is not None:
                     topic = profile.reply_topic(out.address, Operation.UPDATE, Reply.DELTA)
-                    messages.append((topic, out.delta, "delta"))
-            results = await gather_bounded(self._limit, [self._sidecar.publish_device(t, p) for t, p, _ in messages])
-            for (_, _, kind), result in zip(messages, results, strict=True):
+                    messages.append((topic, out.delta, wire, "delta"))
+            results = await gather_bounded(
+                self._limit, [self._sidecar.publish_device(t, p, w) for t, p, w, _ in messages]
+            )
+            for (*_, kind), result in zip(messages, results, strict=True):
                 if isinstance(result, BaseException):
                     raise result
                 PUBLISHED.labels(kind).inc()
             self._sent = sent
+
+
+def device_encodings(events: list[TwinChanged | DeltaRequested]) -> dict[TwinAddress, WireEncoding]:
+    """Each twin's device encoding as of its newest event in the batch (the later one on a tie: a
+    `get` in a new encoding is answered in it even when its version equals the last change's)."""
+    newest: dict[TwinAddress, tuple[int, WireEncoding]] = {}
+    for event in events:
+        address = TwinAddress(event.device_id, event.shadow)
+        seen = newest.get(address)
+        if seen is None or event.version >= seen[0]:
+            newest[address] = (event.version, event.wire)
+    return {address: wire for address, (_, wire) in newest.items()}
 
 
 @asynccontextmanager

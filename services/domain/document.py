@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.domain.delta import compute_delta, delta_message
 from services.domain.json_values import JsonObject
+from services.domain.wire import WireEncoding
 
 RECENT_TOKENS = 32
 """How many recent clientTokens a twin remembers to answer redeliveries without re-applying."""
@@ -30,6 +31,11 @@ class TwinDocument(BaseModel):
     deleted: bool = False
     recent_tokens: list[tuple[str, int]] = Field(default_factory=list)
     """(clientToken, version it produced), newest last."""
+    wire: WireEncoding = WireEncoding.JSON
+    """How the device speaks: the encoding of its latest accepted request that had a payload;
+    deltas and documents go out in it. A per-twin attribute outside state and versioning: a change
+    of it alone (a `get` in the other encoding) is written without a version bump; kept across
+    deletes."""
     write_id: str = ""
     """Set by the writer of this revision, so after a failed multi-key write it can tell which
     of its writes landed."""

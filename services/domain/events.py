@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from services.domain.wire import WireEncoding
+
 TWIN_CHANGED_TOPIC = "twin.changed"
 DELTA_REQUESTED_TOPIC = "twin.delta-requested"
 
@@ -26,6 +28,9 @@ class TwinChanged(BaseModel):
     """`TwinDocument.snapshot()` before the change."""
     current: dict[str, Any] | None = None
     """`TwinDocument.snapshot()` after the change; None after a delete."""
+    wire: WireEncoding = WireEncoding.JSON
+    """The device's wire encoding (`TwinDocument.wire`): what `/delta` and `/documents` go out in.
+    Added without a schema bump: events without it mean JSON."""
 
 
 class DeltaRequested(BaseModel):
@@ -39,3 +44,5 @@ class DeltaRequested(BaseModel):
     version: int
     client_token: str | None = None
     current: dict[str, Any]
+    wire: WireEncoding = WireEncoding.JSON
+    """The encoding of the `get` (the device's, if the request was empty)."""

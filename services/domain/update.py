@@ -109,11 +109,12 @@ def parse_update(payload: Any, limits: Limits) -> UpdateRequest:
 
 
 def _base(doc: TwinDocument | None, device_id: str, shadow: str) -> TwinDocument:
-    """The document an update starts from; a tombstone keeps its version so versions never go back."""
+    """The document an update starts from; a tombstone keeps its version so versions never go back
+    (and the device's wire encoding)."""
     if doc is None:
         return TwinDocument(device_id=device_id, shadow=shadow)
     if doc.deleted:
-        return TwinDocument(device_id=device_id, shadow=shadow, version=doc.version)
+        return TwinDocument(device_id=device_id, shadow=shadow, version=doc.version, wire=doc.wire)
     return doc
 
 
@@ -232,7 +233,12 @@ def apply_delete(
         raise not_found("no twin exists for this device")
     _check_version(expected_version, doc.version)
     tombstone = TwinDocument(
-        device_id=doc.device_id, shadow=doc.shadow, version=doc.version + 1, timestamp=now, deleted=True
+        device_id=doc.device_id,
+        shadow=doc.shadow,
+        version=doc.version + 1,
+        timestamp=now,
+        deleted=True,
+        wire=doc.wire,
     )
     accepted: dict[str, Any] = {"version": tombstone.version, "timestamp": now}
     if client_token is not None:

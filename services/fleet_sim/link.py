@@ -1,17 +1,20 @@
 """A device's MQTT link speaking the device contract: requests matched to replies by clientToken,
-deltas and documents queued as they arrive. Used by the fleet simulator and the tests."""
+deltas and documents queued as they arrive, in JSON or CBOR. Used by the fleet simulator and the
+tests."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import uuid
+from collections import deque
 from typing import Any
 
 import aiomqtt
 
+from services.domain.errors import TwinError
 from services.domain.topics import Operation, Reply, TopicProfile, TwinAddress
+from services.domain.wire import WireEncoding, decode_payload, encode_payload
 
 
 class Rejected(Exception):
@@ -22,7 +25,11 @@ class Rejected(Exception):
 
 
 class DeviceLink:
-    """One device connection (its own credentials; QoS 1; persistent session unless `clean`)."""
+    """One device connection (its own credentials; QoS 1; persistent session unless `clean`).
+
+    Requests go out in `encoding`; whatever arrives is decoded by its own first byte, and the
+    newest arrivals' (topic, encoding) are kept in `received` so tests can check what was sent.
+    """
 
     def __init__(
         self,
@@ -35,9 +42,12 @@ class DeviceLink:
         *,
         clean: bool = True,
         client_id: str | None = None,
+        encoding: WireEncoding = WireEncoding.JSON,
     ) -> None:
         self.address = TwinAddress(device_id, shadow)
         self.profile = profile
+        self.encoding = encoding
+        self.received: deque[tuple[str, WireEncoding]] = deque(maxlen=64)
         self._client = aiomqtt.Client(
             host,
             port,
@@ -72,9 +82,12 @@ class DeviceLink:
         async for message in self._client.messages:
             topic = str(message.topic)
             try:
-                payload = json.loads(bytes(message.payload))
-            except ValueError:
+                payload, encoding = decode_payload(bytes(message.payload))
+            except TwinError:
                 continue
+            if not isinstance(payload, dict):
+                continue
+            self.received.append((topic, encoding))
             kind = topic.rsplit("/", 1)[-1]
             if kind == Reply.DELTA:
                 self.deltas.put_nowait(payload)
@@ -88,7 +101,8 @@ class DeviceLink:
                     self.untokened.put_nowait((topic, payload))
 
     async def publish(self, op: Operation, payload: dict[str, Any] | bytes) -> None:
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        """Publish a request: a document in the link's encoding, or bytes as they are."""
+        body = payload if isinstance(payload, bytes) else encode_payload(payload, self.encoding)
         await self._client.publish(self.profile.request_topic(self.address, op), body, qos=1)
 
     async def request(
@@ -116,3 +130,10 @@ class DeviceLink:
 
     async def next_delta(self, timeout: float = 10.0) -> dict[str, Any]:
         return await asyncio.wait_for(self.deltas.get(), timeout)
+
+    def received_as(self, suffix: str) -> WireEncoding | None:
+        """The encoding of the newest message received on a topic ending in `suffix`."""
+        for topic, encoding in reversed(self.received):
+            if topic.endswith(suffix):
+                return encoding
+        return None

@@ -14,6 +14,7 @@ from dapr.aio.clients import DaprClient
 from dapr.clients.exceptions import DaprGrpcError
 from dapr.clients.grpc._state import Concurrency, StateItem, StateOptions
 
+from services.domain.wire import WireEncoding, encode_payload
 from services.platform.names import DEVICE_BROKER, INTERNAL_PUBSUB, STATE_STORE
 
 _RAW = {"rawPayload": "true"}
@@ -115,14 +116,16 @@ class Sidecar:
         except (grpc.aio.AioRpcError, DaprGrpcError) as error:
             raise WriteFailed(str(error.details())) from error
 
-    async def publish_device(self, topic: str, payload: dict[str, Any]) -> None:
-        """Publish a raw JSON payload (no CloudEvent envelope) to a device topic."""
+    async def publish_device(
+        self, topic: str, payload: dict[str, Any], encoding: WireEncoding = WireEncoding.JSON
+    ) -> None:
+        """Publish a raw payload (no CloudEvent envelope) to a device topic, in the device's encoding."""
+        if encoding is WireEncoding.JSON:
+            data: str | bytes = json.dumps(payload, separators=(",", ":"))
+        else:
+            data = encode_payload(payload, encoding)
         await (await self._client).publish_event(
-            DEVICE_BROKER,
-            topic,
-            json.dumps(payload, separators=(",", ":")),
-            publish_metadata=_RAW,
-            data_content_type="application/json",
+            DEVICE_BROKER, topic, data, publish_metadata=_RAW, data_content_type=encoding.content_type
         )
 
     async def publish_events(self, topic: str, events: Sequence[str]) -> None:

@@ -21,6 +21,7 @@ from services.domain.twin_index import (
     page_from_shard,
     shard_key,
 )
+from services.domain.wire import decode_payload
 from services.twin_store.commands import Command, CreateTwin, DeleteTwin, DesiredPatch, TagPatch
 
 router = APIRouter(prefix="/v1/twins", tags=["twins"])
@@ -61,8 +62,9 @@ def _expected_version(if_match: str | None) -> int | None:
 
 
 def _view(doc: TwinDocument) -> dict[str, Any]:
+    """The twin as REST shows it (always JSON); `wire` is how the device speaks MQTT (json/cbor)."""
     view = doc.state_view()
-    view.update(deviceId=doc.device_id, shadow=doc.shadow, tags=doc.tags)
+    view.update(deviceId=doc.device_id, shadow=doc.shadow, tags=doc.tags, wire=doc.wire.value)
     return view
 
 
@@ -126,6 +128,12 @@ async def create_twin(request: Request, device_id: str, shadow: ShadowQuery = ""
     return _view(await _submit(request, CreateTwin(_address(device_id, shadow))))
 
 
+async def _require_strict_json(request: Request) -> None:
+    """REST bodies follow the device payload rules: FastAPI's parser takes `NaN`, `Infinity` and
+    lone surrogates, which no stored document may hold (400)."""
+    decode_payload(await request.body())
+
+
 @router.patch("/{device_id}/desired")
 async def patch_desired(
     request: Request,
@@ -135,6 +143,7 @@ async def patch_desired(
     if_match: IfMatch = None,
 ) -> dict[str, Any]:
     """Merge a desired-state patch; `If-Match: "<version>"` makes it conditional (409)."""
+    await _require_strict_json(request)
     command = DesiredPatch(_address(device_id, shadow), patch, _expected_version(if_match))
     return _view(await _submit(request, command))
 
@@ -148,6 +157,7 @@ async def patch_tags(
     if_match: IfMatch = None,
 ) -> dict[str, Any]:
     """Merge tags (never sent to the device)."""
+    await _require_strict_json(request)
     command = TagPatch(_address(device_id, shadow), patch, _expected_version(if_match))
     return _view(await _submit(request, command))
 

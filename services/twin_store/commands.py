@@ -2,16 +2,21 @@
 
 Everything here is decided from the documents already read; the batch runner (`ingest.py`) does
 the I/O around it. Refusals become `/rejected` replies (device requests) or errors (REST).
+
+Device requests are JSON or CBOR (`services.domain.wire`); every reply goes out in the request's
+encoding, told by its first byte (so a payload that cannot be decoded is answered in JSON unless
+it starts like a CBOR map). An empty payload (a bare `get` or `delete`) says nothing, so it is
+answered in the encoding the twin remembers for the device.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.domain.document import TwinDocument
-from services.domain.errors import TwinError, bad_request, not_found, too_large, too_many_requests
+from services.domain.errors import TwinError, not_found, too_large, too_many_requests
 from services.domain.events import DeltaRequested, TwinChanged
 from services.domain.json_values import JsonObject
 from services.domain.limits import Limits
@@ -28,6 +33,7 @@ from services.domain.update import (
     patch_desired,
     patch_tags,
 )
+from services.domain.wire import NotJsonCompatible, WireEncoding, decode_payload, sniff
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +81,8 @@ class Effects:
 
     document: TwinDocument | None = None
     error: TwinError | None = None
-    replies: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    replies: list[tuple[str, dict[str, Any], WireEncoding]] = field(default_factory=list)
+    """(topic, payload, encoding) for the device."""
     events: list[TwinChanged | DeltaRequested] = field(default_factory=list)
 
 
@@ -88,19 +95,18 @@ class Context:
 
 
 def decode_request(payload: bytes, limits: Limits) -> Any:
-    """Decode a device request body: JSON object (or empty for get/delete); 400/413 otherwise."""
+    """Decode a device request body: a JSON object or CBOR map (empty for get/delete); 400/413
+    otherwise. The size limit is on the wire bytes; the state limit later on the document."""
     if len(payload) > limits.max_payload_bytes:
         raise too_large(f"payload is {len(payload)} bytes; at most {limits.max_payload_bytes} allowed")
-    if not payload.strip():
+    if not payload or payload.isspace():
         return {}
-    try:
-        return json.loads(payload, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise bad_request(f"payload is not valid JSON: {error}") from None
+    return decode_payload(payload)[0]
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+def request_encoding(payload: bytes) -> WireEncoding | None:
+    """The encoding a request's payload shows (by its first byte); None for an empty payload."""
+    return None if not payload or payload.isspace() else sniff(payload)
 
 
 def apply_command(docs: dict[str, TwinDocument | None], command: Command, ctx: Context) -> Effects:
@@ -157,13 +163,19 @@ def _device_request(docs: dict[str, TwinDocument | None], req: DeviceRequest, ct
     now = int(ctx.now)
     effects = Effects()
     token: str | None = None
+    doc = docs.get(key)
+    shown = request_encoding(req.payload)
+    encoding = shown or (doc.wire if doc is not None else WireEncoding.JSON)
     try:
-        body = decode_request(req.payload, ctx.limits)
+        try:
+            body = decode_request(req.payload, ctx.limits)
+        except NotJsonCompatible as error:
+            token = _token_best_effort(error.value, ctx.limits)
+            raise
         token = _token_best_effort(body, ctx.limits)
         if token is None:
             parse_client_token(body, ctx.limits)  # raises for a malformed token
         _take(ctx, key)
-        doc = docs.get(key)
         if req.op is Operation.UPDATE:
             outcome = apply_update(
                 doc,
@@ -173,16 +185,23 @@ def _device_request(docs: dict[str, TwinDocument | None], req: DeviceRequest, ct
                 now,
                 ctx.limits,
             )
+            if shown is not None and not outcome.replayed and outcome.current.wire is not shown:
+                outcome = dataclasses.replace(outcome, current=outcome.current.model_copy(update={"wire": shown}))
             _changed(docs, key, outcome, "update", token, effects)
-            effects.replies.append((ctx.profile.reply_topic(req.address, req.op, Reply.ACCEPTED), outcome.accepted))
+            effects.replies.append(
+                (ctx.profile.reply_topic(req.address, req.op, Reply.ACCEPTED), outcome.accepted, encoding)
+            )
         elif req.op is Operation.GET:
             if doc is None or not doc.exists:
                 raise not_found(f"no twin exists for {req.address.device_id}")
+            if doc.wire is not encoding:
+                # The device switched encodings: remembered without a new version.
+                doc = docs[key] = doc.model_copy(update={"wire": encoding})
             view = doc.state_view()
             if token is not None:
                 view["clientToken"] = token
             effects.document = doc
-            effects.replies.append((ctx.profile.reply_topic(req.address, req.op, Reply.ACCEPTED), view))
+            effects.replies.append((ctx.profile.reply_topic(req.address, req.op, Reply.ACCEPTED), view, encoding))
             effects.events.append(
                 DeltaRequested(
                     device_id=doc.device_id,
@@ -190,21 +209,24 @@ def _device_request(docs: dict[str, TwinDocument | None], req: DeviceRequest, ct
                     version=doc.version,
                     client_token=token,
                     current=doc.snapshot(),
+                    wire=encoding,
                 )
             )
         else:
             expected = parse_version(body) if isinstance(body, dict) else None
             tombstone, accepted = apply_delete(doc, expected, token, now)
+            if tombstone.wire is not encoding:
+                tombstone = tombstone.model_copy(update={"wire": encoding})
             docs[key] = tombstone
             effects.document = tombstone
-            effects.replies.append((ctx.profile.reply_topic(req.address, req.op, Reply.ACCEPTED), accepted))
+            effects.replies.append((ctx.profile.reply_topic(req.address, req.op, Reply.ACCEPTED), accepted, encoding))
             effects.events.append(_event(tombstone, doc, None, "delete", token))
     except TwinError as error:
         effects.error = error
         rejected: dict[str, Any] = {"code": int(error.code), "message": error.message, "timestamp": now}
         if token is not None:
             rejected["clientToken"] = token
-        effects.replies.append((ctx.profile.reply_topic(req.address, req.op, Reply.REJECTED), rejected))
+        effects.replies.append((ctx.profile.reply_topic(req.address, req.op, Reply.REJECTED), rejected, encoding))
     return effects
 
 
@@ -251,4 +273,5 @@ def _event(
         client_token=token,
         previous=previous.snapshot() if previous is not None and previous.exists else None,
         current=current.snapshot() if current is not None else None,
+        wire=changed.wire,
     )

@@ -195,13 +195,14 @@ class TwinWriter:
         raise RuntimeError("could not update the twin index")
 
     async def _publish(self, effects: Sequence[Effects]) -> None:
-        """Device replies and both event bulks go out concurrently; raises if any failed."""
+        """Device replies (each in its request's encoding) and both event bulks go out concurrently;
+        raises if any failed."""
         replies = [reply for e in effects for reply in e.replies]
         events = [ev for e in effects for ev in e.events]
         changed = [ev.model_dump_json() for ev in events if not isinstance(ev, DeltaRequested)]
         requested = [ev.model_dump_json() for ev in events if isinstance(ev, DeltaRequested)]
         results, *_ = await asyncio.gather(
-            gather_bounded(self._publish_limit, [self._sidecar.publish_device(t, p) for t, p in replies]),
+            gather_bounded(self._publish_limit, [self._sidecar.publish_device(t, p, w) for t, p, w in replies]),
             self._sidecar.publish_events(TWIN_CHANGED_TOPIC, changed),
             self._sidecar.publish_events(DELTA_REQUESTED_TOPIC, requested),
         )

@@ -49,6 +49,18 @@ async def test_size_limit_on_rest_patch(api: httpx.AsyncClient) -> None:
     assert response.status_code == 413 and "8192" in response.json()["message"]
 
 
+async def test_values_json_cannot_hold_are_400_and_change_nothing(api: httpx.AsyncClient) -> None:
+    await api.put("/v1/twins/strict-json")
+    for body in (b'{"a": NaN}', b'{"a": Infinity}', b'{"a": "\\ud800"}'):
+        for section in ("desired", "tags"):
+            response = await api.patch(
+                f"/v1/twins/strict-json/{section}", content=body, headers={"content-type": "application/json"}
+            )
+            assert response.status_code == 400, (section, body, response.text)
+    twin = (await api.get("/v1/twins/strict-json")).json()
+    assert twin["version"] == 1 and twin["state"] == {} and twin["tags"] == {}
+
+
 async def test_list_pages_through_every_twin(api: httpx.AsyncClient) -> None:
     prefix = new_device_id("page")
     ids = {f"{prefix}-{i:03d}" for i in range(30)}
