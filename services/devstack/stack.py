@@ -18,11 +18,12 @@ from pathlib import Path
 from services.devstack import components
 from services.devstack.broker import SERVICE_USER, BrokerAccounts, config_text, device_password, new_secret
 from services.devstack.processes import ManagedProcess, free_port, wait_for_http, wait_for_port
-from services.platform.names import DELTA_APP, TWIN_STORE_APP
+from services.platform.names import DELTA_APP, EVENTS_APP, TWIN_STORE_APP
 
 APPS = {
     TWIN_STORE_APP: "services.twin_store.main:app",
     DELTA_APP: "services.delta.main:app",
+    EVENTS_APP: "services.events.main:app",
 }
 
 
@@ -127,7 +128,7 @@ class Stack:
         self,
         run_dir: Path,
         topic_profile: str = "default",
-        apps: Iterable[str] = (TWIN_STORE_APP, DELTA_APP),
+        apps: Iterable[str] = (TWIN_STORE_APP, DELTA_APP, EVENTS_APP),
         app_env: dict[str, str] | None = None,
         redis_fsync: str = "everysec",
     ) -> None:
@@ -173,6 +174,7 @@ class Stack:
                 "mqtt_port": str(self.mqtt_port),
                 "broker_user": SERVICE_USER,
                 "broker_password": self.secrets["service"],
+                "run_dir": str(self.run_dir),
             },
         )
         for app in self.app_ids:

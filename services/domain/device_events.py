@@ -11,7 +11,7 @@ outbox overflowed says so with `skipped_through`: events up to there will never 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -121,3 +121,23 @@ def accept_batch(cursor: EventCursor, batch: EventBatch, now: float, gap_timeout
     fresh = [event for event in batch.events if event.seq >= expected]
     next_seq = max(expected, batch.last + 1)
     return Accepted(fresh, EventCursor(next_seq, lost, None))
+
+
+class DeviceEventRecorded(BaseModel):
+    """A device event the cloud took, past tense: published on `DEVICE_EVENTS_TOPIC` and written to
+    the sinks. Taken once per (device_id, seq), but a crash or a retry may deliver it again
+    downstream, and entries of one batch may arrive in any order: consumers de-duplicate and order
+    by (device_id, seq)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    device_id: str
+    seq: int = Field(ge=1)
+    ts: float
+    type: str
+    data: JsonObject = Field(default_factory=dict)
+
+    @staticmethod
+    def of(device_id: str, event: DeviceEvent) -> DeviceEventRecorded:
+        return DeviceEventRecorded(device_id=device_id, seq=event.seq, ts=event.ts, type=event.type, data=event.data)

@@ -18,9 +18,17 @@ def test_every_target_renders_the_same_components(target: str) -> None:
     )
     docs: dict[str, Any] = {name: yaml.safe_load(text) for name, text in files.items()}
     rendered = {d["metadata"]["name"]: d for d in docs.values() if d["kind"] == "Component"}
-    assert set(rendered) == {names.STATE_STORE, names.INTERNAL_PUBSUB, names.DEVICE_BROKER}
+    assert set(rendered) == {names.STATE_STORE, names.INTERNAL_PUBSUB, names.DEVICE_BROKER, names.EVENTS_SINK}
     assert rendered[names.DEVICE_BROKER]["spec"]["type"] == "pubsub.mqtt3"
-    assert rendered[names.STATE_STORE]["scopes"] == [names.TWIN_STORE_APP]
+    assert rendered[names.STATE_STORE]["scopes"][0] == names.TWIN_STORE_APP
+    for component in (names.STATE_STORE, names.INTERNAL_PUBSUB, names.DEVICE_BROKER):
+        assert names.EVENTS_APP in rendered[component]["scopes"], component
+    sink = rendered[names.EVENTS_SINK]
+    assert sink["spec"]["type"].startswith("bindings.") and sink["scopes"] == [names.EVENTS_APP]
+    sink_meta = {m["name"]: m for m in sink["spec"]["metadata"]}
+    assert sink_meta["direction"]["value"] == "output"
+    if target == "aks":  # credentials never inline outside local runs
+        assert "secretKeyRef" in sink_meta["accountKey"]
     for doc in docs.values():
         assert doc["apiVersion"] == "dapr.io/v1alpha1"
         if target != "local":

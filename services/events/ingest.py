@@ -1,0 +1,149 @@
+"""The events app's shell around `accept_batch`: per device, read the cursor, take the batch in
+order, hand the fresh events to the sinks, then write the cursor conditionally on its ETag.
+
+Sinks come first so a crash can only make them see events again (they are idempotent), never
+miss them; the cursor is never written last-write-wins: a lost race answers RETRY and the
+redelivery re-reads and de-duplicates. Batches of one device are taken one at a time here, so
+two overlapping batches never reach the sinks from the same cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from enum import StrEnum
+
+import structlog
+
+from services.domain.device_events import Accepted, EventBatch, EventCursor, Waiting, accept_batch, parse_batch
+from services.domain.errors import TwinError
+from services.domain.wire import decode_payload
+from services.events.metrics import BATCHES, CURSOR_CONFLICTS, EVENTS_ACCEPTED, EVENTS_LOST
+from services.events.sinks import EventSink
+from services.platform.sidecar import Sidecar, Write, WriteFailed
+
+log = structlog.get_logger()
+
+
+class Outcome(StrEnum):
+    """What the app answers daprd for one delivered message."""
+
+    SUCCESS = "SUCCESS"
+    RETRY = "RETRY"
+    DROP = "DROP"
+
+
+def cursor_key(device_id: str) -> str:
+    return f"events~{device_id}"
+
+
+class KeyedLocks:
+    """One asyncio lock per key, kept only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class EventIngest:
+    def __init__(
+        self,
+        sidecar: Sidecar,
+        sinks: Sequence[EventSink],
+        gap_timeout: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._sidecar = sidecar
+        self._sinks = list(sinks)
+        self._gap_timeout = gap_timeout
+        self._clock = clock
+        self._locks = KeyedLocks()
+
+    async def handle(self, device_id: str, payload: bytes) -> Outcome:
+        """Take one delivered batch: DROP when malformed, RETRY while an earlier batch is missing
+        or anything failed, SUCCESS once its events are in the sinks and the cursor."""
+        try:
+            batch = parse_batch(decode_payload(payload)[0])
+        except TwinError as error:
+            BATCHES.labels("dropped").inc()
+            log.warning("malformed event batch dropped", device_id=device_id, error=error.message)
+            return Outcome.DROP
+        async with self._locks.hold(device_id):
+            try:
+                return await self._take(device_id, batch)
+            except Exception as error:  # noqa: BLE001 - daprd redelivers; the cursor de-duplicates
+                log.warning(
+                    "event batch failed", device_id=device_id, first=batch.first, last=batch.last, error=str(error)
+                )
+                return Outcome.RETRY
+
+    async def cursor(self, device_id: str) -> EventCursor | None:
+        """The device's cursor, or None when it never sent a batch."""
+        stored = await self._sidecar.get(cursor_key(device_id))
+        return EventCursor.from_json(stored.value) if stored.value is not None else None
+
+    async def _take(self, device_id: str, batch: EventBatch) -> Outcome:
+        key = cursor_key(device_id)
+        stored = await self._sidecar.get(key)
+        cursor = EventCursor.from_json(stored.value)
+        result = accept_batch(cursor, batch, self._clock(), self._gap_timeout)
+        where = {"device_id": device_id, "first": batch.first, "last": batch.last}
+        if isinstance(result, Waiting):
+            if result.cursor != cursor:  # the wait starts now: remember since when (best effort)
+                with suppress(WriteFailed):
+                    await self._sidecar.write_each([Write(key, result.cursor.to_json(), stored.etag)])
+            BATCHES.labels("waiting").inc()
+            log.info("event batch waits for an earlier one", missing_from=result.missing_from, **where)
+            return Outcome.RETRY
+        if result.fresh:
+            await asyncio.gather(*(sink.deliver(device_id, result.fresh) for sink in self._sinks))
+        if _moved(cursor, result.cursor):
+            try:
+                await self._sidecar.write_each([Write(key, result.cursor.to_json(), stored.etag)])
+            except WriteFailed:
+                CURSOR_CONFLICTS.inc()
+                log.info("event cursor changed meanwhile; batch retried", **where)
+                return Outcome.RETRY
+        _count(cursor, batch, result)
+        if result.fresh:
+            log.info(
+                "event batch accepted",
+                fresh_first=result.fresh[0].seq,
+                fresh_last=result.fresh[-1].seq,
+                lost=result.cursor.lost - cursor.lost,
+                **where,
+            )
+        else:
+            log.info("duplicate event batch", next_seq=cursor.next_seq, **where)
+        return Outcome.SUCCESS
+
+
+def _moved(before: EventCursor, after: EventCursor) -> bool:
+    """Whether the cursor advanced. A duplicate batch leaves it (and a running gap wait) alone."""
+    return (after.next_seq, after.lost) != (before.next_seq, before.lost)
+
+
+def _count(before: EventCursor, batch: EventBatch, result: Accepted) -> None:
+    BATCHES.labels("accepted" if result.fresh else "duplicate").inc()
+    EVENTS_ACCEPTED.inc(len(result.fresh))
+    lost = result.cursor.lost - before.lost
+    overflow = min(lost, max(0, batch.skipped_through + 1 - before.next_seq))
+    if overflow:
+        EVENTS_LOST.labels("device_overflow").inc(overflow)
+    if lost - overflow:
+        EVENTS_LOST.labels("gap_timeout").inc(lost - overflow)

@@ -1,0 +1,87 @@
+"""events: device event batches (`{id}/events`) in, each event exactly once and in order per device
+to the sinks (the internal `device.events` topic and an example output binding).
+
+Batches may repeat and arrive out of order; `accept_batch` de-duplicates and orders them per
+device, and a batch past a gap is answered RETRY so daprd redelivers it once the gap is filled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from services.domain.errors import bad_request, not_found
+from services.domain.topics import EVENTS_FILTER, channel_device, valid_id
+from services.events.ingest import EventIngest, Outcome
+from services.events.metrics import BATCHES
+from services.events.settings import get_events_settings
+from services.events.sinks import BatchFileSink, EventSink, EventsSidecar, TopicSink
+from services.platform.cloudevents import event_payload, subscription
+from services.platform.http import install_common
+from services.platform.logging import configure_logging
+from services.platform.names import DEVICE_BROKER, EVENTS_APP, EVENTS_SINK
+
+DEVICE_EVENTS_ROUTE = "/device-events"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_events_settings()
+    configure_logging(EVENTS_APP)
+    sidecar = EventsSidecar(*settings.sidecar_args())
+    connecting = asyncio.create_task(sidecar.connect())
+    sinks: list[EventSink] = [TopicSink(sidecar), BatchFileSink(sidecar, EVENTS_SINK, settings.events_sink_name_key)]
+    app.state.ingest = EventIngest(sidecar, sinks, settings.events_gap_timeout)
+    yield
+    connecting.cancel()
+    await sidecar.close()
+
+
+app = FastAPI(title="Twinfleet events", version="0.1.0", lifespan=lifespan)
+install_common(app)
+
+
+@app.get("/dapr/subscribe", include_in_schema=False)
+async def subscriptions() -> list[dict[str, Any]]:
+    """Every device's `{id}/events`, as a shared subscription so replicas split the load."""
+    return [subscription(DEVICE_BROKER, f"$share/{EVENTS_APP}/{EVENTS_FILTER}", DEVICE_EVENTS_ROUTE, raw=True)]
+
+
+@app.post(DEVICE_EVENTS_ROUTE, include_in_schema=False)
+async def device_events(request: Request) -> JSONResponse:
+    """One batch delivered by daprd (raw payload in a CloudEvent); the device id is the topic's."""
+    try:
+        event = await request.json()
+        device_id = channel_device(str(event.get("topic", "")))
+        payload = event_payload(event)
+    except (ValueError, AttributeError):
+        device_id = None
+    if device_id is None:
+        BATCHES.labels("dropped").inc()
+        return JSONResponse({"status": Outcome.DROP})
+    outcome = await request.app.state.ingest.handle(device_id, payload)
+    return JSONResponse({"status": outcome})
+
+
+class CursorView(BaseModel):
+    next_seq: int
+    """The sequence number the cloud expects next from the device (all below were taken or lost)."""
+    lost: int
+    """Events the device dropped unsent (outbox full) or that never came within the gap timeout."""
+
+
+@app.get("/v1/devices/{device_id}/events/cursor", tags=["events"])
+async def event_cursor(device_id: str, request: Request) -> CursorView:
+    """How far the cloud has taken a device's events; 404 when it never sent any."""
+    if not valid_id(device_id):
+        raise bad_request("device id must be 1..128 of letters, digits and _ . : -")
+    cursor = await request.app.state.ingest.cursor(device_id)
+    if cursor is None:
+        raise not_found(f"device {device_id} has sent no events")
+    return CursorView(next_seq=cursor.next_seq, lost=cursor.lost)
