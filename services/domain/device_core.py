@@ -157,4 +157,3 @@ def apply_in_memory(state: JsonObject, plan: ApplyPlan) -> tuple[JsonObject, dic
     """Apply a plan to a device whose state is a plain document (the fleet simulator)."""
     outcomes: dict[str, Outcome] = {key: Applied(value) for key, value in plan.apply.items()}
     return {**state, **plan.apply}, outcomes
-

@@ -14,6 +14,7 @@ import pytest
 from services.devstack.agent import LocalAgent
 from services.devstack.stack import Stack
 from services.domain.device_core import FAILED, UNSUPPORTED
+from services.platform.names import EVENTS_APP
 
 AGENT_ENV = {
     "TWINFLEET_AGENT_PROBE_INTERVAL": "0.5",
@@ -92,8 +93,7 @@ async def test_agent_applies_desired_configuration_and_reports_it(
 
     await eventually(failed, what="failed apply reported")
     assert json.loads(agent.config_file.read_text()) == want  # the old settings stay
-    status = httpx.get(f"{agent.url}/v1/status").json()
-    assert status["connected"] is True
+    assert await _status(agent, lambda s: s["connected"] is True)
 
 
 async def test_offline_device_converges_to_the_last_desired_state_on_reconnect(
@@ -148,3 +148,79 @@ async def test_agent_killed_mid_apply_restarts_and_converges(
 
     await eventually(converged, timeout=60, what="convergence after the restart")
     assert json.loads(agent.config_file.read_text()) == {"rate": 11}
+
+
+def sink_events(stack: Stack, device: str) -> list[dict[str, Any]]:
+    """Every event the example sink (local files, one per accepted batch) holds for a device."""
+    folder = stack.run_dir / "events-sink" / device
+    events: list[dict[str, Any]] = []
+    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+        events += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return events
+
+
+async def cursor(stack: Stack, device: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=stack.app_url(EVENTS_APP), timeout=5) as client:
+        response = await client.get(f"/v1/devices/{device}/events/cursor")
+        return response.json() if response.status_code == 200 else {}
+
+
+async def produce_offline(stack: Stack, agent: LocalAgent, count: int) -> None:
+    stack.procs["mosquitto"].stop()
+    try:
+        async with httpx.AsyncClient(base_url=agent.url, timeout=30) as client:
+            for start in range(0, count, 50):
+                batch = [{"type": "reading", "data": {"i": i}} for i in range(start, min(count, start + 50))]
+                assert (await client.post("/v1/events", json=batch)).status_code == 202
+        await eventually(lambda: _status(agent, lambda s: not s["connected"]), what="agent noticing the outage")
+    finally:
+        stack.restart("mosquitto")
+
+
+async def test_events_produced_offline_arrive_once_in_order_after_reconnect(
+    stack: Stack, start_agent: AgentFactory
+) -> None:
+    device = "agent-events"
+    agent = start_agent(device)
+    await eventually(lambda: _status(agent, lambda s: s["connected"]), what="agent connected")
+    await produce_offline(stack, agent, 1000)
+    await eventually(lambda: _status(agent, lambda s: s["outbox"]["pending"] == 0), timeout=60, what="outbox flushed")
+    got = await eventually(lambda: cursor(stack, device), what="cursor")
+    await eventually(lambda: _cursor_at(stack, device, 1001), timeout=30, what="all events accepted")
+    events = sink_events(stack, device)
+    assert [e["seq"] for e in events] == list(range(1, 1001))
+    assert [e["data"]["i"] for e in events] == list(range(1000))
+    assert got.get("lost", 0) == 0
+
+
+async def test_a_full_outbox_drops_the_oldest_and_the_cloud_counts_them(
+    stack: Stack, start_agent: AgentFactory
+) -> None:
+    device = "agent-overflow"
+    agent = start_agent(device, TWINFLEET_AGENT_OUTBOX_MAX="100")
+    await eventually(lambda: _status(agent, lambda s: s["connected"]), what="agent connected")
+    await produce_offline(stack, agent, 150)
+    await eventually(lambda: _cursor_at(stack, device, 151), timeout=60, what="events accepted")
+    assert (await cursor(stack, device))["lost"] == 50
+    assert [e["seq"] for e in sink_events(stack, device)] == list(range(51, 151))
+
+
+async def _cursor_at(stack: Stack, device: str, next_seq: int) -> bool:
+    return (await cursor(stack, device)).get("next_seq") == next_seq
+
+
+async def test_a_cbor_agent_carries_the_same_documents(
+    stack: Stack, api: httpx.AsyncClient, start_agent: AgentFactory
+) -> None:
+    device = "agent-cbor"
+    agent = start_agent(device, TWINFLEET_WIRE_ENCODING="cbor")
+    await eventually(lambda: twin(api, device), what="twin created at boot")
+    await api.patch(f"/v1/twins/{device}/desired", json={"config": {"rate": 2.5, "on": True}})
+
+    async def applied() -> dict[str, Any] | None:
+        doc = await twin(api, device)
+        return doc if reported(doc).get("config") == {"rate": 2.5, "on": True} else None
+
+    doc = await eventually(applied, what="config applied over CBOR")
+    assert doc["wire"] == "cbor" and reported(doc)["agent"]["wire"] == "cbor"
+    assert json.loads(agent.config_file.read_text()) == {"rate": 2.5, "on": True}

@@ -82,9 +82,7 @@ def test_a_device_applying_everything_converges_in_one_round(
     desired: dict[str, Any], state: dict[str, Any], version: int
 ) -> None:
     """Apply the plan, report, and the twin's delta is empty (nothing left to do)."""
-    view = take_document(
-        DeviceView(), {"state": {"desired": desired, "reported": state}, "version": version}
-    )
+    view = take_document(DeviceView(), {"state": {"desired": desired, "reported": state}, "version": version})
     assert view is not None
     plan = plan_apply(view, state, supported=desired.keys() | state.keys())
     new_state, outcomes = apply_in_memory(state, plan)
