@@ -45,7 +45,11 @@ def build_agent(settings: AgentSettings) -> DeviceAgent:
     info = {"version": AGENT_VERSION, "wire": settings.wire_encoding, "handles": [h.key for h in handlers]}
     handlers.append(AgentInfoHandler("agent", info))
     outbox = Outbox(
-        sidecar, DeviceChannels(settings.device_id).events, settings.agent_outbox_max, settings.agent_event_batch
+        sidecar,
+        DeviceChannels(settings.device_id).events,
+        settings.agent_outbox_max,
+        settings.agent_event_batch,
+        settings.agent_ack_timeout,
     )
     return DeviceAgent(
         settings.device_id,
@@ -92,9 +96,9 @@ async def subscriptions() -> list[dict[str, Any]]:
             AGENT_BROKER, profile.reply_topic(address, Operation.UPDATE, Reply.DELTA), "/cloud/delta", raw=True
         )
     )
-    entries.append(
-        subscription(AGENT_BROKER, DeviceChannels(settings.device_id).commands_filter, "/cloud/commands", raw=True)
-    )
+    channels = DeviceChannels(settings.device_id)
+    entries.append(subscription(AGENT_BROKER, channels.commands_filter, "/cloud/commands", raw=True))
+    entries.append(subscription(AGENT_BROKER, channels.events_ack, "/cloud/events-ack", raw=True))
     return entries
 
 
@@ -133,6 +137,15 @@ async def on_command(request: Request) -> dict[str, str]:
     if not isinstance(payload, dict) or not payload.get("id"):
         return {"status": "DROP"}
     await _agent(request).on_command(payload)
+    return {"status": "SUCCESS"}
+
+
+@app.post("/cloud/events-ack", include_in_schema=False)
+async def on_events_ack(request: Request) -> dict[str, str]:
+    payload = _decode(await request.json())
+    if not isinstance(payload, dict) or not isinstance(payload.get("next_seq"), int):
+        return {"status": "DROP"}
+    await _agent(request).outbox.on_ack(payload["next_seq"])
     return {"status": "SUCCESS"}
 
 

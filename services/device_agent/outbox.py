@@ -1,5 +1,8 @@
 """The events outbox: every event is stored locally first, sent in order in batches, and purged
-only once the broker acknowledged its batch. While the cloud is unreachable it holds up to `limit`
+only once the cloud acknowledged taking its batch (`{id}/events/ack`, after the broker's PUBACK):
+a batch lost between the broker and the cloud app (a sidecar dying with it in flight) is sent
+again after `ack_timeout`, and the cloud de-duplicates. One batch is in flight at a time, so the
+cloud sees them in order. While the cloud is unreachable it holds up to `limit`
 events; beyond that the oldest is dropped and counted, and the cloud learns of the gap through the
 batch's `skipped_through` (so it does not wait for events that will never come)."""
 
@@ -46,11 +49,14 @@ def plan_append(meta: OutboxMeta, limit: int) -> tuple[OutboxMeta, int | None]:
 
 
 class Outbox:
-    def __init__(self, sidecar: AgentSidecar, topic: str, limit: int, batch: int) -> None:
+    def __init__(self, sidecar: AgentSidecar, topic: str, limit: int, batch: int, ack_timeout: float) -> None:
         self.sidecar = sidecar
         self.topic = topic
         self.limit = limit
         self.batch = batch
+        self.ack_timeout = ack_timeout
+        self._acked = asyncio.Event()
+        self.resent_batches = 0
         self.meta = OutboxMeta()
         self._lock = asyncio.Lock()
         self._flushing = asyncio.Lock()
@@ -74,21 +80,49 @@ class Outbox:
             return seq
 
     async def flush(self) -> int:
-        """Send everything pending, in order; returns how many events were acknowledged. Raises
-        `Unreachable` when the broker stops acknowledging (the rest stays for the next flush)."""
-        sent = 0
+        """Send everything pending, in order, one batch at a time; returns how many events the
+        cloud acknowledged. Raises `Unreachable` when the broker stops acknowledging (the rest
+        stays for the next flush)."""
+        acknowledged = 0
         async with self._flushing:
             while True:
                 batch = await self._next_batch()
                 if batch is None:
-                    return sent
-                await self.sidecar.send(self.topic, batch.model_dump(exclude_defaults=False))
-                async with self._lock:
-                    meta = replace(self.meta, head=max(self.meta.head, batch.last + 1))
-                    await self.sidecar.transact({META_KEY: asdict(meta)}, [event_key(e.seq) for e in batch.events])
-                    self.meta = meta
-                sent += len(batch.events)
+                    return acknowledged
+                self._acked.clear()
+                await self.sidecar.send(self.topic, batch.model_dump())
                 self.sent_batches += 1
+                if await self._wait_for_ack(batch.last):
+                    acknowledged += len(batch.events)
+                else:
+                    self.resent_batches += 1  # not taken in time: the next round sends it again
+
+    async def _wait_for_ack(self, last: int) -> bool:
+        deadline = asyncio.get_running_loop().time() + self.ack_timeout
+        while self.meta.head <= last:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return False
+            self._acked.clear()
+            if self.meta.head > last:
+                break
+            try:
+                await asyncio.wait_for(self._acked.wait(), remaining)
+            except TimeoutError:
+                return False
+        return True
+
+    async def on_ack(self, next_seq: int) -> None:
+        """The cloud has taken every event below `next_seq`: purge them."""
+        async with self._lock:
+            meta = self.meta
+            upto = min(next_seq, meta.next_seq)
+            if upto <= meta.head:
+                return
+            done = replace(meta, head=upto)
+            await self.sidecar.transact({META_KEY: asdict(done)}, [event_key(s) for s in range(meta.head, upto)])
+            self.meta = done
+        self._acked.set()
 
     async def _next_batch(self) -> EventBatch | None:
         while True:

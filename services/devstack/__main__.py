@@ -147,13 +147,30 @@ def down(run_dir: Path = typer.Option(RUN_DIR)) -> None:
     console.print("stopped")
 
 
+AGENT_CHART_PARAMS = {
+    "namespace": "{{ .Release.Namespace }}",
+    "device_id": "{{ .Values.device.id }}",
+    "credentials_secret": '{{ include "device-agent.credentialsSecret" . }}',
+}
+"""The agent-k3s target's parameters as Helm expressions: the chart fills them with `tpl`."""
+
+
 @app.command("components")
 def render_components(out: Path = typer.Option(Path("deploy"))) -> None:
-    """Render the Dapr components for the k3s and aks targets."""
+    """Render the Dapr components for the k3s and aks targets, and the device agent's (agent-k3s)
+    into its Helm chart."""
     for target in ("k3s", "aks"):
         directory = out / target / "dapr"
         components.write(target, directory)
         console.print(f"wrote {directory}")
+    chart_files = out / "k3s" / "device-agent" / "files" / "dapr"
+    chart_files.mkdir(parents=True, exist_ok=True)
+    for stale in chart_files.glob("*.yaml"):
+        stale.unlink()
+    header = "# Rendered by `make components` from components/ (target agent-k3s): edit those, not this.\n"
+    for file_name, text in components.render("agent-k3s", AGENT_CHART_PARAMS).items():
+        (chart_files / file_name).write_text(header + text)
+    console.print(f"wrote {chart_files}")
 
 
 if __name__ == "__main__":

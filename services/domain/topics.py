@@ -114,6 +114,11 @@ class DeviceChannels:
     def events(self) -> str:
         return f"{self.device_id}/events"
 
+    @property
+    def events_ack(self) -> str:
+        """The cloud tells the device how far it has taken its events (`{"next_seq": n}`)."""
+        return f"{self.device_id}/events/ack"
+
     def command(self, command_id: str) -> str:
         return f"{self.device_id}/commands/{command_id}"
 

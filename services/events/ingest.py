@@ -1,7 +1,8 @@
 """The events app's shell around `accept_batch`: per device, read the cursor, take the batch in
 order, hand the fresh events to the sinks, then write the cursor conditionally on its ETag.
 
-Sinks come first so a crash can only make them see events again (they are idempotent), never
+A taken batch is acknowledged to the device (`{id}/events/ack`), which keeps its events until
+then. Sinks come first so a crash can only make them see events again (they are idempotent), never
 miss them; the cursor is never written last-write-wins: a lost race answers RETRY and the
 redelivery re-reads and de-duplicates. Batches of one device are taken one at a time here, so
 two overlapping batches never reach the sinks from the same cursor.
@@ -19,7 +20,8 @@ import structlog
 
 from services.domain.device_events import Accepted, EventBatch, EventCursor, Waiting, accept_batch, parse_batch
 from services.domain.errors import TwinError
-from services.domain.wire import decode_payload
+from services.domain.topics import DeviceChannels
+from services.domain.wire import WireEncoding, decode_payload
 from services.events.metrics import BATCHES, CURSOR_CONFLICTS, EVENTS_ACCEPTED, EVENTS_LOST
 from services.events.sinks import EventSink
 from services.platform.sidecar import Sidecar, Write, WriteFailed
@@ -78,26 +80,36 @@ class EventIngest:
         """Take one delivered batch: DROP when malformed, RETRY while an earlier batch is missing
         or anything failed, SUCCESS once its events are in the sinks and the cursor."""
         try:
-            batch = parse_batch(decode_payload(payload)[0])
+            document, encoding = decode_payload(payload)
+            batch = parse_batch(document)
         except TwinError as error:
             BATCHES.labels("dropped").inc()
             log.warning("malformed event batch dropped", device_id=device_id, error=error.message)
             return Outcome.DROP
         async with self._locks.hold(device_id):
             try:
-                return await self._take(device_id, batch)
+                outcome, next_seq = await self._take(device_id, batch)
+                if outcome is Outcome.SUCCESS:
+                    await self._acknowledge(device_id, next_seq, encoding)
+                return outcome
             except Exception as error:  # noqa: BLE001 - daprd redelivers; the cursor de-duplicates
                 log.warning(
                     "event batch failed", device_id=device_id, first=batch.first, last=batch.last, error=str(error)
                 )
                 return Outcome.RETRY
 
+    async def _acknowledge(self, device_id: str, next_seq: int, encoding: WireEncoding) -> None:
+        """Tell the device how far its events are taken: it purges them only then, so a batch the
+        broker acknowledged but that never reached us (a sidecar dying with it in flight) is sent
+        again instead of being lost."""
+        await self._sidecar.publish_device(DeviceChannels(device_id).events_ack, {"next_seq": next_seq}, encoding)
+
     async def cursor(self, device_id: str) -> EventCursor | None:
         """The device's cursor, or None when it never sent a batch."""
         stored = await self._sidecar.get(cursor_key(device_id))
         return EventCursor.from_json(stored.value) if stored.value is not None else None
 
-    async def _take(self, device_id: str, batch: EventBatch) -> Outcome:
+    async def _take(self, device_id: str, batch: EventBatch) -> tuple[Outcome, int]:
         key = cursor_key(device_id)
         stored = await self._sidecar.get(key)
         cursor = EventCursor.from_json(stored.value)
@@ -109,7 +121,7 @@ class EventIngest:
                     await self._sidecar.write_each([Write(key, result.cursor.to_json(), stored.etag)])
             BATCHES.labels("waiting").inc()
             log.info("event batch waits for an earlier one", missing_from=result.missing_from, **where)
-            return Outcome.RETRY
+            return Outcome.RETRY, cursor.next_seq
         if result.fresh:
             await asyncio.gather(*(sink.deliver(device_id, result.fresh) for sink in self._sinks))
         if _moved(cursor, result.cursor):
@@ -118,7 +130,7 @@ class EventIngest:
             except WriteFailed:
                 CURSOR_CONFLICTS.inc()
                 log.info("event cursor changed meanwhile; batch retried", **where)
-                return Outcome.RETRY
+                return Outcome.RETRY, cursor.next_seq
         _count(cursor, batch, result)
         if result.fresh:
             log.info(
@@ -130,7 +142,7 @@ class EventIngest:
             )
         else:
             log.info("duplicate event batch", next_seq=cursor.next_seq, **where)
-        return Outcome.SUCCESS
+        return Outcome.SUCCESS, result.cursor.next_seq
 
 
 def _moved(before: EventCursor, after: EventCursor) -> bool:

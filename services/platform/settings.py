@@ -69,6 +69,8 @@ class AgentSettings(Settings):
     """Most events kept while offline; when full the oldest is dropped and counted."""
     agent_event_batch: int = 200
     """Most events per published batch."""
+    agent_ack_timeout: float = 10.0
+    """Seconds to wait for the cloud to acknowledge a batch of events before sending it again."""
     agent_probe_interval: float = 5.0
     """Seconds between connectivity probes while the cloud is unreachable."""
     agent_publish_timeout: float = 3.0

@@ -224,3 +224,25 @@ async def test_a_cbor_agent_carries_the_same_documents(
     doc = await eventually(applied, what="config applied over CBOR")
     assert doc["wire"] == "cbor" and reported(doc)["agent"]["wire"] == "cbor"
     assert json.loads(agent.config_file.read_text()) == {"rate": 2.5, "on": True}
+
+
+async def test_events_survive_the_cloud_events_sidecar_dying_mid_stream(
+    stack: Stack, start_agent: AgentFactory
+) -> None:
+    """The broker acknowledged batches the dying sidecar never delivered; the device keeps them
+    until the cloud acknowledges, sends them again, and the cloud takes each event once."""
+    device = "agent-ack"
+    agent = start_agent(device, TWINFLEET_AGENT_ACK_TIMEOUT="2", TWINFLEET_AGENT_EVENT_BATCH="20")
+    await eventually(lambda: _status(agent, lambda s: s["connected"]), what="agent connected")
+    async with httpx.AsyncClient(base_url=agent.url, timeout=30) as client:
+        for start in range(0, 600, 20):
+            batch = [{"type": "reading", "data": {"i": i}} for i in range(start, start + 20)]
+            assert (await client.post("/v1/events", json=batch)).status_code == 202
+            if start == 200:
+                stack.procs[f"{EVENTS_APP}-daprd"].kill()
+            if start == 300:
+                await asyncio.to_thread(stack.restart, f"{EVENTS_APP}-daprd")
+    await eventually(lambda: _cursor_at(stack, device, 601), timeout=60, what="all events accepted")
+    await eventually(lambda: _status(agent, lambda s: s["outbox"]["pending"] == 0), what="outbox purged")
+    assert [e["seq"] for e in sink_events(stack, device)] == list(range(1, 601))
+    assert (await cursor(stack, device))["lost"] == 0

@@ -274,6 +274,10 @@ class MemoryStore:
         self.writes = 0
         self.race: dict[str, Any] | None = None
         """A value another writer stores just before our next write (an ETag race)."""
+        self.acks: list[tuple[str, int]] = []
+
+    async def publish_device(self, topic: str, payload: dict[str, Any], encoding: WireEncoding) -> None:
+        self.acks.append((topic, payload["next_seq"]))
 
     async def get(self, key: str) -> Stored:
         value, etag = self.items.get(key, (None, None))  # type: ignore[arg-type]
@@ -323,6 +327,8 @@ async def test_ingest_takes_batches_in_order_whatever_the_order_they_come_in() -
     assert sink.delivered == [("d", [1, 2, 3]), ("d", [4, 5, 6])]
     assert await app.cursor("d") == EventCursor(7)
     assert await app.cursor("other") is None
+    # every taken batch (re-sends too) is acknowledged with how far the cloud got; waiting ones not
+    assert store.acks == [("d/events/ack", 4), ("d/events/ack", 4), ("d/events/ack", 7)]
 
 
 async def test_ingest_drops_malformed_batches_and_writes_nothing() -> None:
