@@ -6,7 +6,9 @@ desired (REST) → delta (at the device) latency. The floor is Mosquitto + one R
 with no Dapr and no twin logic (`bench/floor.py`), driven by the same load generator
 (`bench/loadgen`, Go, one MQTT connection and credentials per device). Then the wire encodings:
 bytes of a realistic gateway's messages in JSON and CBOR, and encode+decode µs per message
-(`bench/wire.py`; `--wire-only` measures just that).
+(`bench/wire.py`; `--wire-only` measures just that). Last, the device agent's resident memory,
+agent and daprd apart, after boot and after 1,000 events and a few desired changes, next to a bare
+Python interpreter (`bench/agent_footprint.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bench.agent_footprint import Footprint, measure_agent
 from bench.load import fleet
 from bench.wire import WireFigures, measure_wire
 from services.devstack.broker import SERVICE_USER
@@ -178,6 +181,7 @@ def main(
     try:
         suite_tp, suite_lat = measure(suite, devices, seconds, rate, "bench")
         suite_delta = asyncio.run(delta_latency(suite, samples))
+        agent = measure_agent(suite)
     finally:
         suite.stop()
 
@@ -203,6 +207,17 @@ def main(
     console.print(f"rejected/timeouts: suite {failed_suite}, floor {floor_tp.rejected + floor_lat.rejected}")
     console.print("targets (issue): ≥ 5,000 accepted updates/s; p99 < 50 ms at 1,000 updates/s")
     console.print(wire_table(wire))
+    console.print(agent_table(agent))
+
+
+def agent_table(figures: dict[str, Footprint]) -> Table:
+    table = Table(title="Device agent resident memory (agent and its daprd measured apart)")
+    table.add_column("process")
+    table.add_column("RSS MiB", justify="right")
+    table.add_column("peak MiB", justify="right")
+    for name, figure in figures.items():
+        table.add_row(name, f"{figure.rss_mib:.1f}", f"{figure.peak_mib:.1f}")
+    return table
 
 
 if __name__ == "__main__":
