@@ -8,11 +8,22 @@ DAPR_EXCLUDE_COMPONENTS := pubsub_pulsar
 TWINFLEET_CACHE ?= $(HOME)/.cache/twinfleet
 DAPRD := $(TWINFLEET_CACHE)/bin/daprd-$(DAPR_RUNTIME_VERSION)
 LOADGEN := $(TWINFLEET_CACHE)/bin/loadgen
+# Tools for the device agent's K3s chart (make tools): helm and kubeconform from their Go modules,
+# the Kubernetes JSON schemas of this minor and the Dapr CRD schemas, all offline, in the cache.
+HELM_VERSION := 3.22.0
+KUBECONFORM_VERSION := 0.8.0
+KUBERNETES_VERSION := 1.31.0
+HELM := $(TWINFLEET_CACHE)/bin/helm-$(HELM_VERSION)
+KUBECONFORM := $(TWINFLEET_CACHE)/bin/kubeconform-$(KUBECONFORM_VERSION)
 VENV := .venv
 PY := $(VENV)/bin/python
 FLEET ?= 1000
 export TWINFLEET_DAPRD := $(DAPRD)
 export TWINFLEET_LOADGEN := $(LOADGEN)
+export TWINFLEET_HELM := $(HELM)
+export TWINFLEET_KUBECONFORM := $(KUBECONFORM)
+export TWINFLEET_KUBERNETES_VERSION := $(KUBERNETES_VERSION)
+export TWINFLEET_DAPR_SCHEMAS := $(TWINFLEET_CACHE)/schemas/dapr-$(DAPR_RUNTIME_VERSION)
 export TWINFLEET_CACHE
 
 .PHONY: help ## list the targets
@@ -36,6 +47,12 @@ $(DAPRD):
 	@DAPR_RUNTIME_VERSION=$(DAPR_RUNTIME_VERSION) DAPR_EXCLUDE_COMPONENTS="$(DAPR_EXCLUDE_COMPONENTS)" \
 	  TWINFLEET_CACHE=$(TWINFLEET_CACHE) scripts/build-daprd.sh
 
+.PHONY: tools ## build helm + kubeconform, prepare Kubernetes and Dapr CRD schemas for offline validation
+tools: $(VENV)/.installed
+	@HELM_VERSION=$(HELM_VERSION) KUBECONFORM_VERSION=$(KUBECONFORM_VERSION) KUBERNETES_VERSION=$(KUBERNETES_VERSION) \
+	  DAPR_RUNTIME_VERSION=$(DAPR_RUNTIME_VERSION) PYTHON=$(PY) TWINFLEET_CACHE=$(TWINFLEET_CACHE) \
+	  scripts/build-tools.sh >/dev/null
+
 .PHONY: run ## run the whole suite + a simulated fleet in the foreground (Ctrl-C stops it)
 run: setup
 	@$(PY) -m services.devstack run --fleet $(FLEET)
@@ -49,11 +66,11 @@ down:
 	@$(PY) -m services.devstack down
 
 .PHONY: test ## run the whole test suite (unit, integration with real daprd/Redis/Mosquitto, slow)
-test: setup
+test: setup tools
 	@$(PY) -m pytest -q
 
 .PHONY: test-fast ## unit + integration tests without the slow fault tests
-test-fast: setup
+test-fast: setup tools
 	@$(PY) -m pytest -q -m "not slow"
 
 .PHONY: lint ## ruff + mypy
