@@ -7,8 +7,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
 from services.devstack.stack import Stack
+
+# Test data generation time depends on what else the machine runs (the suite starts real
+# processes); no deadline and no "too slow" verdicts, so a loaded CI machine gives the same result.
+settings.register_profile("twinfleet", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("twinfleet")
 
 
 @pytest.fixture(scope="module")
