@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,15 @@ from rich.console import Console
 from rich.table import Table
 
 from services.devstack.broker import BrokerAccounts
+from services.domain.device_commands import DEFAULT_TTL_SECONDS, CommandStatus
 from services.domain.topics import Operation, TwinAddress, profile
+from services.platform.names import COMMANDS_APP
 
 app = typer.Typer(add_completion=False, help="Work with Twinfleet twins and devices.", no_args_is_help=True)
 devices = typer.Typer(help="Provision devices.", no_args_is_help=True)
 app.add_typer(devices, name="devices")
+commands = typer.Typer(help="Durable commands: queue for a device, read results.", no_args_is_help=True)
+app.add_typer(commands, name="commands")
 console = Console()
 
 
@@ -39,8 +44,19 @@ def _api() -> str:
     return os.environ.get("TWINFLEET_API") or str(_stack()["api"])
 
 
-def _call(method: str, path: str, **kwargs: Any) -> Any:
-    response = httpx.request(method, _api() + path, timeout=30, **kwargs)
+def _commands_api() -> str:
+    """The commands app (TWINFLEET_COMMANDS_API, else the running suite's)."""
+    explicit = os.environ.get("TWINFLEET_COMMANDS_API")
+    if explicit:
+        return explicit
+    url = _stack().get("apps", {}).get(COMMANDS_APP)
+    if not url:
+        raise typer.BadParameter("the running suite has no commands app (or predates it): restart it")
+    return str(url)
+
+
+def _call(method: str, path: str, base: str | None = None, **kwargs: Any) -> Any:
+    response = httpx.request(method, (base or _api()) + path, timeout=30, **kwargs)
     if response.status_code >= 400:
         try:
             message = response.json().get("message", response.text)
@@ -139,6 +155,58 @@ def delete(device_id: str) -> None:
     """Delete a twin (its version is kept for when it comes back)."""
     doc = _call("DELETE", f"/v1/twins/{device_id}")
     console.print(f"deleted at version {doc['version']}")
+
+
+@commands.command("send")
+def send_command(
+    device_id: str,
+    name: str,
+    args: str = typer.Option("{}", "--args", help="the command's arguments, a JSON object"),
+    ttl: float = typer.Option(DEFAULT_TTL_SECONDS, "--ttl", help="seconds it may wait for the device"),
+    command_id: str | None = typer.Option(None, "--id", help="your own id (makes a retry idempotent)"),
+) -> None:
+    """Queue a command for a device: `twin commands send dev1 reboot --args '{"delay": 5}' --ttl 60`."""
+    try:
+        arguments = json.loads(args)
+    except ValueError as error:
+        raise typer.BadParameter(f"--args is not JSON: {error}") from None
+    body: dict[str, Any] = {"name": name, "args": arguments, "ttlSeconds": ttl}
+    if command_id is not None:
+        body["id"] = command_id
+    record = _call("POST", f"/v1/devices/{device_id}/commands", base=_commands_api(), json=body)
+    console.print_json(json.dumps(record))
+
+
+@commands.command("get")
+def get_command(device_id: str, command_id: str) -> None:
+    """Print a command: status, deliveries, and the device's result once it answered."""
+    console.print_json(json.dumps(_call("GET", f"/v1/devices/{device_id}/commands/{command_id}", base=_commands_api())))
+
+
+@commands.command("list")
+def list_commands(
+    device_id: str,
+    status: CommandStatus | None = typer.Option(None, help="only commands in this status"),
+    limit: int = typer.Option(50, help="most commands shown"),
+) -> None:
+    """A device's commands, newest first."""
+    params: dict[str, Any] = {"limit": limit, **({"status": status.value} if status else {})}
+    records = _call("GET", f"/v1/devices/{device_id}/commands", base=_commands_api(), params=params)
+    table = Table("id", "name", "status", "sent", "expires in")
+    table.columns[0].no_wrap = True
+    now = time.time()
+    for record in records:
+        left = record["expiresAt"] - now
+        expires = f"{left:.0f} s" if record["status"] in ("QUEUED", "DELIVERED") else "-"
+        table.add_row(record["id"], record["name"], record["status"], str(record["deliveries"]), expires)
+    console.print(table)
+
+
+@commands.command("cancel")
+def cancel_command(device_id: str, command_id: str) -> None:
+    """Cancel a command that is still QUEUED or DELIVERED."""
+    record = _call("POST", f"/v1/devices/{device_id}/commands/{command_id}/cancel", base=_commands_api())
+    console.print(f"{record['id']}: {record['status']}")
 
 
 if __name__ == "__main__":

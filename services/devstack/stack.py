@@ -18,12 +18,13 @@ from pathlib import Path
 from services.devstack import components
 from services.devstack.broker import SERVICE_USER, BrokerAccounts, config_text, device_password, new_secret
 from services.devstack.processes import ManagedProcess, free_port, wait_for_http, wait_for_port
-from services.platform.names import DELTA_APP, EVENTS_APP, TWIN_STORE_APP
+from services.platform.names import COMMANDS_APP, DELTA_APP, EVENTS_APP, TWIN_STORE_APP
 
 APPS = {
     TWIN_STORE_APP: "services.twin_store.main:app",
     DELTA_APP: "services.delta.main:app",
     EVENTS_APP: "services.events.main:app",
+    COMMANDS_APP: "services.commands.main:app",
 }
 
 
@@ -128,7 +129,7 @@ class Stack:
         self,
         run_dir: Path,
         topic_profile: str = "default",
-        apps: Iterable[str] = (TWIN_STORE_APP, DELTA_APP, EVENTS_APP),
+        apps: Iterable[str] = (TWIN_STORE_APP, DELTA_APP, EVENTS_APP, COMMANDS_APP),
         app_env: dict[str, str] | None = None,
         redis_fsync: str = "everysec",
     ) -> None:
@@ -196,6 +197,7 @@ class Stack:
     def write_state(self) -> None:
         state = {
             "api": self.api_url,
+            "apps": {name: self.app_url(name) for name in self.ports},
             "mqtt": {"host": "127.0.0.1", "port": self.mqtt_port},
             "redis_port": self.redis_port,
             "topic_profile": self.topic_profile,
