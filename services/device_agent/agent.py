@@ -84,6 +84,7 @@ class DeviceAgent:
         self.commands: dict[str, CommandRunner] = {"ping": self._ping, "reconcile": self._reconcile_command}
         self._pending: dict[str, asyncio.Future[tuple[Reply, JsonObject]]] = {}
         self._apply_lock = asyncio.Lock()
+        self._command_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._events_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -256,20 +257,23 @@ class DeviceAgent:
 
     # -- durable commands --------------------------------------------------------------------
     async def on_command(self, command: JsonObject) -> None:
-        """Run a command once and send its result; a command seen before gets its kept result."""
+        """Run a command once and send its result; a command seen before gets its kept result.
+        Commands are taken one at a time: after a reconnect the broker's queued copy and the
+        sync's re-publish of the same command arrive together."""
         command_id = str(command.get("id", ""))
         key = f"command~{command_id}"
-        result = await self.sidecar.load(key)
-        if result is None:
-            if float(command.get("expiresAt", 0)) < time.time():
-                COMMANDS.labels("expired").inc()
-                self.log.info("command expired before it arrived", command_id=command_id)
-                return
-            result = await self._run_command(command)
-            await self.sidecar.store(key, result, ttl_seconds=COMMAND_RESULT_TTL)
-            COMMANDS.labels(result["status"].lower()).inc()
-        else:
-            COMMANDS.labels("repeated").inc()
+        async with self._command_lock:
+            result = await self.sidecar.load(key)
+            if result is None:
+                if float(command.get("expiresAt", 0)) < time.time():
+                    COMMANDS.labels("expired").inc()
+                    self.log.info("command expired before it arrived", command_id=command_id)
+                    return
+                result = await self._run_command(command)
+                await self.sidecar.store(key, result, ttl_seconds=COMMAND_RESULT_TTL)
+                COMMANDS.labels(result["status"].lower()).inc()
+            else:
+                COMMANDS.labels("repeated").inc()
         try:
             await self.sidecar.send(self.channels.command_result(command_id), result)
         except Unreachable:

@@ -20,6 +20,7 @@ from services.devstack.agent import LocalAgent
 from services.devstack.processes import ManagedProcess
 from services.devstack.stack import Stack
 from services.fleet_sim.fleet import fleet_ids
+from services.platform.names import COMMANDS_APP, EVENTS_APP
 
 app = typer.Typer(add_completion=False, help="Run Twinfleet locally as real processes.")
 console = Console()
@@ -61,6 +62,9 @@ def run(
         (stack.run_dir / "ready").write_text(str(os.getpid()))
         console.print(f"[bold green]Twinfleet is up[/] — REST API {stack.api_url} (docs: {stack.api_url}/docs)")
         console.print(f"MQTT broker 127.0.0.1:{stack.mqtt_port}; {fleet} simulated devices (sim-00000…)")
+        for name in (COMMANDS_APP, EVENTS_APP):
+            if name in stack.ports:
+                console.print(f"{name} API {stack.app_url(name)} (docs: {stack.app_url(name)}/docs)")
         for index, url in enumerate(agent_urls):
             console.print(f"device agent agent-{index:05d}: {url}/v1/status (post events to {url}/v1/events)")
         console.print(f"Try: TWINFLEET_RUN_DIR={run_dir} twin list   ·   logs in {stack.run_dir / 'logs'}")

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiomqtt
 import httpx
 import pytest
 
 from services.devstack.agent import LocalAgent
+from services.devstack.broker import SERVICE_USER
 from services.devstack.stack import Stack
 from services.domain.device_core import FAILED, UNSUPPORTED
-from services.platform.names import EVENTS_APP
+from services.domain.topics import DeviceChannels
+from services.platform.names import COMMANDS_APP, EVENTS_APP
 
 AGENT_ENV = {
     "TWINFLEET_AGENT_PROBE_INTERVAL": "0.5",
@@ -246,3 +250,52 @@ async def test_events_survive_the_cloud_events_sidecar_dying_mid_stream(
     await eventually(lambda: _status(agent, lambda s: s["outbox"]["pending"] == 0), what="outbox purged")
     assert [e["seq"] for e in sink_events(stack, device)] == list(range(1, 601))
     assert (await cursor(stack, device))["lost"] == 0
+
+
+async def command_status(stack: Stack, device: str, command_id: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=stack.app_url(COMMANDS_APP), timeout=5) as client:
+        return (await client.get(f"/v1/devices/{device}/commands/{command_id}")).json()  # type: ignore[no-any-return]
+
+
+async def test_durable_commands_reach_the_agent_when_it_comes_back_and_run_once(
+    stack: Stack, start_agent: AgentFactory
+) -> None:
+    device = "agent-commands"
+    agent = start_agent(device)
+    await eventually(lambda: _status(agent, lambda s: s["connected"]), what="agent connected")
+    async with httpx.AsyncClient(base_url=stack.app_url(COMMANDS_APP), timeout=10) as client:
+        online = (await client.post(f"/v1/devices/{device}/commands", json={"name": "ping", "ttlSeconds": 60})).json()
+        done = await eventually(lambda: _command_done(stack, device, online["id"]), what="command run while online")
+        assert done["status"] == "SUCCEEDED" and "pong" in done["result"]
+        agent.kill()  # the device goes away; commands queue meanwhile
+        queued = [
+            (await client.post(f"/v1/devices/{device}/commands", json={"name": name, "ttlSeconds": ttl})).json()
+            for name, ttl in (("ping", 120), ("no-such-command", 120), ("ping", 1))
+        ]
+        await asyncio.sleep(2)  # the last one's TTL passes while the device is away
+        agent.start()
+        kept, unknown, expired = queued
+        assert (await eventually(lambda: _command_done(stack, device, kept["id"]), timeout=60))["status"] == "SUCCEEDED"
+        failed = await eventually(lambda: _command_done(stack, device, unknown["id"]))
+        assert failed["status"] == "FAILED" and "unknown command" in failed["reason"]
+        assert (await command_status(stack, device, expired["id"]))["status"] == "EXPIRED"
+        # a command delivered again (as after a lost result) is answered with the kept result, not
+        # run again: `ping` answers with the time it ran, so a second run would answer differently
+        record = await command_status(stack, device, kept["id"])
+        channels = DeviceChannels(device)
+        async with aiomqtt.Client(
+            "127.0.0.1", stack.mqtt_port, username=SERVICE_USER, password=stack.secrets["service"]
+        ) as service:
+            await service.subscribe(channels.command_result(kept["id"]), qos=1)
+            again = {"id": kept["id"], "name": "ping", "args": {}, "expiresAt": time.time() + 60}
+            await service.publish(channels.command(kept["id"]), json.dumps(again), qos=1)
+            async with asyncio.timeout(20):
+                async for message in service.messages:
+                    answer = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+                    break
+        assert answer["result"] == record["result"]
+
+
+async def _command_done(stack: Stack, device: str, command_id: str) -> dict[str, Any] | None:
+    record = await command_status(stack, device, command_id)
+    return record if record.get("status") in ("SUCCEEDED", "FAILED") else None
