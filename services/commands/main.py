@@ -24,9 +24,9 @@ from services.commands.settings import get_commands_settings
 from services.commands.store import CommandsSidecar
 from services.domain.device_commands import result_topic_command, sync_topic_device
 from services.domain.topics import COMMAND_RESULTS_FILTER, COMMANDS_SYNC_FILTER
-from services.platform.cloudevents import event_payload, subscription
+from services.platform.cloudevents import event_payload, shared, subscription
 from services.platform.http import install_common
-from services.platform.logging import configure_logging
+from services.platform.lifecycle import running_sidecar
 from services.platform.names import COMMANDS_APP, DEVICE_BROKER
 
 log = structlog.get_logger()
@@ -37,18 +37,14 @@ SYNC_ROUTE = "/device-command-sync"
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_commands_settings()
-    configure_logging(COMMANDS_APP)
-    sidecar = CommandsSidecar(*settings.sidecar_args())
-    connecting = asyncio.create_task(sidecar.connect())
-    service = CommandService(sidecar, settings)
-    sweeper = asyncio.create_task(service.run_sweeper())
-    app.state.commands = service
-    yield
-    for task in (sweeper, connecting):
-        task.cancel()
+    async with running_sidecar(COMMANDS_APP, CommandsSidecar(*settings.sidecar_args())) as sidecar:
+        service = CommandService(sidecar, settings)
+        sweeper = asyncio.create_task(service.run_sweeper())
+        app.state.commands = service
+        yield
+        sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
-    await sidecar.close()
+            await sweeper
 
 
 app = FastAPI(title="Twinfleet commands", version="0.1.0", lifespan=lifespan)
@@ -61,8 +57,8 @@ async def subscriptions() -> list[dict[str, Any]]:
     """Every device's command results and sync requests, as shared subscriptions so replicas split
     the load."""
     return [
-        subscription(DEVICE_BROKER, f"$share/{COMMANDS_APP}/{COMMAND_RESULTS_FILTER}", RESULTS_ROUTE, raw=True),
-        subscription(DEVICE_BROKER, f"$share/{COMMANDS_APP}/{COMMANDS_SYNC_FILTER}", SYNC_ROUTE, raw=True),
+        subscription(DEVICE_BROKER, shared(COMMANDS_APP, COMMAND_RESULTS_FILTER), RESULTS_ROUTE, raw=True),
+        subscription(DEVICE_BROKER, shared(COMMANDS_APP, COMMANDS_SYNC_FILTER), SYNC_ROUTE, raw=True),
     ]
 
 

@@ -22,7 +22,7 @@ from services.domain.topics import Operation, Reply, TwinAddress
 from services.domain.wire import WireEncoding
 from services.platform.cloudevents import event_json, subscription
 from services.platform.http import install_common
-from services.platform.logging import configure_logging
+from services.platform.lifecycle import running_sidecar
 from services.platform.names import DELTA_APP, INTERNAL_PUBSUB
 from services.platform.settings import get_settings
 from services.platform.sidecar import Sidecar, gather_bounded
@@ -81,13 +81,9 @@ def device_encodings(events: list[TwinChanged | DeltaRequested]) -> dict[TwinAdd
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
-    configure_logging(DELTA_APP)
-    sidecar = Sidecar(*settings.sidecar_args())
-    connecting = asyncio.create_task(sidecar.connect())
-    app.state.fanout = Fanout(sidecar, settings.publish_concurrency)
-    yield
-    connecting.cancel()
-    await sidecar.close()
+    async with running_sidecar(DELTA_APP, Sidecar(*settings.sidecar_args())) as sidecar:
+        app.state.fanout = Fanout(sidecar, settings.publish_concurrency)
+        yield
 
 
 app = FastAPI(title="Twinfleet delta", version="0.1.0", lifespan=lifespan)

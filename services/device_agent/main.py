@@ -21,7 +21,7 @@ from services.domain.topics import DeviceChannels, Operation, Reply, TwinAddress
 from services.domain.wire import WireEncoding, decode_payload
 from services.platform.cloudevents import event_payload, subscription
 from services.platform.http import install_common
-from services.platform.logging import configure_logging
+from services.platform.lifecycle import running_sidecar
 from services.platform.names import AGENT_BROKER, DEVICE_AGENT_APP
 from services.platform.settings import AgentSettings, get_agent_settings
 
@@ -66,14 +66,12 @@ def build_agent(settings: AgentSettings) -> DeviceAgent:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = get_agent_settings()
-    configure_logging(DEVICE_AGENT_APP)
-    agent = build_agent(settings)
-    app.state.agent = agent
-    await agent.start()
-    yield
-    await agent.stop()
-    await agent.sidecar.close()
+    agent = build_agent(get_agent_settings())
+    async with running_sidecar(DEVICE_AGENT_APP, agent.sidecar):
+        app.state.agent = agent
+        await agent.start()
+        yield
+        await agent.stop()
 
 
 app = FastAPI(title="Twinfleet device agent", version=AGENT_VERSION, lifespan=lifespan)

@@ -7,7 +7,6 @@ device, and a batch past a gap is answered RETRY so daprd redelivers it once the
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,9 +21,9 @@ from services.events.ingest import EventIngest, Outcome
 from services.events.metrics import BATCHES
 from services.events.settings import get_events_settings
 from services.events.sinks import BatchFileSink, EventSink, EventsSidecar, TopicSink
-from services.platform.cloudevents import event_payload, subscription
+from services.platform.cloudevents import event_payload, shared, subscription
 from services.platform.http import install_common
-from services.platform.logging import configure_logging
+from services.platform.lifecycle import running_sidecar
 from services.platform.names import DEVICE_BROKER, EVENTS_APP, EVENTS_SINK
 
 DEVICE_EVENTS_ROUTE = "/device-events"
@@ -33,14 +32,13 @@ DEVICE_EVENTS_ROUTE = "/device-events"
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_events_settings()
-    configure_logging(EVENTS_APP)
-    sidecar = EventsSidecar(*settings.sidecar_args())
-    connecting = asyncio.create_task(sidecar.connect())
-    sinks: list[EventSink] = [TopicSink(sidecar), BatchFileSink(sidecar, EVENTS_SINK, settings.events_sink_name_key)]
-    app.state.ingest = EventIngest(sidecar, sinks, settings.events_gap_timeout)
-    yield
-    connecting.cancel()
-    await sidecar.close()
+    async with running_sidecar(EVENTS_APP, EventsSidecar(*settings.sidecar_args())) as sidecar:
+        sinks: list[EventSink] = [
+            TopicSink(sidecar),
+            BatchFileSink(sidecar, EVENTS_SINK, settings.events_sink_name_key),
+        ]
+        app.state.ingest = EventIngest(sidecar, sinks, settings.events_gap_timeout)
+        yield
 
 
 app = FastAPI(title="Twinfleet events", version="0.1.0", lifespan=lifespan)
@@ -50,7 +48,7 @@ install_common(app)
 @app.get("/dapr/subscribe", include_in_schema=False)
 async def subscriptions() -> list[dict[str, Any]]:
     """Every device's `{id}/events`, as a shared subscription so replicas split the load."""
-    return [subscription(DEVICE_BROKER, f"$share/{EVENTS_APP}/{EVENTS_FILTER}", DEVICE_EVENTS_ROUTE, raw=True)]
+    return [subscription(DEVICE_BROKER, shared(EVENTS_APP, EVENTS_FILTER), DEVICE_EVENTS_ROUTE, raw=True)]
 
 
 @app.post(DEVICE_EVENTS_ROUTE, include_in_schema=False)

@@ -29,6 +29,12 @@ def event_json(event: dict[str, Any]) -> Any:
     return data
 
 
+def shared(group: str, topic_filter: str) -> str:
+    """An MQTT shared subscription (replicas of one group split the messages). Filters starting
+    with `$` stay plain: Mosquitto 2.0 delivers nothing to a shared subscription on `$`-topics."""
+    return topic_filter if topic_filter.startswith("$") else f"$share/{group}/{topic_filter}"
+
+
 def subscription(
     pubsub: str, topic: str, route: str, *, raw: bool = False, bulk: int = 0, bulk_wait_ms: int = 5
 ) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,9 +10,9 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from services.platform.cloudevents import event_payload, subscription
+from services.platform.cloudevents import event_payload, shared, subscription
 from services.platform.http import install_common
-from services.platform.logging import configure_logging
+from services.platform.lifecycle import running_sidecar
 from services.platform.names import DEVICE_BROKER, SHARED_SUBSCRIPTION_GROUP, TWIN_STORE_APP
 from services.platform.settings import get_settings
 from services.platform.sidecar import Sidecar
@@ -25,23 +24,19 @@ from services.twin_store.ingest import TwinWriter
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
-    configure_logging(TWIN_STORE_APP)
-    sidecar = Sidecar(*settings.sidecar_args())
-    connecting = asyncio.create_task(sidecar.connect())
-    writer = TwinWriter(
-        sidecar,
-        settings.topics(),
-        settings.limits(),
-        settings.batch_max,
-        settings.batch_wait_ms,
-        settings.publish_concurrency,
-    )
-    writer.start()
-    app.state.sidecar, app.state.writer = sidecar, writer
-    yield
-    await writer.stop()
-    connecting.cancel()
-    await sidecar.close()
+    async with running_sidecar(TWIN_STORE_APP, Sidecar(*settings.sidecar_args())) as sidecar:
+        writer = TwinWriter(
+            sidecar,
+            settings.topics(),
+            settings.limits(),
+            settings.batch_max,
+            settings.batch_wait_ms,
+            settings.publish_concurrency,
+        )
+        writer.start()
+        app.state.sidecar, app.state.writer = sidecar, writer
+        yield
+        await writer.stop()
 
 
 api = FastAPI(title="Twinfleet twin-store", version="0.1.0", lifespan=lifespan)
@@ -55,11 +50,10 @@ async def subscriptions() -> list[dict[str, Any]]:
     begin with `$` (the AWS profile) are subscribed plainly: Mosquitto 2.0 delivers nothing to a
     shared subscription on `$`-topics, so that profile runs one twin-store replica per broker."""
     profile = get_settings().topics()
-    return [subscription(DEVICE_BROKER, _shared(f), "/device-requests", raw=True) for f in profile.subscriptions()]
-
-
-def _shared(topic_filter: str) -> str:
-    return topic_filter if topic_filter.startswith("$") else f"$share/{SHARED_SUBSCRIPTION_GROUP}/{topic_filter}"
+    return [
+        subscription(DEVICE_BROKER, shared(SHARED_SUBSCRIPTION_GROUP, f), "/device-requests", raw=True)
+        for f in profile.subscriptions()
+    ]
 
 
 DEVICE_REQUESTS_ROUTE = "/device-requests"
