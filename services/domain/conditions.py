@@ -1,0 +1,74 @@
+"""Target conditions: which twins a configuration targets, as a CEL expression (the expression
+language of Kubernetes and Dapr) over one twin: `deviceId`, `tags`, `reported`, `desired`.
+
+    tags.region == "eu" && reported.firmware.version < "2.0" && !has(tags.hold)
+
+A condition that does not parse is a 400 naming the line and column. Evaluating one never raises:
+a twin lacking a key the condition reads, or holding a value of another type, is not targeted
+(as with Azure IoT Hub's automatic configurations), and so is a result that is not a boolean.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import cel
+
+from services.domain.errors import bad_request
+from services.domain.json_values import JsonObject
+
+MAX_CONDITION_CHARS = 4096
+VARIABLES = ("deviceId", "tags", "reported", "desired")
+_POSITION = re.compile(r"<input>:(\d+):(\d+): (.*)")
+_EMPTY_TWIN: JsonObject = {"deviceId": "", "tags": {}, "reported": {}, "desired": {}}
+
+
+@dataclass(frozen=True)
+class TargetCondition:
+    text: str
+    program: Any = field(compare=False, repr=False)
+
+
+def compile_condition(text: str) -> TargetCondition:
+    """Parse and check a condition; raises a 400 `TwinError` saying where and what is wrong."""
+    if not text.strip():
+        raise bad_request("target condition is empty; use `true` to target every twin")
+    if len(text) > MAX_CONDITION_CHARS:
+        raise bad_request(f"target condition is {len(text)} characters; at most {MAX_CONDITION_CHARS}")
+    try:
+        program = cel.compile(text)
+    except ValueError as error:
+        raise bad_request(f"target condition: {_syntax_error(str(error))}") from None
+    try:  # names are only resolved when evaluated: try it on an empty twin
+        program.execute(_EMPTY_TWIN)
+    except RuntimeError as error:
+        if "Undefined variable or function" in str(error):
+            raise bad_request(
+                f"target condition: {str(error).split('.')[0]}; a condition reads {', '.join(VARIABLES)}"
+            ) from None
+    except (KeyError, TypeError, ValueError):
+        pass  # depends on the twin's data: fine
+    return TargetCondition(text, program)
+
+
+def twin_variables(device_id: str, tags: JsonObject, reported: JsonObject, desired: JsonObject) -> JsonObject:
+    return {"deviceId": device_id, "tags": tags, "reported": reported, "desired": desired}
+
+
+def matches(condition: TargetCondition, variables: JsonObject) -> bool:
+    """Whether the twin (`twin_variables`) is targeted; any evaluation error means no."""
+    try:
+        result = condition.program.execute(variables)
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        return False
+    return result is True
+
+
+def _syntax_error(message: str) -> str:
+    found = _POSITION.search(message)
+    if found is None:
+        return message
+    line, column, what = found.groups()
+    return f"syntax error at line {line}, column {column}: {what}"
