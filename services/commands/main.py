@@ -21,13 +21,13 @@ from services.commands.api import router
 from services.commands.metrics import RESULTS
 from services.commands.service import CommandService, Outcome
 from services.commands.settings import get_commands_settings
-from services.commands.store import CommandsSidecar
 from services.domain.device_commands import result_topic_command, sync_topic_device
 from services.domain.topics import COMMAND_RESULTS_FILTER, COMMANDS_SYNC_FILTER
 from services.platform.cloudevents import event_payload, shared, subscription
 from services.platform.http import install_common
 from services.platform.lifecycle import running_sidecar
 from services.platform.names import COMMANDS_APP, DEVICE_BROKER
+from services.platform.sidecar import Sidecar
 
 log = structlog.get_logger()
 RESULTS_ROUTE = "/device-command-results"
@@ -37,7 +37,7 @@ SYNC_ROUTE = "/device-command-sync"
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_commands_settings()
-    async with running_sidecar(COMMANDS_APP, CommandsSidecar(*settings.sidecar_args())) as sidecar:
+    async with running_sidecar(COMMANDS_APP, Sidecar(*settings.sidecar_args())) as sidecar:
         service = CommandService(sidecar, settings)
         sweeper = asyncio.create_task(service.run_sweeper())
         app.state.commands = service

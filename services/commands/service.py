@@ -20,7 +20,7 @@ import structlog
 
 from services.commands.metrics import CANCELLED, COMPLETED, DELIVERED, EXPIRED, QUEUED, RESULTS, SWEPT, SYNCS
 from services.commands.settings import CommandsSettings
-from services.commands.store import CommandsSidecar, CommandStore, StoreBusy
+from services.commands.store import CommandStore, StoreBusy
 from services.domain.device_commands import (
     CommandIndex,
     CommandRequest,
@@ -41,7 +41,7 @@ from services.domain.device_commands import (
 from services.domain.errors import TwinError, conflict, not_found, too_many_requests
 from services.domain.topics import DeviceChannels
 from services.domain.wire import decode_payload
-from services.platform.sidecar import gather_bounded
+from services.platform.sidecar import Sidecar, gather_bounded
 
 log = structlog.get_logger()
 Step = Callable[[DeviceCommand], DeviceCommand]
@@ -58,7 +58,7 @@ class Outcome(StrEnum):
 class CommandService:
     def __init__(
         self,
-        sidecar: CommandsSidecar,
+        sidecar: Sidecar,
         settings: CommandsSettings,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,

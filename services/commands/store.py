@@ -8,14 +8,9 @@ pending, so a device's command history disappears from the store on its own.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
-
-import grpc
-from dapr.clients.exceptions import DaprGrpcError
-from dapr.clients.grpc._state import Concurrency, StateItem, StateOptions
 
 from services.domain.device_commands import (
     DUE_SHARDS,
@@ -28,40 +23,16 @@ from services.domain.device_commands import (
     record_key,
     retention_ttl,
 )
-from services.domain.json_values import JsonObject
-from services.platform.names import STATE_STORE
-from services.platform.sidecar import Sidecar, WriteFailed
+from services.platform.sidecar import Sidecar, Write, WriteFailed
 
 ATTEMPTS = 16
 """Conditional writes tried per update before giving up (each on a fresh read)."""
-_FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write).get_proto()  # type: ignore[no-untyped-call]
 _PERSIST = -1
 """`ttlInSeconds: -1` removes a TTL a key had (Dapr's documented value for "keep")."""
 
 
 class StoreBusy(Exception):
     """An update kept losing ETag races (or the store kept failing); the caller retries later."""
-
-
-class CommandsSidecar(Sidecar):
-    """The shared sidecar client plus single conditional writes with a state TTL."""
-
-    async def save(self, key: str, value: JsonObject, etag: str | None, ttl_seconds: int | None = None) -> None:
-        """Write `value` if the key is still at `etag` (absent when None); `ttl_seconds` > 0 lets
-        the store drop it after that long, -1 removes a TTL, None leaves the key's TTL as it is.
-        Raises `WriteFailed` when refused."""
-        metadata = {} if ttl_seconds is None else {"ttlInSeconds": str(ttl_seconds)}
-        item = StateItem(
-            key=key,
-            value=json.dumps(value, separators=(",", ":")),
-            etag=etag,
-            options=_FIRST_WRITE,
-            metadata=metadata,
-        )
-        try:
-            await (await self._client).save_bulk_state(STATE_STORE, [item])
-        except (grpc.aio.AioRpcError, DaprGrpcError) as error:
-            raise WriteFailed(str(error.details())) from error
 
 
 def new_token() -> str:
@@ -71,7 +42,7 @@ def new_token() -> str:
 class CommandStore:
     def __init__(
         self,
-        sidecar: CommandsSidecar,
+        sidecar: Sidecar,
         retention: float,
         max_listed: int,
         clock: Callable[[], float] = time.time,
@@ -98,7 +69,7 @@ class CommandStore:
         """Store a new record; False when one with that id exists already."""
         key = record_key(command.device_id, command.id)
         try:
-            await self._sidecar.save(key, command.to_json(), None)
+            await self._sidecar.write_each([Write(key, command.to_json(), None)])
         except WriteFailed:
             if (await self._sidecar.get(key)).value is not None:
                 return False
@@ -121,9 +92,8 @@ class CommandStore:
             if after == before:
                 return before, after
             try:
-                await self._sidecar.save(
-                    key, after.to_json(), stored.etag, retention_ttl(after, self._clock(), self._retention)
-                )
+                ttl = retention_ttl(after, self._clock(), self._retention)
+                await self._sidecar.write_each([Write(key, after.to_json(), stored.etag, ttl)])
             except WriteFailed:
                 continue
             return before, after
@@ -147,7 +117,7 @@ class CommandStore:
             pending = any(e.status.pending for e in after.entries.values())
             ttl = _PERSIST if pending else max(1, int(self._retention))
             try:
-                await self._sidecar.save(key, after.to_json(), stored.etag, ttl)
+                await self._sidecar.write_each([Write(key, after.to_json(), stored.etag, ttl)])
             except WriteFailed:
                 continue
             return after
@@ -177,7 +147,7 @@ class CommandStore:
             if after == before:
                 return
             try:
-                await self._sidecar.save(key, after.to_json(), stored.etag)
+                await self._sidecar.write_each([Write(key, after.to_json(), stored.etag)])
             except WriteFailed:
                 continue
             return

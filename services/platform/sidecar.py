@@ -40,6 +40,9 @@ class Write:
     value: dict[str, Any]
     etag: str | None
     """The ETag read with the old value; None for a key that did not exist (first write)."""
+    ttl_seconds: int | None = None
+    """> 0: the store drops the key after that long; -1: removes a TTL the key had; None: leaves
+    the key's TTL as it is."""
 
 
 class Sidecar:
@@ -108,6 +111,7 @@ class Sidecar:
                 value=json.dumps(w.value, separators=(",", ":")),
                 etag=w.etag,
                 options=_FIRST_WRITE,
+                metadata={} if w.ttl_seconds is None else {"ttlInSeconds": str(w.ttl_seconds)},
             )
             for w in writes
         ]

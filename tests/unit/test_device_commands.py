@@ -47,7 +47,7 @@ from services.domain.device_commands import (
     sync_topic_device,
 )
 from services.domain.errors import ErrorCode, TwinError
-from services.platform.sidecar import Stored, WriteFailed
+from services.platform.sidecar import Stored, Write, WriteFailed
 
 S = CommandStatus
 T0 = 1_800_000_000.0
@@ -473,7 +473,11 @@ class MemorySidecar:
     async def get_many(self, keys: Sequence[str]) -> dict[str, Stored]:
         return {key: await self.get(key) for key in keys}
 
-    async def save(self, key: str, value: dict[str, Any], etag: str | None, ttl_seconds: int | None = None) -> None:
+    async def write_each(self, writes: Sequence[Write]) -> None:
+        (write,) = writes  # the commands app writes one key at a time
+        await self._save(write.key, write.value, write.etag, write.ttl_seconds)
+
+    async def _save(self, key: str, value: dict[str, Any], etag: str | None, ttl_seconds: int | None) -> None:
         await asyncio.sleep(0)
         if self.race is not None and self.race[0] == key:
             self.writes += 1
