@@ -102,7 +102,7 @@ class DeviceAgent:
                 await task
 
     async def _run(self) -> None:
-        await self.sidecar.connect()
+        # The app's lifespan connects the sidecar; every sidecar call waits for that.
         self.view = DeviceView.from_json(await self.sidecar.load(VIEW_KEY))
         await self.outbox.load()
         self._gauge()
