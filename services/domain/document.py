@@ -26,6 +26,9 @@ class TwinDocument(BaseModel):
     desired_metadata: JsonObject = Field(default_factory=dict)
     reported_metadata: JsonObject = Field(default_factory=dict)
     tags: JsonObject = Field(default_factory=dict)
+    configurations: JsonObject = Field(default_factory=dict)
+    """Which configurations the rollout app applied here (status, keys won, stage, when): kept by
+    the system, written in the same version as the desired keys, never sent to the device."""
     version: int = 0
     timestamp: int = 0
     deleted: bool = False

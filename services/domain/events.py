@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from services.domain.json_values import JsonObject
 from services.domain.wire import WireEncoding
 
 TWIN_CHANGED_TOPIC = "twin.changed"
@@ -22,7 +23,7 @@ class TwinChanged(BaseModel):
     shadow: str = ""
     version: int
     timestamp: int
-    cause: Literal["update", "delete", "desired", "tags"]
+    cause: Literal["update", "delete", "desired", "tags", "configuration"]
     client_token: str | None = None
     previous: dict[str, Any] | None = None
     """`TwinDocument.snapshot()` before the change."""
@@ -31,6 +32,10 @@ class TwinChanged(BaseModel):
     wire: WireEncoding = WireEncoding.JSON
     """The device's wire encoding (`TwinDocument.wire`): what `/delta` and `/documents` go out in.
     Added without a schema bump: events without it mean JSON."""
+    tags: JsonObject = Field(default_factory=dict)
+    """The current document's tags (empty after a delete); additive, like `wire`."""
+    configurations: JsonObject = Field(default_factory=dict)
+    """The current document's configuration marks (empty after a delete); additive."""
 
 
 class DeltaRequested(BaseModel):

@@ -11,7 +11,7 @@ from typing import Any
 
 from services.domain.document import RECENT_TOKENS, TwinDocument
 from services.domain.errors import bad_request, conflict, not_found
-from services.domain.json_values import JsonObject
+from services.domain.json_values import JsonObject, json_equal
 from services.domain.limits import Limits, check_section, check_state_size
 from services.domain.merge import merge_metadata, merge_patch, metadata_for
 
@@ -252,3 +252,69 @@ def create_twin(doc: TwinDocument | None, device_id: str, shadow: str, now: int)
         raise conflict("a twin exists already for this device")
     base = _base(doc, device_id, shadow)
     return base.model_copy(update={"version": base.version + 1, "timestamp": now})
+
+
+@dataclass(frozen=True, slots=True)
+class BatchWrite:
+    """One twin's part of a batch write (`POST /v1/twins/batch`, used by the rollout app): desired
+    keys, tags and configuration marks, as merge patches applied in one version."""
+
+    create: bool = False
+    desired: JsonObject | None = None
+    tags: JsonObject | None = None
+    configurations: JsonObject | None = None
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    previous: TwinDocument | None
+    current: TwinDocument
+    created: bool = False
+    unchanged: bool = False
+    """Nothing would change: no new version, no event."""
+
+
+def apply_batch_write(
+    doc: TwinDocument | None, device_id: str, write: BatchWrite, now: int, limits: Limits
+) -> BatchOutcome:
+    """Apply one batch item: 404 for a missing twin unless `create`, 409 on a version mismatch,
+    400/413 as a desired patch or tag patch would get. A write that changes nothing is `unchanged`
+    (so repeating a batch never bumps a version twice)."""
+    exists = doc is not None and doc.exists
+    if not exists and not write.create:
+        raise not_found(f"no twin exists for {device_id}")
+    base = _base(doc, device_id, "")
+    _check_version(write.expected_version, base.version)
+    desired, desired_meta = base.desired, base.desired_metadata
+    if write.desired is not None:
+        check_section("desired", write.desired, limits)
+        desired = merge_patch(base.desired, write.desired)
+        desired_meta = merge_metadata(base.desired_metadata, write.desired, desired, now)
+        check_state_size(desired, base.reported, limits)
+    tags = base.tags
+    if write.tags is not None:
+        for key, value in write.tags.items():
+            if isinstance(value, (dict, list)):
+                raise bad_request(f"tag {key!r} must be a string, number, boolean or null")
+        tags = merge_patch(base.tags, write.tags)
+    configurations = base.configurations
+    if write.configurations is not None:
+        for key, value in write.configurations.items():
+            if value is not None and not isinstance(value, dict):
+                raise bad_request(f"configurations.{key} must be an object or null")
+        configurations = merge_patch(base.configurations, write.configurations)
+    if exists and json_equal([desired, tags, configurations], [base.desired, base.tags, base.configurations]):
+        assert doc is not None
+        return BatchOutcome(doc, doc, unchanged=True)
+    current = base.model_copy(
+        update={
+            "desired": desired,
+            "desired_metadata": desired_meta,
+            "tags": tags,
+            "configurations": configurations,
+            "version": base.version + 1,
+            "timestamp": now,
+        }
+    )
+    return BatchOutcome(doc if exists else None, current, created=not exists)

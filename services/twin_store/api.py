@@ -5,13 +5,14 @@ The device id always comes from the path; writes go through the same batch write
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.domain.document import TwinDocument
-from services.domain.errors import bad_request, not_found
+from services.domain.errors import bad_request, not_found, too_large
 from services.domain.json_values import JsonObject
 from services.domain.topics import TwinAddress, valid_id
 from services.domain.twin_index import (
@@ -21,8 +22,17 @@ from services.domain.twin_index import (
     page_from_shard,
     shard_key,
 )
+from services.domain.update import BatchWrite
 from services.domain.wire import decode_payload
-from services.twin_store.commands import Command, CreateTwin, DeleteTwin, DesiredPatch, TagPatch
+from services.twin_store.commands import (
+    BatchWriteCommand,
+    Command,
+    CreateTwin,
+    DeleteTwin,
+    DesiredPatch,
+    Effects,
+    TagPatch,
+)
 
 router = APIRouter(prefix="/v1/twins", tags=["twins"])
 
@@ -38,8 +48,16 @@ class TwinSummary(BaseModel):
     tags: JsonObject
 
 
+class FullTwinSummary(TwinSummary):
+    """A list item with `view=full`: what the rollout app evaluates conditions on."""
+
+    desired: JsonObject
+    reported: JsonObject
+    configurations: JsonObject
+
+
 class TwinPage(BaseModel):
-    items: list[TwinSummary]
+    items: list[TwinSummary | FullTwinSummary]
     next: str | None
     """Cursor for the next page; absent on the last page."""
 
@@ -64,7 +82,9 @@ def _expected_version(if_match: str | None) -> int | None:
 def _view(doc: TwinDocument) -> dict[str, Any]:
     """The twin as REST shows it (always JSON); `wire` is how the device speaks MQTT (json/cbor)."""
     view = doc.state_view()
-    view.update(deviceId=doc.device_id, shadow=doc.shadow, tags=doc.tags, wire=doc.wire.value)
+    view.update(
+        deviceId=doc.device_id, shadow=doc.shadow, tags=doc.tags, configurations=doc.configurations, wire=doc.wire.value
+    )
     return view
 
 
@@ -81,6 +101,9 @@ async def list_twins(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query()] = None,
+    view: Annotated[
+        Literal["summary", "full"], Query(description="`full` adds desired, reported, configurations")
+    ] = "summary",
 ) -> TwinPage:
     """Twins in key order, `limit` at a time; pass `next` back as `cursor` for the next page."""
     try:
@@ -101,12 +124,86 @@ async def list_twins(
         shard, after = shard + 1, ""
         next_cursor = encode_cursor(shard, "") if shard < SHARDS else None
     docs = await sidecar.get_many(keys)
-    items = [
-        TwinSummary(device_id=d.device_id, shadow=d.shadow, version=d.version, timestamp=d.timestamp, tags=d.tags)
-        for key in keys
-        if (value := docs[key].value) is not None and (d := TwinDocument.model_validate(value)).exists
+    found = [
+        d for key in keys if (value := docs[key].value) is not None and (d := TwinDocument.model_validate(value)).exists
+    ]
+    items: list[TwinSummary | FullTwinSummary] = [
+        FullTwinSummary(
+            device_id=d.device_id,
+            shadow=d.shadow,
+            version=d.version,
+            timestamp=d.timestamp,
+            tags=d.tags,
+            desired=d.desired,
+            reported=d.reported,
+            configurations=d.configurations,
+        )
+        if view == "full"
+        else TwinSummary(device_id=d.device_id, shadow=d.shadow, version=d.version, timestamp=d.timestamp, tags=d.tags)
+        for d in found
     ]
     return TwinPage(items=items, next=next_cursor)
+
+
+class BatchItem(BaseModel):
+    """One twin of `POST /v1/twins/batch` (the classic twin; merge patches, one version)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    device_id: str = Field(alias="deviceId")
+    create: bool = False
+    desired: JsonObject | None = None
+    tags: JsonObject | None = None
+    configurations: JsonObject | None = None
+    if_version: int | None = Field(default=None, alias="ifVersion", ge=0)
+
+
+class BatchBody(BaseModel):
+    items: list[BatchItem]
+
+
+MAX_BATCH = 1000
+
+
+@router.post("/batch")
+async def batch_write(request: Request, body: BatchBody) -> dict[str, Any]:
+    """Write up to 1,000 twins in one call (desired keys, tags, configuration marks, optionally
+    creating them): they share the writer's bulk state round trips. Each item is answered on its
+    own (200/201/400/404/409/413); a write that changes nothing is `unchanged`, with no new version."""
+    await _require_strict_json(request)
+    if not body.items:
+        raise bad_request("items is empty")
+    if len(body.items) > MAX_BATCH:
+        raise too_large(f"{len(body.items)} items; at most {MAX_BATCH} per batch")
+    ids = [item.device_id for item in body.items]
+    if len(set(ids)) != len(ids):
+        raise bad_request("a device appears twice in one batch; merge its items")
+    for device_id in ids:
+        _address(device_id, "")
+    writer = request.app.state.writer
+    commands = [
+        BatchWriteCommand(
+            TwinAddress(item.device_id, ""),
+            BatchWrite(item.create, item.desired, item.tags, item.configurations, item.if_version),
+        )
+        for item in body.items
+    ]
+    effects = await asyncio.gather(*(writer.submit(c) for c in commands))
+    return {"results": [_batch_result(item.device_id, e) for item, e in zip(body.items, effects, strict=True)]}
+
+
+def _batch_result(device_id: str, effects: Effects) -> dict[str, Any]:
+    if effects.error is not None:
+        return {"deviceId": device_id, "status": int(effects.error.code), "message": effects.error.message}
+    doc = effects.document
+    assert doc is not None
+    return {
+        "deviceId": device_id,
+        "status": 201 if effects.created else 200,
+        "version": doc.version,
+        "unchanged": not effects.events,
+        "configurations": doc.configurations,
+    }
 
 
 @router.get("/{device_id}")

@@ -23,7 +23,9 @@ from services.domain.limits import Limits
 from services.domain.ratelimit import TokenBucket, take_token
 from services.domain.topics import Operation, Reply, TopicProfile, TwinAddress
 from services.domain.update import (
+    BatchWrite,
     UpdateOutcome,
+    apply_batch_write,
     apply_delete,
     apply_update,
     create_twin,
@@ -72,7 +74,16 @@ class CreateTwin:
     address: TwinAddress
 
 
-Command = DeviceRequest | DesiredPatch | TagPatch | DeleteTwin | CreateTwin
+@dataclass(frozen=True, slots=True)
+class BatchWriteCommand:
+    """One item of a batch write (the rollout app's desired keys and marks; bulk provisioning).
+    A system write: no per-twin rate limit."""
+
+    address: TwinAddress
+    write: BatchWrite
+
+
+Command = DeviceRequest | DesiredPatch | TagPatch | DeleteTwin | CreateTwin | BatchWriteCommand
 
 
 @dataclass(slots=True)
@@ -84,6 +95,8 @@ class Effects:
     replies: list[tuple[str, dict[str, Any], WireEncoding]] = field(default_factory=list)
     """(topic, payload, encoding) for the device."""
     events: list[TwinChanged | DeltaRequested] = field(default_factory=list)
+    created: bool = False
+    """A batch write created the twin."""
 
 
 @dataclass(slots=True)
@@ -130,6 +143,15 @@ def apply_command(docs: dict[str, TwinDocument | None], command: Command, ctx: C
                 ctx.limits,
             )
             _changed(docs, key, outcome, "desired", None, effects)
+        elif isinstance(command, BatchWriteCommand):
+            batch = apply_batch_write(doc, command.address.device_id, command.write, now, ctx.limits)
+            effects.document = batch.current
+            effects.created = batch.created
+            if not batch.unchanged:
+                docs[key] = batch.current
+                desired_changed = batch.previous is None or batch.previous.desired != batch.current.desired
+                cause = "desired" if desired_changed else "configuration"
+                effects.events.append(_event(batch.current, batch.previous, batch.current, cause, None))
         elif isinstance(command, CreateTwin):
             created = create_twin(doc, command.address.device_id, command.address.shadow, now)
             docs[key] = created
@@ -274,4 +296,6 @@ def _event(
         previous=previous.snapshot() if previous is not None and previous.exists else None,
         current=current.snapshot() if current is not None else None,
         wire=changed.wire,
+        tags=current.tags if current is not None and current.exists else {},
+        configurations=current.configurations if current is not None and current.exists else {},
     )
