@@ -20,7 +20,7 @@ from services.domain.events import DELTA_REQUESTED_TOPIC, TWIN_CHANGED_TOPIC, De
 from services.domain.fanout import plan_fanout
 from services.domain.topics import Operation, Reply, TwinAddress
 from services.domain.wire import WireEncoding
-from services.platform.cloudevents import event_json, subscription
+from services.platform.cloudevents import handle_bulk, subscription
 from services.platform.http import install_common
 from services.platform.lifecycle import running_sidecar
 from services.platform.names import DELTA_APP, INTERNAL_PUBSUB
@@ -99,25 +99,7 @@ async def subscriptions() -> list[dict[str, Any]]:
 
 
 async def _bulk(request: Request, model: type[TwinChanged] | type[DeltaRequested]) -> dict[str, Any]:
-    body = await request.json()
-    entries = body.get("entries", [])
-    events: list[TwinChanged | DeltaRequested] = []
-    statuses = []
-    for entry in entries:
-        try:
-            events.append(model.model_validate(event_json(entry["event"])))
-            statuses.append({"entryId": entry["entryId"], "status": "SUCCESS"})
-        except Exception as error:  # noqa: BLE001 - a malformed event is dropped, not retried
-            log.warning("dropping malformed event", error=str(error))
-            statuses.append({"entryId": entry["entryId"], "status": "DROP"})
-    try:
-        await request.app.state.fanout.handle(events)
-    except Exception as error:  # noqa: BLE001 - daprd redelivers the batch
-        log.warning("fan-out failed", error=str(error))
-        statuses = [
-            {"entryId": s["entryId"], "status": "RETRY" if s["status"] == "SUCCESS" else "DROP"} for s in statuses
-        ]
-    return {"statuses": statuses}
+    return await handle_bulk(await request.json(), model, request.app.state.fanout.handle)
 
 
 @app.post("/events/twin-changed", include_in_schema=False)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import structlog
+from pydantic import BaseModel
+
+log = structlog.get_logger()
+M = TypeVar("M", bound=BaseModel)
 
 
 def event_payload(event: dict[str, Any]) -> bytes:
@@ -49,3 +56,26 @@ def subscription(
             "maxAwaitDurationMs": bulk_wait_ms,
         }
     return entry
+
+
+async def handle_bulk(body: Any, model: type[M], handle: Callable[[Sequence[M]], Awaitable[None]]) -> dict[str, Any]:
+    """Answer one bulk delivery of our own events: each entry parsed as `model` (a malformed one is
+    dropped, not retried), then all handed to `handle` at once; if it fails, daprd redelivers them."""
+    entries = body.get("entries", []) if isinstance(body, dict) else []
+    events: list[M] = []
+    statuses = []
+    for entry in entries:
+        try:
+            events.append(model.model_validate(event_json(entry["event"])))
+            statuses.append({"entryId": entry["entryId"], "status": "SUCCESS"})
+        except Exception as error:  # noqa: BLE001 - a malformed event is dropped, not retried
+            log.warning("dropping malformed event", error=str(error))
+            statuses.append({"entryId": entry.get("entryId"), "status": "DROP"})
+    try:
+        await handle(events)
+    except Exception as error:  # noqa: BLE001 - daprd redelivers the batch
+        log.warning("bulk handling failed; daprd redelivers", error=repr(error))
+        statuses = [
+            {"entryId": s["entryId"], "status": "RETRY" if s["status"] == "SUCCESS" else "DROP"} for s in statuses
+        ]
+    return {"statuses": statuses}
