@@ -12,7 +12,9 @@ from typing import Any
 import structlog
 
 from services.domain.device_core import (
+    ApplyPlan,
     DeviceView,
+    Failed,
     apply_in_memory,
     plan_apply,
     report_for,
@@ -39,6 +41,13 @@ def initial_state(device_id: str) -> dict[str, Any]:
     }
 
 
+def refuse(plan: ApplyPlan, keys: frozenset[str]) -> ApplyPlan:
+    """`plan` without the keys a device refuses."""
+    if not keys:
+        return plan
+    return ApplyPlan({k: v for k, v in plan.apply.items() if k not in keys}, plan.unsupported)
+
+
 @dataclass
 class SimulatedDevice:
     """A device that applies what its twin desires at once and reports the result, driven by the
@@ -48,6 +57,8 @@ class SimulatedDevice:
     report_interval: float
     state: dict[str, Any]
     view: DeviceView = field(default_factory=DeviceView)
+    refuses: frozenset[str] = frozenset()
+    """Keys this device refuses to apply (it reports them FAILED): faulty devices for rollouts."""
 
     async def run(self) -> None:
         await self._report(self.state)
@@ -65,7 +76,8 @@ class SimulatedDevice:
             return
         self.view = view
         plan = plan_apply(view, self.state, supported=view.desired.keys() | self.state.keys())
-        self.state, outcomes = apply_in_memory(self.state, plan)
+        self.state, outcomes = apply_in_memory(self.state, refuse(plan, self.refuses))
+        outcomes |= {key: Failed("refused by this simulated device") for key in plan.apply if key in self.refuses}
         patch = report_for(view, self.state, outcomes, plan.unsupported)
         if patch:
             with contextlib.suppress(Rejected, TimeoutError):
