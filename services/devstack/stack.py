@@ -18,13 +18,14 @@ from pathlib import Path
 from services.devstack import components
 from services.devstack.broker import SERVICE_USER, BrokerAccounts, config_text, device_password, new_secret
 from services.devstack.processes import ManagedProcess, free_port, wait_for_http, wait_for_port
-from services.platform.names import COMMANDS_APP, DELTA_APP, EVENTS_APP, TWIN_STORE_APP
+from services.platform.names import COMMANDS_APP, DELTA_APP, EVENTS_APP, ROLLOUT_APP, TWIN_STORE_APP
 
 APPS = {
     TWIN_STORE_APP: "services.twin_store.main:app",
     DELTA_APP: "services.delta.main:app",
     EVENTS_APP: "services.events.main:app",
     COMMANDS_APP: "services.commands.main:app",
+    ROLLOUT_APP: "services.rollout.main:app",
 }
 
 
@@ -129,7 +130,7 @@ class Stack:
         self,
         run_dir: Path,
         topic_profile: str = "default",
-        apps: Iterable[str] = (TWIN_STORE_APP, DELTA_APP, EVENTS_APP, COMMANDS_APP),
+        apps: Iterable[str] = (TWIN_STORE_APP, DELTA_APP, EVENTS_APP, COMMANDS_APP, ROLLOUT_APP),
         app_env: dict[str, str] | None = None,
         redis_fsync: str = "everysec",
     ) -> None:

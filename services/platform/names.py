@@ -25,3 +25,6 @@ AGENT_BROKER = "cloud-broker"
 """The device agent's pubsub.mqtt3 to the cloud broker (the device's own credentials and client id)."""
 AGENT_STATE = "agent-state"
 """The device agent's local state store (state.sqlite): cached twin and events outbox."""
+
+ROLLOUT_APP = "rollout"
+"""Configuration rollouts: target conditions, priorities, staged rollouts with automatic halt."""

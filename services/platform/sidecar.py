@@ -120,6 +120,9 @@ class Sidecar:
         except (grpc.aio.AioRpcError, DaprGrpcError) as error:
             raise WriteFailed(str(error.details())) from error
 
+    async def delete(self, key: str) -> None:
+        await (await self._client).delete_state(STATE_STORE, key)
+
     async def publish_device(
         self, topic: str, payload: dict[str, Any], encoding: WireEncoding = WireEncoding.JSON
     ) -> None:

@@ -1,0 +1,339 @@
+"""The rollout reconciler: keeps every configuration's membership from `twin.changed`, runs the
+planner each round, and carries out its decisions as batched, conditional twin writes.
+
+One loop does the work (planning rounds and writes), so decisions never interleave; event handlers
+only update the membership and mark twins to look at. Everything it holds in memory can be lost:
+configurations and their stage are stored, and each twin records what was applied to it, so after a
+restart a scan of the fleet rebuilds the same picture and the same next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import structlog
+
+from services.domain.configuration import CompiledConfiguration, Configuration, ConfigurationState
+from services.domain.events import TwinChanged
+from services.domain.rollout_membership import Membership
+from services.domain.rollout_planner import Allowance, next_step
+from services.domain.rollout_twin import (
+    Hit,
+    TwinFacts,
+    TwinWrite,
+    error_marks,
+    evaluate_twin,
+    parse_marks,
+    plan_twin,
+)
+from services.platform.sidecar import WriteFailed
+from services.rollout.metrics import EVALUATIONS, WRITES
+from services.rollout.settings import RolloutSettings
+from services.rollout.store import ConfigurationStore
+from services.rollout.twins import TwinStoreClient, TwinStoreError, WriteResult
+
+log = structlog.get_logger()
+UNBOUNDED = 1 << 62
+
+
+def twin_parts(
+    view: Mapping[str, Any],
+) -> tuple[str, int, dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(device id, version, tags, desired, reported, configurations) of a twin as the twin-store
+    shows it (a `view=full` list item, or a single twin's `state` view)."""
+    state = view.get("state") or {}
+    return (
+        str(view.get("deviceId") or view.get("device_id")),
+        int(view.get("version", 0)),
+        dict(view.get("tags") or {}),
+        dict(view.get("desired", state.get("desired")) or {}),
+        dict(view.get("reported", state.get("reported")) or {}),
+        dict(view.get("configurations") or {}),
+    )
+
+
+class Reconciler:
+    def __init__(self, store: ConfigurationStore, twins: TwinStoreClient, settings: RolloutSettings) -> None:
+        self.store = store
+        self.twins = twins
+        self.settings = settings
+        self.membership = Membership()
+        self.compiled: dict[str, CompiledConfiguration] = {}
+        self.ready = asyncio.Event()
+        """Set once the stored configurations are loaded (events wait for it)."""
+        self._unscanned: set[str] = set()
+        """Configurations whose membership is incomplete until the running scan ends."""
+        self._scan_lock = asyncio.Lock()
+        self._scans: set[asyncio.Task[None]] = set()
+        self._dirty: set[str] = set()
+        self._intents: defaultdict[str, dict[str, int]] = defaultdict(dict)
+        """Admissions decided but not yet written: device → {configuration: stage}."""
+        self._stale: dict[str, float] = {}
+        """Twins whose write met a newer version: when to re-read them if no event comes."""
+        self._allowances: dict[str, Allowance] = {}
+        self._wake = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Load configurations, scan the fleet if any is in force, then plan and write forever."""
+        while True:
+            try:
+                configurations = await self.store.load()
+                break
+            except Exception as error:  # noqa: BLE001 - the store may still be starting
+                log.warning("configurations not loaded yet", error=str(error))
+                await asyncio.sleep(1)
+        for configuration in configurations:
+            if configuration.state is not ConfigurationState.DRAFT:
+                self.compiled[configuration.id] = CompiledConfiguration(configuration)
+        self.ready.set()
+        if self.compiled:
+            self.start_scan(set(self.compiled))
+        while True:
+            started = time.monotonic()
+            try:
+                await self.round()
+            except Exception as error:  # noqa: BLE001 - the next round tries again
+                log.warning("rollout round failed", error=repr(error))
+                await asyncio.sleep(1)
+            spent = time.monotonic() - started
+            if not self._dirty:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, self.settings.rollout_tick_seconds - spent))
+            self._wake.clear()
+
+    def start_scan(self, configuration_ids: set[str]) -> None:
+        self._unscanned |= configuration_ids
+        task = asyncio.create_task(self._scan(configuration_ids))
+        self._scans.add(task)
+        task.add_done_callback(self._scans.discard)
+
+    async def _scan(self, configuration_ids: set[str]) -> None:
+        """Page through the fleet, evaluating every configuration on every twin (on activation and
+        at start only; afterwards `twin.changed` keeps membership current)."""
+        async with self._scan_lock:
+            while True:
+                try:
+                    seen = 0
+                    async for page in self.twins.pages(self.settings.rollout_page):
+                        now = int(time.time())
+                        for view in page:
+                            if view.get("shadow"):
+                                continue
+                            self._observe(*twin_parts(view), now)
+                            seen += 1
+                        await asyncio.sleep(0)
+                    break
+                except TwinStoreError as error:
+                    log.warning("fleet scan failed; starting over", error=str(error))
+                    await asyncio.sleep(1)
+            self._unscanned -= configuration_ids
+            log.info("fleet scanned", twins=seen, configurations=sorted(configuration_ids))
+            self._wake.set()
+
+    # -- observing twins -----------------------------------------------------------------------
+    async def twin_changed(self, events: Iterable[TwinChanged]) -> None:
+        await self.ready.wait()
+        now = int(time.time())
+        for event in events:
+            if event.shadow:
+                continue
+            if event.current is None:
+                if event.version >= self.membership.version(event.device_id):
+                    self.membership.put(event.device_id, None, self.compiled, now)
+                    self._intents.pop(event.device_id, None)
+                continue
+            state = event.current.get("state", {})
+            self._observe(
+                event.device_id,
+                event.version,
+                event.tags,
+                state.get("desired", {}),
+                state.get("reported", {}),
+                event.configurations,
+                now,
+            )
+        self._wake.set()
+
+    def _observe(
+        self,
+        device_id: str,
+        version: int,
+        tags: dict[str, Any],
+        desired: dict[str, Any],
+        reported: dict[str, Any],
+        configurations: dict[str, Any],
+        now: int,
+    ) -> None:
+        """Take a twin at `version` unless a newer one is already known (events and scan pages
+        arrive in any order; equal versions are re-evaluated: the event carries the full twin)."""
+        if version < self.membership.version(device_id):
+            return
+        facts = evaluate_twin(device_id, version, tags, desired, reported, configurations, list(self.compiled.values()))
+        EVALUATIONS.inc(len(self.compiled))
+        self.membership.put(device_id, facts, self.compiled, now)
+        self._stale.pop(device_id, None)
+        if facts.hits or facts.marks:
+            self._dirty.add(device_id)
+
+    # -- configurations ------------------------------------------------------------------------
+    def configuration_changed(self, configuration: Configuration, *, scan: bool = False) -> None:
+        """Take a stored configuration's new revision into account (from the API or a round)."""
+        previous = self.compiled.get(configuration.id)
+        if configuration.state is ConfigurationState.DRAFT:
+            return
+        self.compiled[configuration.id] = CompiledConfiguration(configuration)
+        if scan:
+            self.start_scan({configuration.id})
+        if configuration.state is ConfigurationState.ABORTED and (
+            previous is None or previous.configuration.state is not ConfigurationState.ABORTED
+        ):
+            # its keys go to the next configuration in line, or its rollback content is written
+            self._dirty |= {d for d, _ in self.membership.members(configuration.id)}
+        self._wake.set()
+
+    def configuration_deleted(self, configuration_id: str) -> None:
+        self.compiled.pop(configuration_id, None)
+        self.membership.forget(configuration_id)
+
+    # -- one round -----------------------------------------------------------------------------
+    async def round(self) -> None:
+        now = time.time()
+        self.membership.refresh(self.compiled, int(now))
+        await self._progress(now)
+        await self._recheck_stale(now)
+        await self._write_dirty(int(now))
+
+    async def _progress(self, now: float) -> None:
+        for cid, compiled in list(self.compiled.items()):
+            configuration = compiled.configuration
+            if cid in self._unscanned or configuration.state not in (
+                ConfigurationState.ACTIVE,
+                ConfigurationState.COMPLETED,
+            ):
+                continue
+            pace = configuration.spec.rollout.max_per_minute
+            allowance = self._allowances.get(cid, Allowance(1.0, now)).refill(now, pace)
+            step = next_step(configuration, self.membership.stats(cid), UNBOUNDED, int(now))
+            if step.changed:
+                try:
+                    await self.store.save(step.configuration)
+                except WriteFailed as error:
+                    log.warning("configuration changed meanwhile; next round", id=cid, error=str(error))
+                    continue
+                log.info("rollout step", id=cid, notes=step.notes)
+                self.configuration_changed(step.configuration)
+                continue
+            in_flight = [d for d, intents in self._intents.items() if cid in intents]
+            admit = min(step.admit - len(in_flight), allowance.whole)  # the gap, at the pace allowed
+            self._allowances[cid] = allowance
+            if admit <= 0:
+                continue
+            chosen = self.membership.candidates(cid, admit, in_flight)
+            for device_id in chosen:
+                self._intents[device_id][cid] = step.stage
+                self._dirty.add(device_id)
+            self._allowances[cid] = allowance.spend(len(chosen))
+
+    async def _recheck_stale(self, now: float) -> None:
+        due = [d for d, at in self._stale.items() if at <= now]
+        for device_id in due[:100]:
+            self._stale.pop(device_id, None)
+            try:
+                view = await self.twins.get(device_id)
+            except TwinStoreError as error:
+                log.warning("twin re-read failed", device_id=device_id, error=str(error))
+                self._stale[device_id] = now + self.settings.rollout_stale_after
+                continue
+            if view is None:
+                self.membership.put(device_id, None, self.compiled, int(now))
+                self._intents.pop(device_id, None)
+            else:
+                self._observe(*twin_parts(view), int(now))
+
+    async def _write_dirty(self, now: int) -> None:
+        batch_size = self.settings.rollout_batch
+        writes: list[TwinWrite] = []
+        for device_id in list(self._dirty):
+            if device_id in self._stale:
+                continue
+            self._dirty.discard(device_id)
+            facts = self.membership.facts.get(device_id)
+            if facts is None:
+                self._intents.pop(device_id, None)
+                continue
+            intents = self._intents.get(device_id, {})
+            write = plan_twin(facts, self.compiled, intents, now)
+            if write is None:
+                self._intents.pop(device_id, None)
+                continue
+            writes.append(write)
+        if not writes:
+            return
+        limit = asyncio.Semaphore(self.settings.rollout_concurrency)
+        batches = [writes[i : i + batch_size] for i in range(0, len(writes), batch_size)]
+        await asyncio.gather(*(self._write_batch(batch, limit, now) for batch in batches))
+
+    async def _write_batch(self, batch: list[TwinWrite], limit: asyncio.Semaphore, now: int) -> None:
+        async with limit:
+            try:
+                results = await self.twins.write(batch)
+            except TwinStoreError as error:
+                log.warning("batch write failed; retrying next round", twins=len(batch), error=str(error))
+                WRITES.labels("unavailable").inc(len(batch))
+                self._dirty |= {w.device_id for w in batch}
+                await asyncio.sleep(1)
+                return
+        refused: list[TwinWrite] = []
+        for write, result in zip(batch, results, strict=True):
+            WRITES.labels(str(result.status)).inc()
+            if result.status in (200, 201):
+                self._written(write, result, now)
+            elif result.status == 409:
+                self._stale[write.device_id] = time.time() + self.settings.rollout_stale_after
+            elif result.status == 404:
+                self.membership.put(write.device_id, None, self.compiled, now)
+                self._intents.pop(write.device_id, None)
+            elif write.admitted and result.version is not None:
+                marks = error_marks(write, f"{result.status}: {result.message}", now)
+                refused.append(TwinWrite(write.device_id, result.version, {}, marks))
+                log.warning("twin refused the configuration", device_id=write.device_id, message=result.message)
+            else:
+                log.warning(
+                    "twin write refused", device_id=write.device_id, status=result.status, message=result.message
+                )
+                self._intents.pop(write.device_id, None)
+        if refused:
+            async with limit:
+                try:
+                    for write, result in zip(refused, await self.twins.write(refused), strict=True):
+                        if result.status in (200, 201):
+                            self._written(write, result, now)
+                except TwinStoreError:
+                    self._dirty |= {w.device_id for w in refused}
+
+    def _written(self, write: TwinWrite, result: WriteResult, now: int) -> None:
+        """Book a landed write until its `twin.changed` brings the re-evaluated twin."""
+        self._intents.pop(write.device_id, None)
+        old = self.membership.facts.get(write.device_id)
+        if old is None or result.version is None or result.version <= old.version:
+            return
+        marks = parse_marks(result.configurations or {})
+        changed = {cid for cid in set(marks) | set(old.marks) if marks.get(cid) != old.marks.get(cid)}
+        hits = {cid: Hit(h.targeted, metrics=h.metrics) if cid in changed else h for cid, h in old.hits.items()}
+        facts = TwinFacts(write.device_id, result.version, marks, hits)
+        self.membership.put(write.device_id, facts, self.compiled, now)
+
+    def scanned(self, configuration_id: str) -> bool:
+        """Whether the configuration's membership covers the whole fleet (its scan ended)."""
+        return configuration_id not in self._unscanned
+
+    @property
+    def busy(self) -> bool:
+        """Whether writes or scans are still under way (tests and benchmarks wait on it)."""
+        return bool(self._dirty or self._intents or self._stale or self._unscanned)

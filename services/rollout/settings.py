@@ -1,0 +1,25 @@
+"""The rollout app's settings (the shared loader and prefix `TWINFLEET_`)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from services.platform.settings import Settings
+
+
+class RolloutSettings(Settings):
+    rollout_tick_seconds: float = 0.5
+    """Seconds between planning rounds (stage progress, admissions, per-device timeouts)."""
+    rollout_batch: int = 500
+    """Most twins per batch write to the twin-store."""
+    rollout_concurrency: int = 4
+    """Batch writes in flight at once."""
+    rollout_page: int = 1000
+    """Twins per page when scanning the fleet (on activation and at start)."""
+    rollout_stale_after: float = 5.0
+    """Seconds to wait for `twin.changed` after a version conflict before re-reading the twin."""
+
+
+@lru_cache(maxsize=1)
+def get_rollout_settings() -> RolloutSettings:
+    return RolloutSettings()

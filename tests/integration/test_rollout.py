@@ -1,0 +1,281 @@
+"""Configuration rollouts on the real suite (daprd, Redis, Mosquitto, twin-store, delta, rollout) with
+simulated devices: priority and tie rules, dynamic membership, a staged rollout that halts on its
+failures before the next stage and says why, pause/resume, and a rollout app killed mid-stage."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from services.devstack.stack import Stack
+from services.domain.rollout_membership import rank
+from services.domain.topics import profile
+from services.fleet_sim.fleet import SimulatedDevice, initial_state
+from services.fleet_sim.link import DeviceLink
+from services.platform.names import ROLLOUT_APP
+
+
+@pytest.fixture(scope="module")
+async def rollouts(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.app_url(ROLLOUT_APP), timeout=20) as client:
+        yield client
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30, what: str = "condition") -> Any:
+    """Poll `check` until it returns something truthy (bounded in time)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last: {last}")
+
+
+async def create_twins(api: httpx.AsyncClient, tags: dict[str, dict[str, Any]]) -> None:
+    for device_id, device_tags in tags.items():
+        assert (await api.put(f"/v1/twins/{device_id}")).status_code == 201
+        assert (await api.patch(f"/v1/twins/{device_id}/tags", json=device_tags)).status_code == 200
+
+
+async def desired(api: httpx.AsyncClient, device_id: str) -> dict[str, Any]:
+    twin = (await api.get(f"/v1/twins/{device_id}")).json()
+    return dict(twin.get("state", {}).get("desired", {}))
+
+
+async def desired_many(api: httpx.AsyncClient, ids: list[str]) -> list[dict[str, Any]]:
+    return list(await asyncio.gather(*(desired(api, d) for d in ids)))
+
+
+async def start(rollouts: httpx.AsyncClient, spec: dict[str, Any]) -> dict[str, Any]:
+    created = await rollouts.post("/v1/configurations", json=spec)
+    assert created.status_code == 201, created.text
+    activated = await rollouts.post(f"/v1/configurations/{spec['id']}/activate")
+    assert activated.status_code == 200, activated.text
+    return dict(activated.json())
+
+
+async def metrics(rollouts: httpx.AsyncClient, cid: str) -> dict[str, Any]:
+    return dict((await rollouts.get(f"/v1/configurations/{cid}/metrics")).json())
+
+
+async def state(rollouts: httpx.AsyncClient, cid: str) -> dict[str, Any]:
+    return dict((await rollouts.get(f"/v1/configurations/{cid}")).json())
+
+
+@contextlib.asynccontextmanager
+async def devices(stack: Stack, ids: list[str], refusing: set[str] = frozenset()) -> AsyncIterator[None]:  # type: ignore[assignment]
+    """Simulated devices (own MQTT connection each) that apply their desired state and report it;
+    those in `refusing` report the `config` key FAILED instead."""
+    passwords = stack.provision_devices(ids)
+    async with contextlib.AsyncExitStack() as exits:
+        runs = []
+        for device_id in ids:
+            link = DeviceLink(device_id, passwords[device_id], "127.0.0.1", stack.mqtt_port, profile("default"))
+            await exits.enter_async_context(link)
+            refuses = frozenset({"config"}) if device_id in refusing else frozenset()
+            device = SimulatedDevice(link, 0, initial_state(device_id), refuses=refuses)
+            runs.append(asyncio.create_task(device.run()))
+        try:
+            yield
+        finally:
+            for run in runs:
+                run.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
+
+
+async def test_bad_configurations_are_refused_with_the_reason(rollouts: httpx.AsyncClient) -> None:
+    bad = await rollouts.post(
+        "/v1/configurations", json={"id": "bad", "targetCondition": 'tags.region == "eu" &&', "content": {"a": 1}}
+    )
+    assert bad.status_code == 400 and "line 1, column" in bad.json()["message"]
+    assert (await rollouts.get("/v1/configurations/bad")).status_code == 404
+    spec = {"id": "immutable", "targetCondition": "false", "content": {"a": 1}}
+    await start(rollouts, spec)
+    edited = await rollouts.put("/v1/configurations/immutable", json={**spec, "content": {"a": 2}})
+    assert edited.status_code == 409 and "immutable once active" in edited.json()["message"]
+    again = await rollouts.post("/v1/configurations", json=spec)
+    assert again.status_code == 409
+    assert (await rollouts.post("/v1/configurations/immutable/resume")).status_code == 409
+    assert (await rollouts.delete("/v1/configurations/immutable")).status_code == 409
+    assert (await rollouts.post("/v1/configurations/immutable/cancel")).status_code == 200
+    assert (await rollouts.delete("/v1/configurations/immutable")).status_code == 204
+
+
+async def test_highest_priority_wins_and_a_tie_goes_to_the_newest(
+    api: httpx.AsyncClient, rollouts: httpx.AsyncClient
+) -> None:
+    await create_twins(api, {f"prio-{i}": {"group": "prio"} for i in range(3)})
+    target = 'tags.group == "prio"'
+    await start(
+        rollouts, {"id": "prio-low", "targetCondition": target, "priority": 1, "content": {"mode": "low", "extra": 1}}
+    )
+    await start(rollouts, {"id": "prio-old", "targetCondition": target, "priority": 5, "content": {"mode": "old"}})
+    await asyncio.sleep(1.1)  # creation times are in seconds: the next one is strictly newer
+    await start(rollouts, {"id": "prio-new", "targetCondition": target, "priority": 5, "content": {"mode": "new"}})
+    ids = [f"prio-{i}" for i in range(3)]
+    want = [{"mode": "new", "extra": 1}] * 3
+    await eventually(lambda: _equals(desired_many(api, ids), want), what="the winners' content")
+    twin = (await api.get("/v1/twins/prio-0")).json()
+    assert twin["configurations"]["prio-new"]["keys"] == ["mode"]
+    assert twin["configurations"]["prio-old"]["status"] == "superseded"
+    assert twin["configurations"]["prio-low"]["keys"] == ["extra"]
+    low = await metrics(rollouts, "prio-low")
+    assert (low["targeted"], low["applied"]) == (3, 3)
+
+
+async def test_membership_follows_the_twins(api: httpx.AsyncClient, rollouts: httpx.AsyncClient) -> None:
+    await create_twins(api, {"member-1": {"site": "north"}})
+    await start(
+        rollouts,
+        {
+            "id": "site-north",
+            "targetCondition": 'tags.site == "north"',
+            "priority": 10,
+            "content": {"site_mode": "north"},
+        },
+    )
+    await start(
+        rollouts,
+        {"id": "site-any", "targetCondition": "has(tags.site)", "priority": 1, "content": {"site_mode": "any"}},
+    )
+    await eventually(lambda: _equals(desired(api, "member-1"), {"site_mode": "north"}), what="north content")
+    # stops matching the high-priority configuration: gets the next one's content
+    await api.patch("/v1/twins/member-1/tags", json={"site": "south"})
+    await eventually(lambda: _equals(desired(api, "member-1"), {"site_mode": "any"}), what="next-priority content")
+    assert "site-north" not in (await api.get("/v1/twins/member-1")).json()["configurations"]
+    # stops matching both: the configurations' key is removed
+    await api.patch("/v1/twins/member-1/tags", json={"site": None})
+    await eventually(lambda: _equals(desired(api, "member-1"), {}), what="keys removed")
+    # a twin that appears later and matches gets the content (no scan: from twin.changed)
+    await create_twins(api, {"member-2": {"site": "north"}})
+    await eventually(lambda: _equals(desired(api, "member-2"), {"site_mode": "north"}), what="late twin")
+    north = await metrics(rollouts, "site-north")
+    assert north["targeted"] == 1 and north["applied"] == 1
+
+
+async def test_a_staged_rollout_halts_on_failures_before_the_next_stage(
+    stack: Stack, api: httpx.AsyncClient, rollouts: httpx.AsyncClient
+) -> None:
+    ids = [f"stage-{i:02d}" for i in range(30)]
+    order = sorted(ids, key=lambda d: rank("staged", d))  # the rollout's order: stages 3 / 12 / 15
+    first, second, third = order[:3], order[3:15], order[15:]
+    refusing = set(second[:4])  # 4/12 of stage 2 fail > 20%
+    async with devices(stack, ids, refusing):
+        await eventually(lambda: _all_exist(api, ids), what="devices reported")
+        await asyncio.gather(*(api.patch(f"/v1/twins/{d}/tags", json={"ring": "staged"}) for d in ids))
+        spec = {
+            "id": "staged",
+            "targetCondition": 'tags.ring == "staged"',
+            "content": {"config": {"sampleRate": 1, "fan": "on"}},
+            "metrics": {"fanOn": 'has(reported.config.fan) && reported.config.fan == "on"'},
+            "rollout": {
+                "stages": [{"percent": 10}, {"percent": 50}, {"percent": 100}],
+                "failureThreshold": {"percent": 20, "action": "pause"},
+            },
+        }
+        await start(rollouts, spec)
+        halted = await eventually(
+            lambda: _when(state(rollouts, "staged"), lambda s: s["state"] == "paused"), timeout=60, what="halt"
+        )
+        assert halted["reason"] == "stage 2 halted: 4/12 failed > 20%"
+        history = [h["message"] for h in (await rollouts.get("/v1/configurations/staged/history")).json()["items"]]
+        assert any(m.startswith("stage 1 done: 3/3 succeeded") for m in history), history
+        assert history[-1] == "stage 2 halted: 4/12 failed > 20%; paused"
+        await asyncio.sleep(1.5)  # paused: stage 3 must not start
+        assert all("config" not in d for d in await desired_many(api, third))
+        counts = await metrics(rollouts, "staged")
+        assert [s["admitted"] for s in counts["stages"]] == [3, 12, 0]
+        assert counts["failed"] == 4 and counts["succeeded"] == 11
+        assert counts["custom"] == {"fanOn": 11}
+        failed = (await rollouts.get("/v1/configurations/staged/devices", params={"status": "failed"})).json()
+        assert {d["deviceId"] for d in failed["items"]} == refusing
+        assert all(d["deviceId"] in first + second for d in failed["items"])
+
+        resumed = await rollouts.post("/v1/configurations/staged/resume")
+        assert resumed.json()["state"] == "active"
+        done = await eventually(
+            lambda: _when(state(rollouts, "staged"), lambda s: s["state"] == "completed"), timeout=60, what="completion"
+        )
+        assert done["metrics"]["succeeded"] == 26 and done["metrics"]["failed"] == 4
+        assert all(d["config"]["fan"] == "on" for d in await desired_many(api, third))
+
+
+async def test_pause_stops_admissions_and_resume_carries_on(
+    api: httpx.AsyncClient, rollouts: httpx.AsyncClient
+) -> None:
+    ids = [f"paced-{i:02d}" for i in range(20)]
+    await create_twins(api, {d: {"paced": True} for d in ids})
+    spec = {
+        "id": "paced",
+        "targetCondition": "tags.paced == true",
+        "content": {"paced": 1},
+        "rollout": {"maxPerMinute": 120, "successCondition": "true"},
+    }
+    await start(rollouts, spec)
+    await eventually(lambda: _when(metrics(rollouts, "paced"), lambda m: m["applied"] >= 3), what="first admissions")
+    assert (await rollouts.post("/v1/configurations/paced/pause")).json()["state"] == "paused"
+    await asyncio.sleep(0.6)  # let writes in flight land
+    held = (await metrics(rollouts, "paced"))["applied"]
+    assert held < 20
+    await asyncio.sleep(2)
+    assert (await metrics(rollouts, "paced"))["applied"] == held
+    assert (await rollouts.post("/v1/configurations/paced/resume")).json()["state"] == "active"
+    await eventually(lambda: _when(metrics(rollouts, "paced"), lambda m: m["applied"] == 20), timeout=30, what="all")
+    history = [h["message"] for h in (await rollouts.get("/v1/configurations/paced/history")).json()["items"]]
+    assert "paused by operator" in history and any(m.startswith("resumed by operator") for m in history)
+
+
+async def test_a_rollout_app_killed_mid_stage_resumes_without_double_writes_or_skips(
+    stack: Stack, api: httpx.AsyncClient, rollouts: httpx.AsyncClient
+) -> None:
+    ids = [f"crash-{i:03d}" for i in range(300)]
+    await create_twins(api, {d: {"crash": True} for d in ids})
+    before = {d: (await api.get(f"/v1/twins/{d}")).json()["version"] for d in ids}
+    spec = {
+        "id": "crash",
+        "targetCondition": "tags.crash == true",
+        "content": {"crash": {"on": True}},
+        "rollout": {"stages": [{"percent": 10}, {"percent": 100}], "maxPerMinute": 3000, "successCondition": "true"},
+    }
+    await start(rollouts, spec)
+    await eventually(lambda: _when(metrics(rollouts, "crash"), lambda m: m["applied"] >= 60), what="mid-stage")
+    stack.procs[ROLLOUT_APP].kill()
+    killed_at = await _count_written(api, ids)
+    assert killed_at < 300, "the rollout finished before the kill: slow it down"
+    stack.restart(ROLLOUT_APP)
+    await eventually(
+        lambda: _when(state(rollouts, "crash"), lambda s: s["state"] == "completed"), timeout=90, what="completion"
+    )
+    after = {d: (await api.get(f"/v1/twins/{d}")).json() for d in ids}
+    assert all(t["state"]["desired"]["crash"] == {"on": True} for t in after.values())
+    # each twin was written exactly once: content and mark in one version
+    assert all(after[d]["version"] == before[d] + 1 for d in ids), {
+        d: (before[d], after[d]["version"]) for d in ids if after[d]["version"] != before[d] + 1
+    }
+    final = await metrics(rollouts, "crash")
+    assert (final["targeted"], final["applied"], final["succeeded"]) == (300, 300, 300)
+
+
+async def _equals(value: Awaitable[Any], want: Any) -> bool:
+    return bool(await value == want)
+
+
+async def _when(value: Awaitable[dict[str, Any]], test: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+    found = await value
+    return found if test(found) else None
+
+
+async def _all_exist(api: httpx.AsyncClient, ids: list[str]) -> bool:
+    answers = await asyncio.gather(*(api.get(f"/v1/twins/{d}") for d in ids))
+    return all(a.status_code == 200 for a in answers)
+
+
+async def _count_written(api: httpx.AsyncClient, ids: list[str]) -> int:
+    return sum(1 for d in await desired_many(api, ids) if "crash" in d)
