@@ -8,7 +8,9 @@ with no Dapr and no twin logic (`bench/floor.py`), driven by the same load gener
 bytes of a realistic gateway's messages in JSON and CBOR, and encode+decode µs per message
 (`bench/wire.py`; `--wire-only` measures just that). Last, the device agent's resident memory,
 agent and daprd apart, after boot and after 1,000 events and a few desired changes, next to a bare
-Python interpreter (`bench/agent_footprint.py`).
+Python interpreter (`bench/agent_footprint.py`). Then a configuration rolled out to 100,000 twins
+and the rollout planner's evaluations/s, each next to its floor (`bench/rollout.py`;
+`--rollout-only` measures just that).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from rich.table import Table
 
 from bench.agent_footprint import Footprint, measure_agent
 from bench.load import fleet
+from bench.rollout import RolloutFigures, measure_rollout
 from bench.wire import WireFigures, measure_wire
 from services.devstack.broker import SERVICE_USER
 from services.devstack.processes import ManagedProcess
@@ -141,6 +144,8 @@ def main(
     rate: float = typer.Option(1000, help="fixed rate for the latency phase (updates/s)"),
     samples: int = typer.Option(200, help="desired→delta samples"),
     wire_only: bool = typer.Option(False, "--wire-only", help="only the wire-encoding figures (no processes)"),
+    rollout_only: bool = typer.Option(False, "--rollout-only", help="only the configuration-rollout figures"),
+    rollout_twins: int = typer.Option(100_000, help="twins a configuration is rolled out to"),
 ) -> None:
     # Measured first, while nothing else runs on the machine.
     wire = measure_wire()
@@ -148,6 +153,9 @@ def main(
         console.print(wire_table(wire))
         return
     base = Path(tempfile.mkdtemp(prefix="twinfleet-bench-"))
+    if rollout_only:
+        console.print(rollout_table(measure_rollout(base, rollout_twins)))
+        return
     console.print(f"[bold]Twinfleet bench[/] — {os.cpu_count()} cores, {devices} devices, {seconds:g}s phases")
 
     floor_stack = Stack(base / "floor", apps=[])
@@ -184,6 +192,7 @@ def main(
         agent = measure_agent(suite)
     finally:
         suite.stop()
+    rollout = measure_rollout(base, rollout_twins)
 
     table = Table(title="Twinfleet end-to-end vs raw floor (same run, same machine)")
     table.add_column("measure")
@@ -208,6 +217,39 @@ def main(
     console.print("targets (issue): ≥ 5,000 accepted updates/s; p99 < 50 ms at 1,000 updates/s")
     console.print(wire_table(wire))
     console.print(agent_table(agent))
+    console.print(rollout_table(rollout))
+
+
+def rollout_table(f: RolloutFigures) -> Table:
+    table = Table(
+        title=f"Configuration rollout to {f.twins:,} twins (same run)",
+        caption=f"seeding the twins (batch API, not timed) took {f.seed_seconds:.1f} s; "
+        f"{f.verified}/{f.sampled} sampled twins read back with the content",
+    )
+    table.add_column("measure")
+    table.add_column("suite", justify="right")
+    table.add_column("raw floor", justify="right")
+    table.add_column("suite/floor", justify="right")
+    table.add_row(
+        f"activation → {f.twins:,} desired written, s",
+        f"{f.write_seconds:.1f}",
+        f"{f.floor_seconds:.1f}",
+        f"{f.write_seconds / f.floor_seconds:.1f}",
+    )
+    table.add_row(
+        "  twins written/s",
+        f"{f.twins / f.write_seconds:,.0f}",
+        f"{f.twins / f.floor_seconds:,.0f}",
+        f"{f.floor_seconds / f.write_seconds:.2f}",
+    )
+    table.add_row(
+        "planner: condition evaluations/s (3 configurations)",
+        f"{f.planner_evaluations_per_s:,.0f}",
+        f"{f.floor_evaluations_per_s:,.0f}",
+        f"{f.planner_evaluations_per_s / f.floor_evaluations_per_s:.2f}",
+    )
+    table.add_row("planner: twins evaluated + planned/s", f"{f.planner_twins_per_s:,.0f}", "", "")
+    return table
 
 
 def agent_table(figures: dict[str, Footprint]) -> Table:
