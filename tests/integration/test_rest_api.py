@@ -153,3 +153,47 @@ async def test_concurrent_first_writes_on_two_replicas_both_land(stack: Stack) -
             twin = (await client.get(f"{stack.api_url}/v1/twins/{device_id}")).json()
         assert twin["state"]["desired"] == {f"k{i}": i for i in range(6)}
         assert twin["version"] == 6
+
+
+async def test_batch_writes_answer_each_twin_and_change_nothing_refused(api: httpx.AsyncClient) -> None:
+    items = [{"deviceId": f"batch-{i:04d}", "create": True, "tags": {"batch": True}} for i in range(1000)]
+    created = (await api.post("/v1/twins/batch", json={"items": items})).json()["results"]
+    assert {r["status"] for r in created} == {201}
+    version = created[0]["version"]
+    mixed = [
+        {"deviceId": "batch-0000", "desired": {"mode": "eco"}, "configurations": {"c": {"status": "applied"}}},
+        {"deviceId": "batch-missing", "desired": {"mode": "eco"}},
+        {"deviceId": "batch-0001", "desired": {"mode": "eco"}, "ifVersion": version + 5},
+        {"deviceId": "batch-0002", "desired": {"big": "x" * 20_000}},
+        {"deviceId": "batch-0003", "tags": {"nested": {"no": 1}}},
+    ]
+    results = (await api.post("/v1/twins/batch", json={"items": mixed})).json()["results"]
+    assert [r["status"] for r in results] == [200, 404, 409, 413, 400]
+    assert all(r["message"] for r in results[1:])
+    for device_id in ("batch-0001", "batch-0002", "batch-0003"):
+        assert (await api.get(f"/v1/twins/{device_id}")).json()["version"] == version
+    twin = (await api.get("/v1/twins/batch-0000")).json()
+    assert twin["configurations"] == {"c": {"status": "applied"}}
+    assert twin["state"]["desired"] == {"mode": "eco"}
+    again = (await api.post("/v1/twins/batch", json={"items": mixed[:1]})).json()["results"][0]
+    assert again["unchanged"] and again["version"] == twin["version"]
+    too_many = await api.post("/v1/twins/batch", json={"items": items + items[:1]})
+    assert too_many.status_code == 413
+    twice = await api.post("/v1/twins/batch", json={"items": items[:2] + items[:1]})
+    assert twice.status_code == 400 and "twice" in twice.json()["message"]
+
+
+async def test_the_full_list_view_pages_through_every_twin_once(api: httpx.AsyncClient) -> None:
+    items = [{"deviceId": f"page-{i:03d}", "create": True, "desired": {"n": i}} for i in range(250)]
+    await api.post("/v1/twins/batch", json={"items": items})
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, str | int] = {"view": "full", "limit": 97, **({"cursor": cursor} if cursor else {})}
+        page = (await api.get("/v1/twins", params=params)).json()
+        seen += [t["device_id"] for t in page["items"] if t["device_id"].startswith("page-")]
+        assert all("desired" in t and "configurations" in t for t in page["items"])
+        cursor = page["next"]
+        if not cursor:
+            break
+    assert sorted(seen) == [f"page-{i:03d}" for i in range(250)]

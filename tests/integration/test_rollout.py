@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -279,3 +282,32 @@ async def _all_exist(api: httpx.AsyncClient, ids: list[str]) -> bool:
 
 async def _count_written(api: httpx.AsyncClient, ids: list[str]) -> int:
     return sum(1 for d in await desired_many(api, ids) if "crash" in d)
+
+
+def twin_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TWINFLEET_RUN_DIR": str(stack.run_dir), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+async def test_the_cli_drives_a_rollout(stack: Stack, api: httpx.AsyncClient) -> None:
+    await create_twins(api, {"cli-1": {"cli": "yes"}})
+    created = await asyncio.to_thread(
+        twin_cli, stack, "config", "create", "--id", "cli-cfg", "--target", 'tags.cli == "yes"',
+        "--content", '{"cli": 1}', "--stage", "50%", "--stage", "100%", "--metric", "any=true",
+        "--fail-percent", "10",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert '"state": "draft"' in created.stdout
+    activated = await asyncio.to_thread(twin_cli, stack, "config", "activate", "cli-cfg")
+    assert "cli-cfg: active" in activated.stdout, activated.stdout
+    await eventually(lambda: _equals(desired(api, "cli-1"), {"cli": 1}), what="content written")
+    shown = await asyncio.to_thread(twin_cli, stack, "config", "metrics", "cli-cfg")
+    assert "any" in shown.stdout and shown.returncode == 0
+    listed = await asyncio.to_thread(twin_cli, stack, "config", "list")
+    assert "cli-cfg" in listed.stdout
+    history = await asyncio.to_thread(twin_cli, stack, "config", "history", "cli-cfg")
+    assert "activated" in history.stdout
+    refused = await asyncio.to_thread(twin_cli, stack, "config", "delete", "cli-cfg")
+    assert refused.returncode == 1 and "409" in refused.stdout
