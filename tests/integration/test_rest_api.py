@@ -184,16 +184,16 @@ async def test_batch_writes_answer_each_twin_and_change_nothing_refused(api: htt
 
 
 async def test_the_full_list_view_pages_through_every_twin_once(api: httpx.AsyncClient) -> None:
-    items = [{"deviceId": f"page-{i:03d}", "create": True, "desired": {"n": i}} for i in range(250)]
+    items = [{"deviceId": f"pages-{i:03d}", "create": True, "desired": {"n": i}} for i in range(250)]
     await api.post("/v1/twins/batch", json={"items": items})
     seen: list[str] = []
     cursor = None
     while True:
         params: dict[str, str | int] = {"view": "full", "limit": 97, **({"cursor": cursor} if cursor else {})}
         page = (await api.get("/v1/twins", params=params)).json()
-        seen += [t["device_id"] for t in page["items"] if t["device_id"].startswith("page-")]
+        seen += [t["device_id"] for t in page["items"] if t["device_id"].startswith("pages-")]
         assert all("desired" in t and "configurations" in t for t in page["items"])
         cursor = page["next"]
         if not cursor:
             break
-    assert sorted(seen) == [f"page-{i:03d}" for i in range(250)]
+    assert sorted(seen) == [f"pages-{i:03d}" for i in range(250)]
