@@ -20,7 +20,7 @@ from services.devstack.agent import LocalAgent
 from services.devstack.processes import ManagedProcess
 from services.devstack.stack import Stack
 from services.fleet_sim.fleet import fleet_ids
-from services.platform.names import COMMANDS_APP, EVENTS_APP
+from services.platform.names import COMMANDS_APP, EVENTS_APP, ROLLOUT_APP
 
 app = typer.Typer(add_completion=False, help="Run Twinfleet locally as real processes.")
 console = Console()
@@ -62,7 +62,7 @@ def run(
         (stack.run_dir / "ready").write_text(str(os.getpid()))
         console.print(f"[bold green]Twinfleet is up[/] — REST API {stack.api_url} (docs: {stack.api_url}/docs)")
         console.print(f"MQTT broker 127.0.0.1:{stack.mqtt_port}; {fleet} simulated devices (sim-00000…)")
-        for name in (COMMANDS_APP, EVENTS_APP):
+        for name in (COMMANDS_APP, EVENTS_APP, ROLLOUT_APP):
             if name in stack.ports:
                 console.print(f"{name} API {stack.app_url(name)} (docs: {stack.app_url(name)}/docs)")
         for index, url in enumerate(agent_urls):

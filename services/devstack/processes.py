@@ -12,7 +12,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 _HANDED_OUT: set[int] = set()
 
 
