@@ -328,7 +328,7 @@ def list_configurations() -> None:
     """Every configuration with where its rollout stands."""
     table = Table("id", "state", "priority", "stage", "targeted", "applied", "succeeded", "failed", "pending")
     for view in _call("GET", "/v1/configurations", base=_rollout_api())["items"]:
-        m = view["metrics"]
+        m = view["progress"]
         stages = len(view["rollout"]["stages"])
         table.add_row(
             view["id"], view["state"], str(view["priority"]), f"{view['stage'] + 1}/{stages}",

@@ -102,7 +102,7 @@ def view(reconciler: Reconciler, configuration: Configuration) -> dict[str, Any]
         createdAt=configuration.created_at,
         activatedAt=configuration.activated_at,
         updatedAt=configuration.updated_at,
-        metrics=metrics_view(reconciler, configuration),
+        progress=metrics_view(reconciler, configuration),
     )
     return body
 

@@ -14,8 +14,9 @@ class RolloutSettings(Settings):
     """Most twins per batch write to the twin-store."""
     rollout_concurrency: int = 4
     """Batch writes in flight at once."""
-    rollout_page: int = 1000
-    """Twins per page when scanning the fleet (on activation and at start)."""
+    rollout_page: int = 250
+    """Twins per page when scanning the fleet (on activation and at start); 250 full twins stay
+    under daprd's 4 MB invocation body limit."""
     rollout_stale_after: float = 5.0
     """Seconds to wait for `twin.changed` after a version conflict before re-reading the twin."""
 

@@ -206,7 +206,8 @@ async def test_a_staged_rollout_halts_on_failures_before_the_next_stage(
         done = await eventually(
             lambda: _when(state(rollouts, "staged"), lambda s: s["state"] == "completed"), timeout=60, what="completion"
         )
-        assert done["metrics"]["succeeded"] == 26 and done["metrics"]["failed"] == 4
+        assert done["progress"]["succeeded"] == 26 and done["progress"]["failed"] == 4
+        assert done["metrics"] == spec["metrics"]
         assert all(d["config"]["fan"] == "on" for d in await desired_many(api, third))
 
 
