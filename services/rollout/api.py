@@ -3,10 +3,11 @@ read their metrics, per-stage counts, history and per-twin status."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from services.domain.configuration import (
@@ -26,7 +27,19 @@ from services.platform.sidecar import WriteFailed
 from services.rollout.reconciler import Reconciler
 from services.rollout.store import ConfigurationStore
 
-router = APIRouter(prefix="/v1/configurations", tags=["configurations"])
+LOAD_WAIT_SECONDS = 30.0
+
+
+async def _loaded(request: Request) -> None:
+    """Answer only once the stored configurations are loaded (just after a restart they are not):
+    a 503 beats a wrong 404."""
+    try:
+        await asyncio.wait_for(request.app.state.reconciler.ready.wait(), LOAD_WAIT_SECONDS)
+    except TimeoutError:
+        raise HTTPException(503, "configurations are still loading; try again") from None
+
+
+router = APIRouter(prefix="/v1/configurations", tags=["configurations"], dependencies=[Depends(_loaded)])
 
 
 class CancelBody(BaseModel):
