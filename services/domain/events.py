@@ -24,6 +24,9 @@ class TwinChanged(BaseModel):
     version: int
     timestamp: int
     cause: Literal["update", "delete", "desired", "tags", "configuration"]
+    """What changed it: a device `update`/`delete`, a REST `desired` or `tags` patch (or a REST
+    create/delete: `update`/`delete`), or a batch write: `desired` when its desired changed,
+    `configuration` when only configuration marks or tags did (nothing for the device then)."""
     client_token: str | None = None
     previous: dict[str, Any] | None = None
     """`TwinDocument.snapshot()` before the change."""

@@ -3,7 +3,8 @@
 Bursts are coalesced per twin: one `/documents` message spans the burst (previous of the first
 change, current of the last) and at most one `/delta` carries the latest delta. Events whose
 version is not newer than what was already sent for that twin are dropped, so a stale or
-redelivered event never regresses what a device sees.
+redelivered event never regresses what a device sees. A change of configuration marks or tags
+alone by a batch write (cause `configuration`) is none of the device's business: it sends nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def plan_fanout(
 
 
 def _plan_twin(address: TwinAddress, group: list[TwinChanged | DeltaRequested], sent: int) -> Outgoing | None:
-    changes = [e for e in group if isinstance(e, TwinChanged) and e.version > sent]
+    changes = [e for e in group if isinstance(e, TwinChanged) and e.version > sent and e.cause != "configuration"]
     requests = [e for e in group if isinstance(e, DeltaRequested) and e.version >= sent]
     documents: dict[str, Any] | None = None
     delta: dict[str, Any] | None = None

@@ -1,4 +1,4 @@
-"""Applying device-contract requests (update, delete, desired/tag patches) to a twin document.
+"""Applying device-contract requests (update, delete, desired/tag patches, batch writes) to a twin document.
 
 Pure functions: inputs are the stored document (or None), a parsed request and the clock;
 outputs are the new document plus the payload to acknowledge with. Refusals raise `TwinError`.
@@ -257,7 +257,10 @@ def create_twin(doc: TwinDocument | None, device_id: str, shadow: str, now: int)
 @dataclass(frozen=True, slots=True)
 class BatchWrite:
     """One twin's part of a batch write (`POST /v1/twins/batch`, used by the rollout app): desired
-    keys, tags and configuration marks, as merge patches applied in one version."""
+    keys, tags and configuration marks, as JSON merge patches applied in one version.
+
+    `create` makes a missing (or deleted) twin instead of refusing it; `expected_version` makes the
+    write conditional (409)."""
 
     create: bool = False
     desired: JsonObject | None = None
@@ -269,52 +272,81 @@ class BatchWrite:
 @dataclass(frozen=True, slots=True)
 class BatchOutcome:
     previous: TwinDocument | None
+    """The twin before the write, None when it did not exist."""
     current: TwinDocument
     created: bool = False
     unchanged: bool = False
-    """Nothing would change: no new version, no event."""
+    """Nothing would change: `current` is the stored document, no new version, no event."""
+    desired_changed: bool = False
+    """Desired differs from before (JSON equality): the device must hear of it; otherwise only
+    tags or configurations changed, which the device never sees."""
 
 
 def apply_batch_write(
     doc: TwinDocument | None, device_id: str, write: BatchWrite, now: int, limits: Limits
 ) -> BatchOutcome:
-    """Apply one batch item: 404 for a missing twin unless `create`, 409 on a version mismatch,
-    400/413 as a desired patch or tag patch would get. A write that changes nothing is `unchanged`
-    (so repeating a batch never bumps a version twice)."""
+    """Apply one batch item to the classic twin, as one new version.
+
+    404 for a missing twin unless `create` (then it is made, its version continuing above a
+    tombstone); 409 on a version mismatch; 400/413 as a desired patch (`patch_desired`) or tag
+    patch (`patch_tags`) would get; 400 for a configuration that is neither an object nor null.
+    A write whose result equals the twin in desired, tags and configurations is `unchanged`, so
+    repeating a batch never bumps a version twice. Desired metadata is stamped only when desired
+    changes."""
     exists = doc is not None and doc.exists
     if not exists and not write.create:
         raise not_found(f"no twin exists for {device_id}")
     base = _base(doc, device_id, "")
     _check_version(write.expected_version, base.version)
-    desired, desired_meta = base.desired, base.desired_metadata
-    if write.desired is not None:
-        check_section("desired", write.desired, limits)
-        desired = merge_patch(base.desired, write.desired)
-        desired_meta = merge_metadata(base.desired_metadata, write.desired, desired, now)
-        check_state_size(desired, base.reported, limits)
-    tags = base.tags
-    if write.tags is not None:
-        for key, value in write.tags.items():
-            if isinstance(value, (dict, list)):
-                raise bad_request(f"tag {key!r} must be a string, number, boolean or null")
-        tags = merge_patch(base.tags, write.tags)
-    configurations = base.configurations
-    if write.configurations is not None:
-        for key, value in write.configurations.items():
-            if value is not None and not isinstance(value, dict):
-                raise bad_request(f"configurations.{key} must be an object or null")
-        configurations = merge_patch(base.configurations, write.configurations)
-    if exists and json_equal([desired, tags, configurations], [base.desired, base.tags, base.configurations]):
+    desired, desired_meta = _merge_desired(base, write.desired, now, limits)
+    tags = _merge_tags(base.tags, write.tags)
+    configurations = _merge_configurations(base.configurations, write.configurations, limits)
+    desired_changed = not json_equal(desired, base.desired)
+    if exists and not desired_changed and json_equal([tags, configurations], [base.tags, base.configurations]):
         assert doc is not None
         return BatchOutcome(doc, doc, unchanged=True)
     current = base.model_copy(
         update={
             "desired": desired,
-            "desired_metadata": desired_meta,
+            "desired_metadata": desired_meta if desired_changed else base.desired_metadata,
             "tags": tags,
             "configurations": configurations,
             "version": base.version + 1,
             "timestamp": now,
         }
     )
-    return BatchOutcome(doc if exists else None, current, created=not exists)
+    return BatchOutcome(doc if exists else None, current, created=not exists, desired_changed=desired_changed)
+
+
+def _merge_desired(
+    base: TwinDocument, patch: JsonObject | None, now: int, limits: Limits
+) -> tuple[JsonObject, JsonObject]:
+    """Desired and its metadata after `patch`, checked like `patch_desired` (400, 413)."""
+    if patch is None:
+        return base.desired, base.desired_metadata
+    check_section("desired", patch, limits)
+    desired = merge_patch(base.desired, patch)
+    check_state_size(desired, base.reported, limits)
+    return desired, merge_metadata(base.desired_metadata, patch, desired, now)
+
+
+def _merge_tags(tags: JsonObject, patch: JsonObject | None) -> JsonObject:
+    """Tags after `patch`: scalars only, null deletes (the `patch_tags` rule)."""
+    if patch is None:
+        return tags
+    for key, value in patch.items():
+        if isinstance(value, (dict, list)):
+            raise bad_request(f"tag {key!r} must be a string, number, boolean or null")
+    return merge_patch(tags, patch)
+
+
+def _merge_configurations(configurations: JsonObject, patch: JsonObject | None, limits: Limits) -> JsonObject:
+    """Configuration marks after `patch` (a JSON merge patch: null removes a mark, an object
+    merges into it); each value must be an object or null, shaped like a state section."""
+    if patch is None:
+        return configurations
+    for key, value in patch.items():
+        if value is not None and not isinstance(value, dict):
+            raise bad_request(f"configurations.{key} must be an object or null")
+    check_section("configurations", patch, limits)
+    return merge_patch(configurations, patch)

@@ -1,4 +1,5 @@
-"""REST API for components: read, list, patch desired (If-Match), tags, create and delete twins.
+"""REST API for components: read, list, patch desired (If-Match), tags, create and delete twins,
+and batch writes for system apps (the rollout app).
 
 The device id always comes from the path; writes go through the same batch writer as MQTT.
 """
@@ -9,10 +10,10 @@ import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.domain.document import TwinDocument
-from services.domain.errors import bad_request, not_found, too_large
+from services.domain.errors import TwinError, bad_request, not_found, too_large
 from services.domain.json_values import JsonObject
 from services.domain.topics import TwinAddress, valid_id
 from services.domain.twin_index import (
@@ -23,7 +24,7 @@ from services.domain.twin_index import (
     shard_key,
 )
 from services.domain.update import BatchWrite
-from services.domain.wire import decode_payload
+from services.domain.wire import WireEncoding, decode_payload
 from services.twin_store.commands import (
     BatchWriteCommand,
     Command,
@@ -33,6 +34,7 @@ from services.twin_store.commands import (
     Effects,
     TagPatch,
 )
+from services.twin_store.ingest import TwinWriter
 
 router = APIRouter(prefix="/v1/twins", tags=["twins"])
 
@@ -145,10 +147,13 @@ async def list_twins(
     return TwinPage(items=items, next=next_cursor)
 
 
+MAX_BATCH = 1000
+
+
 class BatchItem(BaseModel):
     """One twin of `POST /v1/twins/batch` (the classic twin; merge patches, one version)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     device_id: str = Field(alias="deviceId")
     create: bool = False
@@ -159,51 +164,131 @@ class BatchItem(BaseModel):
 
 
 class BatchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     items: list[BatchItem]
 
 
-MAX_BATCH = 1000
+class BatchResult(BaseModel):
+    """One item's answer: `status` 200/201 (written or already so; `unchanged` then), or the
+    refusal's 400/404/409/413 with `message`. `version` and `configurations` are the twin's after
+    the item, or as it stands when refused (null when there is no twin)."""
+
+    device_id: str = Field(alias="deviceId")
+    status: int
+    version: int | None = None
+    unchanged: bool = False
+    configurations: JsonObject | None = None
+    message: str | None = None
 
 
-@router.post("/batch")
-async def batch_write(request: Request, body: BatchBody) -> dict[str, Any]:
-    """Write up to 1,000 twins in one call (desired keys, tags, configuration marks, optionally
-    creating them): they share the writer's bulk state round trips. Each item is answered on its
-    own (200/201/400/404/409/413); a write that changes nothing is `unchanged`, with no new version."""
-    await _require_strict_json(request)
-    if not body.items:
-        raise bad_request("items is empty")
-    if len(body.items) > MAX_BATCH:
-        raise too_large(f"{len(body.items)} items; at most {MAX_BATCH} per batch")
-    ids = [item.device_id for item in body.items]
-    if len(set(ids)) != len(ids):
-        raise bad_request("a device appears twice in one batch; merge its items")
-    for device_id in ids:
-        _address(device_id, "")
+class BatchAnswer(BaseModel):
+    results: list[BatchResult]
+    """In item order."""
+
+
+_BATCH_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "items": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": MAX_BATCH,
+                        "items": BatchItem.model_json_schema(by_alias=True),
+                    }
+                },
+                "required": ["items"],
+                "additionalProperties": False,
+            }
+        }
+    },
+}
+
+
+@router.post(
+    "/batch",
+    response_model=BatchAnswer,
+    response_model_by_alias=True,
+    openapi_extra={"requestBody": _BATCH_REQUEST_BODY},
+)
+async def batch_write(request: Request) -> BatchAnswer:
+    """Write up to 1,000 classic twins in one call (desired keys, tags, configuration marks,
+    optionally creating them): the items are applied concurrently and share the writer's bulk
+    state round trips. Each is answered on its own (200/201/400/404/409/413), in item order; a
+    write that changes nothing is `unchanged`, with no new version. The whole call is refused
+    for a malformed body or a device named twice (400) and for more than 1,000 items (413)."""
+    body = _batch_body(await _require_strict_json(request))
     writer = request.app.state.writer
-    commands = [
-        BatchWriteCommand(
-            TwinAddress(item.device_id, ""),
-            BatchWrite(item.create, item.desired, item.tags, item.configurations, item.if_version),
-        )
-        for item in body.items
-    ]
-    effects = await asyncio.gather(*(writer.submit(c) for c in commands))
-    return {"results": [_batch_result(item.device_id, e) for item, e in zip(body.items, effects, strict=True)]}
+    return BatchAnswer(results=list(await asyncio.gather(*(_write_item(writer, item) for item in body.items))))
 
 
-def _batch_result(device_id: str, effects: Effects) -> dict[str, Any]:
-    if effects.error is not None:
-        return {"deviceId": device_id, "status": int(effects.error.code), "message": effects.error.message}
+async def _write_item(writer: TwinWriter, item: BatchItem) -> BatchResult:
+    """Submit one item to the writer (which bundles it with the others) and answer it; an invalid
+    device id refuses that item only."""
+    try:
+        address = _address(item.device_id, "")
+    except TwinError as error:
+        return _refused(item.device_id, error, None)
+    write = BatchWrite(item.create, item.desired, item.tags, item.configurations, item.if_version)
+    return _batch_result(item, await writer.submit(BatchWriteCommand(address, write)))
+
+
+def _batch_body(payload: Any) -> BatchBody:
+    """The parsed batch: 400 unless `{"items": [...]}` of well-formed items, each device once;
+    413 past `MAX_BATCH` items (told before the items are looked at)."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("items"), list):
+        raise bad_request('body must be an object {"items": [...]}')
+    count = len(payload["items"])
+    if count == 0:
+        raise bad_request("items is empty")
+    if count > MAX_BATCH:
+        raise too_large(f"{count} items; at most {MAX_BATCH} per batch")
+    try:
+        body = BatchBody.model_validate(payload)
+    except ValidationError as error:
+        raise bad_request(_validation_message(error)) from None
+    seen: set[str] = set()
+    for item in body.items:
+        if item.device_id in seen:
+            raise bad_request(f"device {item.device_id!r} appears twice in one batch; merge its items")
+        seen.add(item.device_id)
+    return body
+
+
+def _validation_message(error: ValidationError) -> str:
+    """The first problem, located like `items[3].deviceId: Field required`."""
+    first = error.errors()[0]
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{path}: {first['msg']}{more}"
+
+
+def _batch_result(item: BatchItem, effects: Effects) -> BatchResult:
     doc = effects.document
+    if effects.error is not None:
+        return _refused(item.device_id, effects.error, doc)
     assert doc is not None
-    return {
-        "deviceId": device_id,
-        "status": 201 if effects.created else 200,
-        "version": doc.version,
-        "unchanged": not effects.events,
-        "configurations": doc.configurations,
-    }
+    return BatchResult(
+        deviceId=item.device_id,
+        status=201 if effects.created else 200,
+        version=doc.version,
+        unchanged=effects.unchanged,
+        configurations=doc.configurations,
+    )
+
+
+def _refused(device_id: str, error: TwinError, doc: TwinDocument | None) -> BatchResult:
+    return BatchResult(
+        deviceId=device_id,
+        status=int(error.code),
+        version=doc.version if doc is not None else None,
+        configurations=doc.configurations if doc is not None else None,
+        message=error.message,
+    )
 
 
 @router.get("/{device_id}")
@@ -225,10 +310,14 @@ async def create_twin(request: Request, device_id: str, shadow: ShadowQuery = ""
     return _view(await _submit(request, CreateTwin(_address(device_id, shadow))))
 
 
-async def _require_strict_json(request: Request) -> None:
-    """REST bodies follow the device payload rules: FastAPI's parser takes `NaN`, `Infinity` and
-    lone surrogates, which no stored document may hold (400)."""
-    decode_payload(await request.body())
+async def _require_strict_json(request: Request) -> Any:
+    """The body as a JSON document, under the device payload rules: FastAPI's parser takes `NaN`,
+    `Infinity` and lone surrogates, which no stored document may hold (400), and so is a body
+    that is not JSON."""
+    document, encoding = decode_payload(await request.body())
+    if encoding is not WireEncoding.JSON:
+        raise bad_request("the body must be JSON")
+    return document
 
 
 @router.patch("/{device_id}/desired")

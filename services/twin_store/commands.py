@@ -97,6 +97,8 @@ class Effects:
     events: list[TwinChanged | DeltaRequested] = field(default_factory=list)
     created: bool = False
     """A batch write created the twin."""
+    unchanged: bool = False
+    """A batch write changed nothing (no new version, no event)."""
 
 
 @dataclass(slots=True)
@@ -144,14 +146,7 @@ def apply_command(docs: dict[str, TwinDocument | None], command: Command, ctx: C
             )
             _changed(docs, key, outcome, "desired", None, effects)
         elif isinstance(command, BatchWriteCommand):
-            batch = apply_batch_write(doc, command.address.device_id, command.write, now, ctx.limits)
-            effects.document = batch.current
-            effects.created = batch.created
-            if not batch.unchanged:
-                docs[key] = batch.current
-                desired_changed = batch.previous is None or batch.previous.desired != batch.current.desired
-                cause = "desired" if desired_changed else "configuration"
-                effects.events.append(_event(batch.current, batch.previous, batch.current, cause, None))
+            _batch_write(docs, command, now, ctx, effects)
         elif isinstance(command, CreateTwin):
             created = create_twin(doc, command.address.device_id, command.address.shadow, now)
             docs[key] = created
@@ -170,6 +165,23 @@ def apply_command(docs: dict[str, TwinDocument | None], command: Command, ctx: C
     except TwinError as error:
         effects.error = error
     return effects
+
+
+def _batch_write(
+    docs: dict[str, TwinDocument | None], command: BatchWriteCommand, now: int, ctx: Context, effects: Effects
+) -> None:
+    """Apply one batch item (no rate limit: a system write). A refused item leaves the current twin
+    in `effects.document` (so its answer can tell the version); an unchanged one emits nothing."""
+    key = command.address.key
+    doc = docs.get(key)
+    effects.document = doc if doc is not None and doc.exists else None
+    batch = apply_batch_write(doc, command.address.device_id, command.write, now, ctx.limits)
+    effects.document, effects.created, effects.unchanged = batch.current, batch.created, batch.unchanged
+    if batch.unchanged:
+        return
+    docs[key] = batch.current
+    cause = "desired" if batch.desired_changed else "configuration"
+    effects.events.append(_event(batch.current, batch.previous, batch.current, cause, None))
 
 
 def _take(ctx: Context, key: str) -> None:
