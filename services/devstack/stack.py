@@ -280,6 +280,7 @@ class Stack:
             "DAPR_GRPC_PORT": str(ports.grpc),
             "DAPR_HTTP_PORT": str(ports.http),
             "TWINFLEET_TOPIC_PROFILE": self.topic_profile,
+            **self._local_addresses(app_id(app)),
             **self.app_env,
         }
         proc = ManagedProcess(
@@ -291,6 +292,14 @@ class Stack:
         proc.start()
         wait_for_http(f"http://127.0.0.1:{ports.app}/healthz", 30, proc.process)
         self.procs[app] = proc
+
+    def _local_addresses(self, app: str) -> dict[str, str]:
+        """Where an app finds the others of this stack. The rollout app calls the twin-store by its
+        address: daprd's mDNS resolution spans the machine and would mix up stacks running side by
+        side (tests next to `make run`, benches)."""
+        if app == ROLLOUT_APP and TWIN_STORE_APP in self.ports:
+            return {"TWINFLEET_TWIN_STORE_URL": self.app_url(TWIN_STORE_APP)}
+        return {}
 
     def start_daprd(self, app: str) -> None:
         ports = self.ports[app]

@@ -32,7 +32,7 @@ TWIN_CHANGED_ROUTE = "/events/twin-changed"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_rollout_settings()
     async with running_sidecar(ROLLOUT_APP, Sidecar(*settings.sidecar_args())) as sidecar:
-        twins = TwinStoreClient(settings.dapr_http_port)
+        twins = TwinStoreClient(settings.dapr_http_port, settings.twin_store_url)
         reconciler = Reconciler(ConfigurationStore(sidecar), twins, settings)
         app.state.reconciler, app.state.limits = reconciler, settings.limits()
         running = asyncio.create_task(reconciler.run())

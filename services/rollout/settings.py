@@ -17,6 +17,11 @@ class RolloutSettings(Settings):
     rollout_page: int = 250
     """Twins per page when scanning the fleet (on activation and at start); 250 full twins stay
     under daprd's 4 MB invocation body limit."""
+    twin_store_url: str = ""
+    """The twin-store's base URL. Empty (clusters): Dapr service invocation of the `twin-store`
+    app. Local stacks set their own twin-store's address: self-hosted daprd resolves app ids by
+    mDNS across the whole machine, so two stacks side by side would reach each other's twin-store
+    (the SQLite resolver that would keep them apart is not in the stable-components build)."""
     rollout_stale_after: float = 5.0
     """Seconds to wait for `twin.changed` after a version conflict before re-reading the twin."""
 

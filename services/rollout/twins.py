@@ -27,8 +27,9 @@ class TwinStoreError(Exception):
 
 
 class TwinStoreClient:
-    def __init__(self, dapr_http_port: int, timeout: float = 60.0) -> None:
-        base = f"http://127.0.0.1:{dapr_http_port}/v1.0/invoke/{TWIN_STORE_APP}/method"
+    def __init__(self, dapr_http_port: int, direct_url: str = "", timeout: float = 60.0) -> None:
+        """Through the sidecar (`/v1.0/invoke/twin-store/method/...`), or straight to `direct_url`."""
+        base = direct_url.rstrip("/") or f"http://127.0.0.1:{dapr_http_port}/v1.0/invoke/{TWIN_STORE_APP}/method"
         self._http = httpx.AsyncClient(base_url=base, timeout=timeout)
 
     async def close(self) -> None:
