@@ -47,26 +47,23 @@ def _api() -> str:
     return os.environ.get("TWINFLEET_API") or str(_stack()["api"])
 
 
-def _commands_api() -> str:
-    """The commands app (TWINFLEET_COMMANDS_API, else the running suite's)."""
-    explicit = os.environ.get("TWINFLEET_COMMANDS_API")
+def _app_api(app: str) -> str:
+    """An app's base URL: TWINFLEET_<APP>_API, else the running suite's."""
+    explicit = os.environ.get(f"TWINFLEET_{app.upper()}_API")
     if explicit:
         return explicit
-    url = _stack().get("apps", {}).get(COMMANDS_APP)
+    url = _stack().get("apps", {}).get(app)
     if not url:
-        raise typer.BadParameter("the running suite has no commands app (or predates it): restart it")
+        raise typer.BadParameter(f"the running suite has no {app} app (or predates it): restart it")
     return str(url)
+
+
+def _commands_api() -> str:
+    return _app_api(COMMANDS_APP)
 
 
 def _rollout_api() -> str:
-    """The rollout app (TWINFLEET_ROLLOUT_API, else the running suite's)."""
-    explicit = os.environ.get("TWINFLEET_ROLLOUT_API")
-    if explicit:
-        return explicit
-    url = _stack().get("apps", {}).get(ROLLOUT_APP)
-    if not url:
-        raise typer.BadParameter("the running suite has no rollout app (or predates it): restart it")
-    return str(url)
+    return _app_api(ROLLOUT_APP)
 
 
 def _call(method: str, path: str, base: str | None = None, **kwargs: Any) -> Any:

@@ -6,15 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import subprocess
-import sys
 
 import httpx
 
 from services.devstack.stack import Stack
 from services.domain.topics import profile
 from services.fleet_sim.fleet import fleet_ids, run_fleet
+from tests.support.cli import twin_cli
 
 
 async def converged(api: httpx.AsyncClient, device_id: str, want: dict[str, object], timeout: float = 20) -> dict:  # type: ignore[type-arg]
@@ -48,13 +46,6 @@ async def test_simulated_fleet_applies_desired_state(stack: Stack, api: httpx.As
         fleet.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await fleet
-
-
-def twin_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TWINFLEET_RUN_DIR": str(stack.run_dir), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args], capture_output=True, text=True, env=env, timeout=60
-    )
 
 
 async def test_cli(stack: Stack) -> None:

@@ -19,6 +19,7 @@ from services.devstack.stack import Stack
 from services.domain.device_core import FAILED, UNSUPPORTED
 from services.domain.topics import DeviceChannels
 from services.platform.names import COMMANDS_APP, EVENTS_APP
+from tests.support.waiting import eventually
 
 AGENT_ENV = {
     "TWINFLEET_AGENT_PROBE_INTERVAL": "0.5",
@@ -45,17 +46,6 @@ def start_agent(stack: Stack) -> Iterator[AgentFactory]:
     yield start
     for agent in started:
         agent.stop()
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    last: Any = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
 
 async def twin(api: httpx.AsyncClient, device_id: str) -> dict[str, Any]:

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -23,24 +20,14 @@ from services.fleet_sim.fleet import SimulatedDevice, initial_state
 from services.fleet_sim.link import DeviceLink
 from services.platform.names import ROLLOUT_APP
 from services.rollout.twins import TwinStoreClient
+from tests.support.cli import twin_cli
+from tests.support.waiting import eventually
 
 
 @pytest.fixture(scope="module")
 async def rollouts(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.app_url(ROLLOUT_APP), timeout=20) as client:
         yield client
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 30, what: str = "condition") -> Any:
-    """Poll `check` until it returns something truthy (bounded in time)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    last: Any = None
-    while asyncio.get_running_loop().time() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
 
 async def create_twins(api: httpx.AsyncClient, tags: dict[str, dict[str, Any]]) -> None:
@@ -285,13 +272,6 @@ async def _all_exist(api: httpx.AsyncClient, ids: list[str]) -> bool:
 
 async def _count_written(api: httpx.AsyncClient, ids: list[str]) -> int:
     return sum(1 for d in await desired_many(api, ids) if "crash" in d)
-
-
-def twin_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TWINFLEET_RUN_DIR": str(stack.run_dir), "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args], capture_output=True, text=True, env=env, timeout=60
-    )
 
 
 async def test_the_cli_drives_a_rollout(stack: Stack, api: httpx.AsyncClient) -> None:
