@@ -14,6 +14,7 @@ from services.domain.configuration import (
     Action,
     Configuration,
     ConfigurationSpec,
+    ConfigurationState,
     apply_action,
     check_deletable,
     new_configuration,
@@ -73,9 +74,9 @@ def metrics_view(reconciler: Reconciler, configuration: Configuration) -> dict[s
     stages = []
     for index, target in enumerate(targets):
         counts = stats.stage(index)
-        if configuration.stage > index or configuration.state.value == "completed":
+        if configuration.stage > index or configuration.state is ConfigurationState.COMPLETED:
             state = "done"
-        elif configuration.stage == index and configuration.state.value != "draft":
+        elif configuration.stage == index and configuration.state is not ConfigurationState.DRAFT:
             state = configuration.state.value
         else:
             state = "waiting"
