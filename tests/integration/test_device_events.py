@@ -203,7 +203,14 @@ async def test_killing_the_events_app_mid_stream_loses_and_duplicates_nothing(st
         await publish(client, device_id, order, pause=0.04)
     await killer
     assert killed_at[0] < 1001, "the events app was not killed mid-stream"
-    assert await wait_for_cursor(stack, device_id, 1001, timeout=120) == {"next_seq": 1001, "lost": 0}
+    try:
+        final = await wait_for_cursor(stack, device_id, 1001, timeout=120)
+    except AssertionError as error:  # say where it stuck: the app's and its sidecar's last words
+        logs = "\n".join(
+            f"--- {name}\n{stack.procs[name].log_tail(60)}" for name in (EVENTS_APP, f"{EVENTS_APP}-daprd")
+        )
+        raise AssertionError(f"{error}; killed at next_seq {killed_at[0]}\n{logs}") from None
+    assert final == {"next_seq": 1001, "lost": 0}
     assert sink_seqs(stack, device_id) == list(range(1, 1001))  # every file once, no overlaps
     on_topic = await topic_seqs(stack, device_id)
     assert set(on_topic) == set(range(1, 1001))
