@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import os
 import pwd
 import secrets
@@ -27,11 +26,6 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     salt = salt if salt is not None else os.urandom(12)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS, 64)
     return f"$7${PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
-
-
-def device_password(fleet_secret: str, device_id: str) -> str:
-    """A device's broker password, derived from the fleet secret (simulated fleets only)."""
-    return hmac.new(fleet_secret.encode(), device_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def acl_text() -> str:

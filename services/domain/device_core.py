@@ -9,7 +9,7 @@ twin shows why a device diverges instead of diverging silently.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -75,15 +75,27 @@ class ApplyPlan:
     """Desired keys no handler takes."""
 
 
-def plan_apply(view: DeviceView, current: Mapping[str, Any], supported: Collection[str]) -> ApplyPlan:
+Satisfied = Callable[[Any, Any], bool]
+"""(value in effect, desired value) -> nothing to apply."""
+
+
+def plan_apply(
+    view: DeviceView,
+    current: Mapping[str, Any],
+    supported: Collection[str],
+    satisfied: Mapping[str, Satisfied] | None = None,
+) -> ApplyPlan:
     """What to apply so the device matches its desired state. `current` is each handler's value
-    now in effect (None when it has none); applying is idempotent, so equal values are skipped."""
+    now in effect (None when it has none); applying is idempotent, so equal values are skipped.
+    A handler whose reported value is not the desired value itself (a software update reports
+    status and progress) says by `satisfied` when there is nothing left to do."""
     apply: dict[str, Any] = {}
     unsupported: list[str] = []
     for key, want in view.desired.items():
+        done = (satisfied or {}).get(key, json_equal)
         if key not in supported:
             unsupported.append(key)
-        elif not json_equal(current.get(key), want):
+        elif not done(current.get(key), want):
             apply[key] = want
     return ApplyPlan(apply, unsupported)
 

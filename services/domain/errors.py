@@ -13,6 +13,7 @@ class ErrorCode(IntEnum):
     NOT_FOUND = 404
     CONFLICT = 409
     TOO_LARGE = 413
+    RANGE_NOT_SATISFIABLE = 416
     TOO_MANY_REQUESTS = 429
     INTERNAL = 500
 
@@ -47,3 +48,11 @@ def too_large(message: str) -> TwinError:
 
 def too_many_requests(message: str) -> TwinError:
     return TwinError(ErrorCode.TOO_MANY_REQUESTS, message)
+
+
+def forbidden(message: str) -> TwinError:
+    return TwinError(ErrorCode.FORBIDDEN, message)
+
+
+def range_not_satisfiable(message: str) -> TwinError:
+    return TwinError(ErrorCode.RANGE_NOT_SATISFIABLE, message)

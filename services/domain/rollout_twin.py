@@ -21,6 +21,7 @@ from services.domain.conditions import matches, twin_variables
 from services.domain.configuration import CompiledConfiguration, ConfigurationState
 from services.domain.device_core import FAILED, UNSUPPORTED
 from services.domain.json_values import JsonObject
+from services.domain.software import UpdateStatus, desired_artifact
 
 
 class MarkStatus(StrEnum):
@@ -185,11 +186,15 @@ def conforms(reported: Any, wanted: Any) -> bool:
 
 
 def reports_failure(reported: JsonObject, wanted: JsonObject) -> bool:
-    """Whether the device reported one of the wanted keys as FAILED or UNSUPPORTED."""
+    """Whether the device reported one of the wanted keys as FAILED, UNSUPPORTED or (a software
+    update) ROLLED_BACK — for a software update, of the artifact wanted, not an earlier one."""
     for key in wanted:
         value = reported.get(key)
-        if isinstance(value, dict) and value.get("status") in (FAILED, UNSUPPORTED):
-            return True
+        if not isinstance(value, dict) or value.get("status") not in (FAILED, UNSUPPORTED, UpdateStatus.ROLLED_BACK):
+            continue
+        if "attempt" in value and value["attempt"] != desired_artifact(wanted[key]):
+            continue
+        return True
     return False
 
 

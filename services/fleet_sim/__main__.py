@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from services.devstack.broker import device_password
+from services.domain.download_tokens import device_password
 from services.domain.topics import profile
 from services.fleet_sim.fleet import fleet_ids, run_fleet
 
