@@ -16,9 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.devstack import components
-from services.devstack.broker import SERVICE_USER, BrokerAccounts, config_text, device_password, new_secret
+from services.devstack.broker import SERVICE_USER, BrokerAccounts, config_text, new_secret
 from services.devstack.processes import ManagedProcess, free_port, wait_for_http, wait_for_port
-from services.platform.names import COMMANDS_APP, DELTA_APP, EVENTS_APP, ROLLOUT_APP, TWIN_STORE_APP
+from services.domain.download_tokens import device_password
+from services.domain.firmware import load_private_key, public_key_hex
+from services.platform.names import (
+    COMMANDS_APP,
+    DELTA_APP,
+    DOWNLOAD_URL_KEY,
+    EVENTS_APP,
+    FIRMWARE_APP,
+    FLEET_SECRET,
+    METADATA_SIGNING_KEY,
+    ROLLOUT_APP,
+    TWIN_STORE_APP,
+)
 
 APPS = {
     TWIN_STORE_APP: "services.twin_store.main:app",
@@ -26,6 +38,7 @@ APPS = {
     EVENTS_APP: "services.events.main:app",
     COMMANDS_APP: "services.commands.main:app",
     ROLLOUT_APP: "services.rollout.main:app",
+    FIRMWARE_APP: "services.firmware.main:app",
 }
 
 
@@ -130,7 +143,7 @@ class Stack:
         self,
         run_dir: Path,
         topic_profile: str = "default",
-        apps: Iterable[str] = (TWIN_STORE_APP, DELTA_APP, EVENTS_APP, COMMANDS_APP, ROLLOUT_APP),
+        apps: Iterable[str] = (TWIN_STORE_APP, DELTA_APP, EVENTS_APP, COMMANDS_APP, ROLLOUT_APP, FIRMWARE_APP),
         app_env: dict[str, str] | None = None,
         redis_fsync: str = "everysec",
     ) -> None:
@@ -155,6 +168,8 @@ class Stack:
             self.secrets = {"service": new_secret(), "fleet": new_secret()}
             secrets_file.write_text(json.dumps(self.secrets))
             secrets_file.chmod(0o600)
+        self.signing_seed = self.secrets.setdefault("signing", os.urandom(32).hex())
+        self.download_key = self.secrets.setdefault("download", new_secret())
 
     # -- whole stack -------------------------------------------------------------------------
     def start(self) -> None:
@@ -165,7 +180,25 @@ class Stack:
             self.stop()
             raise
 
+    @property
+    def metadata_public_key(self) -> str:
+        """The public half of the stack's release signing key (hex), what devices are given."""
+        return public_key_hex(load_private_key(self.signing_seed).public_key())
+
+    def write_dapr_secrets(self) -> None:
+        """The local file secret store's content: the key material the firmware and delta apps read."""
+        path = self.run_dir / "dapr-secrets.json"
+        secrets = {
+            METADATA_SIGNING_KEY: self.signing_seed,
+            DOWNLOAD_URL_KEY: self.download_key,
+            FLEET_SECRET: self.secrets["fleet"],
+        }
+        path.write_text(json.dumps(secrets))
+        path.chmod(0o600)
+        (self.run_dir / "secrets.json").write_text(json.dumps(self.secrets))
+
     def _start_all(self) -> None:
+        self.write_dapr_secrets()
         self.start_redis()
         self.start_broker()
         components.write(
@@ -297,9 +330,14 @@ class Stack:
         """Where an app finds the others of this stack. The rollout app calls the twin-store by its
         address: daprd's mDNS resolution spans the machine and would mix up stacks running side by
         side (tests next to `make run`, benches)."""
-        if app == ROLLOUT_APP and TWIN_STORE_APP in self.ports:
-            return {"TWINFLEET_TWIN_STORE_URL": self.app_url(TWIN_STORE_APP)}
-        return {}
+        found: dict[str, str] = {}
+        if app in (ROLLOUT_APP, FIRMWARE_APP) and TWIN_STORE_APP in self.ports:
+            found["TWINFLEET_TWIN_STORE_URL"] = self.app_url(TWIN_STORE_APP)
+        if app == FIRMWARE_APP and ROLLOUT_APP in self.ports:
+            found["TWINFLEET_ROLLOUT_URL"] = self.app_url(ROLLOUT_APP)
+        if app == DELTA_APP and FIRMWARE_APP in self.ports:
+            found["TWINFLEET_FIRMWARE_PUBLIC_URL"] = self.app_url(FIRMWARE_APP)
+        return found
 
     def start_daprd(self, app: str) -> None:
         ports = self.ports[app]

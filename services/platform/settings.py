@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     publish_concurrency: int = 256
     """Most device-broker publishes in flight at once (paces fan-out)."""
 
+    firmware_public_url: str = ""
+    """The firmware service's address as devices reach it. Set: every delta carrying a software
+    reference gets a freshly minted download URL (late binding). Empty: devices obtain a temporary
+    credential instead."""
+    download_url_ttl: int = 24 * 3600
+    """Seconds a late-bound download URL stays valid after the delta was sent."""
+
     def limits(self) -> Limits:
         return Limits(**{f.name: getattr(self, f.name) for f in fields(Limits)})
 
@@ -83,6 +90,29 @@ class AgentSettings(Settings):
     """Seconds between full reconciles while online (a safety net; deltas normally suffice)."""
     agent_apply_delay: float = 0.0
     """Seconds an apply takes on purpose (simulates slow actuators in demos and fault tests)."""
+    device_password: str = ""
+    """The device's own credentials (as for the broker): asks the firmware service for download
+    credentials. From a Kubernetes Secret on K3s."""
+    software_installer: str = ""
+    """How the `software` key is installed: `file` (swap one file), `command` (swupdate, RAUC,
+    mender-update, ...), `k3s` (patch a Deployment's image); empty: no software handler."""
+    software_firmware_url: str = ""
+    """The firmware service's address (metadata, credentials, downloads)."""
+    software_trusted_keys: str = ""
+    """Comma-separated ed25519 public keys (hex) whose signatures on release metadata are trusted."""
+    software_version: str = ""
+    """The version installed at the factory (reported until the first update)."""
+    software_target: str = ""
+    """`file`: the file the release replaces."""
+    software_install_command: str = ""
+    """`command`: e.g. `rauc install {file}` ({file}: the verified download, {version})."""
+    software_commit_command: str = ""
+    software_rollback_command: str = ""
+    software_health_command: str = ""
+    """Exit 0 = healthy after installing (`file`, `command`); empty: healthy once installed."""
+    software_deployment: str = ""
+    """`k3s`: the Deployment (in `agent_namespace`) whose container image a release sets."""
+    software_container: str = ""
 
 
 @lru_cache(maxsize=1)

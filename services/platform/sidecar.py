@@ -1,4 +1,5 @@
-"""The one Dapr client of a process: state with ETags, raw device publishes, bulk event publishes."""
+"""The one Dapr client of a process: state with ETags, raw device publishes, bulk event publishes,
+secrets."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dapr.clients.exceptions import DaprGrpcError
 from dapr.clients.grpc._state import Concurrency, StateItem, StateOptions
 
 from services.domain.wire import WireEncoding, encode_payload
-from services.platform.names import DEVICE_BROKER, INTERNAL_PUBSUB, STATE_STORE
+from services.platform.names import DEVICE_BROKER, INTERNAL_PUBSUB, SECRET_STORE, STATE_STORE
 
 _RAW = {"rawPayload": "true"}
 # The SDK's asyncio save_bulk_state hands item options to protobuf unconverted (it expects the
@@ -134,6 +135,11 @@ class Sidecar:
         await (await self._client).publish_event(
             DEVICE_BROKER, topic, data, publish_metadata=_RAW, data_content_type=encoding.content_type
         )
+
+    async def secret(self, key: str) -> str:
+        """One secret from the secret store (key material never comes from code or settings)."""
+        response = await (await self._client).get_secret(SECRET_STORE, key)
+        return str(response.secret[key])
 
     async def publish_events(self, topic: str, events: Sequence[str]) -> None:
         """Bulk-publish JSON events to the internal pub/sub; raises if any entry failed."""

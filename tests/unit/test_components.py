@@ -18,7 +18,19 @@ def test_every_target_renders_the_same_components(target: str) -> None:
     )
     docs: dict[str, Any] = {name: yaml.safe_load(text) for name, text in files.items()}
     rendered = {d["metadata"]["name"]: d for d in docs.values() if d["kind"] == "Component"}
-    assert set(rendered) == {names.STATE_STORE, names.INTERNAL_PUBSUB, names.DEVICE_BROKER, names.EVENTS_SINK}
+    assert set(rendered) == {
+        names.STATE_STORE,
+        names.INTERNAL_PUBSUB,
+        names.DEVICE_BROKER,
+        names.EVENTS_SINK,
+        names.ARTIFACT_STORE,
+        names.SECRET_STORE,
+    }
+    artifacts, secrets = rendered[names.ARTIFACT_STORE], rendered[names.SECRET_STORE]
+    assert artifacts["spec"]["type"].startswith("bindings.") and artifacts["scopes"] == [names.FIRMWARE_APP]
+    assert secrets["spec"]["type"].startswith("secretstores.")
+    assert set(secrets["scopes"]) == {names.FIRMWARE_APP, names.DELTA_APP}  # key material for these two only
+    assert names.FIRMWARE_APP in rendered[names.STATE_STORE]["scopes"]
     assert rendered[names.DEVICE_BROKER]["spec"]["type"] == "pubsub.mqtt3"
     assert rendered[names.STATE_STORE]["scopes"][0] == names.TWIN_STORE_APP
     for component in (names.STATE_STORE, names.INTERNAL_PUBSUB, names.DEVICE_BROKER):

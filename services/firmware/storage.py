@@ -1,0 +1,142 @@
+"""Where the firmware app keeps things, through its sidecar: artifact bytes as chunk objects in an
+output binding, artifact records (and the list of ids) in the state store with ETags, and key
+material from the secret store."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from services.domain.errors import conflict, not_found
+from services.domain.firmware import Artifact, chunk_name
+from services.platform.names import ARTIFACT_STORE
+from services.platform.sidecar import Sidecar, Write, WriteFailed
+
+INDEX_KEY = "artifacts~index"
+
+
+def artifact_key(artifact_id: str) -> str:
+    return f"artifact~{artifact_id}"
+
+
+class FirmwareSidecar(Sidecar):
+    """The shared sidecar client plus the artifact binding."""
+
+    def __init__(self, grpc_address: str, http_port: int, name_key: str) -> None:
+        super().__init__(grpc_address, http_port)
+        self._name_key = name_key
+
+    async def put_object(self, name: str, data: bytes) -> None:
+        # Base64 on the wire: localstorage decodes base64 whenever it can, so raw bytes that happen
+        # to be base64 text would be stored decoded; Blob and S3 decode with `decodeBase64`.
+        await (await self._client).invoke_binding(
+            ARTIFACT_STORE, "create", base64.b64encode(data), binding_metadata={self._name_key: name}
+        )
+
+    async def get_object(self, name: str) -> bytes:
+        response = await (await self._client).invoke_binding(
+            ARTIFACT_STORE, "get", b"", binding_metadata={self._name_key: name}
+        )
+        return bytes(response.data)
+
+    async def delete_object(self, name: str) -> None:
+        await (await self._client).invoke_binding(
+            ARTIFACT_STORE, "delete", b"", binding_metadata={self._name_key: name}
+        )
+
+
+class Catalog:
+    """Artifact records by id, plus an index of ids for listing (both written with ETags)."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self._sidecar = sidecar
+
+    async def get(self, artifact_id: str) -> Artifact:
+        stored = await self._sidecar.get(artifact_key(artifact_id))
+        if stored.value is None:
+            raise not_found(f"artifact {artifact_id} does not exist")
+        return Artifact.model_validate(stored.value)
+
+    async def create(self, artifact: Artifact) -> None:
+        try:
+            await self._sidecar.write_each([Write(artifact_key(artifact.id), artifact.model_dump(mode="json"), None)])
+        except WriteFailed:
+            raise conflict(f"artifact {artifact.id} already exists") from None
+        await self._edit_index(add=artifact.id)
+
+    async def save(self, artifact: Artifact) -> None:
+        stored = await self._sidecar.get(artifact_key(artifact.id))
+        await self._sidecar.write_each(
+            [Write(artifact_key(artifact.id), artifact.model_dump(mode="json"), stored.etag)]
+        )
+
+    async def remove(self, artifact_id: str) -> None:
+        await self._edit_index(remove=artifact_id)
+        await self._sidecar.delete(artifact_key(artifact_id))
+
+    async def all(self) -> list[Artifact]:
+        index = (await self._sidecar.get(INDEX_KEY)).value or {"ids": []}
+        ids: Sequence[str] = index["ids"]
+        stored = await self._sidecar.get_many([artifact_key(i) for i in ids])
+        return [Artifact.model_validate(s.value) for s in stored.values() if s.value is not None]
+
+    async def _edit_index(self, add: str | None = None, remove: str | None = None) -> None:
+        for _ in range(50):
+            stored = await self._sidecar.get(INDEX_KEY)
+            ids = list((stored.value or {"ids": []})["ids"])
+            if add is not None and add not in ids:
+                ids.append(add)
+            if remove is not None and remove in ids:
+                ids.remove(remove)
+            try:
+                await self._sidecar.write_each([Write(INDEX_KEY, {"ids": ids}, stored.etag)])
+                return
+            except WriteFailed:
+                await asyncio.sleep(0.01)
+        raise RuntimeError("artifact index stayed contended")
+
+
+class ChunkCache:
+    """The last chunks read, shared by concurrent downloads; a chunk being fetched is fetched once
+    however many downloads wait for it. Bounded: at most `capacity` chunks in memory."""
+
+    def __init__(self, sidecar: FirmwareSidecar, capacity: int) -> None:
+        self._sidecar = sidecar
+        self._capacity = capacity
+        self._chunks: OrderedDict[str, bytes] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[bytes]] = {}
+
+    async def get(self, artifact_id: str, index: int) -> bytes:
+        name = chunk_name(artifact_id, index)
+        if name in self._chunks:
+            self._chunks.move_to_end(name)
+            return self._chunks[name]
+        loading = self._loading.get(name)
+        if loading is not None:
+            return await asyncio.shield(loading)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._loading[name] = future
+        try:
+            data = await self._sidecar.get_object(name)
+        except BaseException as error:
+            if isinstance(error, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(error)
+                future.exception()  # retrieved: waiters re-raise it, nobody else has to
+            raise
+        finally:
+            self._loading.pop(name, None)
+        future.set_result(data)
+        if self._capacity > 0:
+            self._chunks[name] = data
+            while len(self._chunks) > self._capacity:
+                self._chunks.popitem(last=False)
+        return data
+
+    def forget(self, artifact_id: str) -> None:
+        prefix = chunk_name(artifact_id, 0).rsplit("/", 1)[0] + "/"
+        for name in [n for n in self._chunks if n.startswith(prefix)]:
+            del self._chunks[name]
