@@ -2,12 +2,14 @@
 
 Receives `twin.changed` and `twin.delta-requested` in bulk, plans with `plan_fanout` (coalesced
 per twin, stale versions dropped) and publishes with bounded concurrency, each twin's messages in
-its device's wire encoding (carried by the events).
+its device's wire encoding (carried by the events). A delta that carries a software reference
+gets a download URL minted for its device as it is sent (late binding).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,12 +20,13 @@ from prometheus_client import Counter
 
 from services.domain.events import DELTA_REQUESTED_TOPIC, TWIN_CHANGED_TOPIC, DeltaRequested, TwinChanged
 from services.domain.fanout import plan_fanout
+from services.domain.software import SOFTWARE_KEY, bind_download_url, desired_artifact, download_url
 from services.domain.topics import Operation, Reply, TwinAddress
 from services.domain.wire import WireEncoding
 from services.platform.cloudevents import handle_bulk, subscription
 from services.platform.http import install_common
 from services.platform.lifecycle import running_sidecar
-from services.platform.names import DELTA_APP, INTERNAL_PUBSUB
+from services.platform.names import DELTA_APP, DOWNLOAD_URL_KEY, INTERNAL_PUBSUB
 from services.platform.settings import get_settings
 from services.platform.sidecar import Sidecar, gather_bounded
 
@@ -34,11 +37,26 @@ PUBLISHED = Counter("delta_published_total", "Messages sent to devices", ["kind"
 class Fanout:
     """Holds the versions already sent per twin (so stale events are dropped) and publishes."""
 
-    def __init__(self, sidecar: Sidecar, concurrency: int) -> None:
+    def __init__(self, sidecar: Sidecar, concurrency: int, firmware_url: str = "", url_ttl: int = 3600) -> None:
         self._sidecar = sidecar
         self._limit = asyncio.Semaphore(concurrency)
         self._sent: dict[TwinAddress, int] = {}
         self._lock = asyncio.Lock()
+        self._firmware_url = firmware_url
+        self._url_ttl = url_ttl
+        self._url_key: bytes | None = None
+
+    async def _bind(self, address: TwinAddress, delta: dict[str, Any]) -> dict[str, Any]:
+        """Late binding: a delta with a software reference gets a download URL minted now, for
+        this device (the key is read from the secret store once, when first needed)."""
+        if not self._firmware_url or desired_artifact((delta.get("state") or {}).get(SOFTWARE_KEY)) is None:
+            return delta
+        if self._url_key is None:
+            self._url_key = (await self._sidecar.secret(DOWNLOAD_URL_KEY)).encode()
+        key, base = self._url_key, self._firmware_url
+        return bind_download_url(
+            delta, address.device_id, time.time(), self._url_ttl, lambda grant: download_url(base, key, grant)
+        )
 
     async def handle(self, events: list[TwinChanged | DeltaRequested]) -> None:
         """Publish what `events` call for; versions count as sent only once all were published.
@@ -55,7 +73,7 @@ class Fanout:
                     messages.append((topic, out.documents, wire, "documents"))
                 if out.delta is not None:
                     topic = profile.reply_topic(out.address, Operation.UPDATE, Reply.DELTA)
-                    messages.append((topic, out.delta, wire, "delta"))
+                    messages.append((topic, await self._bind(out.address, out.delta), wire, "delta"))
             results = await gather_bounded(
                 self._limit, [self._sidecar.publish_device(t, p, w) for t, p, w, _ in messages]
             )
@@ -82,7 +100,9 @@ def device_encodings(events: list[TwinChanged | DeltaRequested]) -> dict[TwinAdd
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     async with running_sidecar(DELTA_APP, Sidecar(*settings.sidecar_args())) as sidecar:
-        app.state.fanout = Fanout(sidecar, settings.publish_concurrency)
+        app.state.fanout = Fanout(
+            sidecar, settings.publish_concurrency, settings.firmware_public_url, settings.download_url_ttl
+        )
         yield
 
 
