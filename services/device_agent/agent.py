@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from prometheus_client import Counter, Gauge
 
-from services.device_agent.handlers import Handler, HandlerFailed
+from services.device_agent.handlers import Handler, HandlerFailed, ReportsProgress
 from services.device_agent.link import AgentSidecar, Unreachable
 from services.device_agent.outbox import Outbox
 from services.domain.device_core import (
@@ -26,6 +26,7 @@ from services.domain.device_core import (
     DeviceView,
     Failed,
     Outcome,
+    diff_patch,
     plan_apply,
     report_for,
     take_delta,
@@ -189,11 +190,13 @@ class DeviceAgent:
         self.view = view
         await self.sidecar.store(VIEW_KEY, view.to_json())
         current = {key: await handler.current() for key, handler in self.handlers.items()}
-        plan = plan_apply(view, current, self.handlers.keys())
+        done = {key: h.satisfied for key, h in self.handlers.items() if isinstance(h, ReportsProgress)}
+        plan = plan_apply(view, current, self.handlers.keys(), done)
         outcomes: dict[str, Outcome] = {}
         for key, desired in plan.apply.items():
             outcomes[key] = await self._apply(key, desired)
-        patch = report_for(view, current, outcomes, plan.unsupported)
+        # Against the reported state as it is now: long applies report their progress meanwhile.
+        patch = report_for(self.view, current, outcomes, plan.unsupported)
         if patch:
             await self.request(Operation.UPDATE, {"state": {"reported": patch}})
             self.view = took_report(self.view, patch)
@@ -201,8 +204,11 @@ class DeviceAgent:
         self.log.info("converged", version=self.view.version, applied=sorted(plan.apply), reported=sorted(patch))
 
     async def _apply(self, key: str, desired: Any) -> Outcome:
+        handler = self.handlers[key]
+        if isinstance(handler, ReportsProgress):
+            handler.report = lambda value: self._report_progress(key, value)
         try:
-            value = await self.handlers[key].apply(desired)
+            value = await handler.apply(desired)
         except HandlerFailed as error:
             APPLIES.labels(key, "failed").inc()
             return Failed(error.reason)
@@ -212,6 +218,18 @@ class DeviceAgent:
             return Failed(f"handler error: {type(error).__name__}: {error}")
         APPLIES.labels(key, "applied").inc()
         return Applied(value)
+
+    async def _report_progress(self, key: str, value: Any) -> None:
+        """Report an intermediate value of `key` while its handler works (best effort: an update
+        keeps going offline, and the final report says how it ended)."""
+        patch = {key: diff_patch(self.view.reported.get(key), value)}
+        try:
+            await self.request(Operation.UPDATE, {"state": {"reported": patch}})
+        except (Unreachable, RequestRejected, TimeoutError) as error:
+            self.log.info("progress not reported", key=key, error=str(error))
+            return
+        self.view = took_report(self.view, patch)
+        await self.sidecar.store(VIEW_KEY, self.view.to_json())
 
     async def request(self, op: Operation, payload: JsonObject) -> JsonObject:
         """Send a twin request and wait for its answer (matched by clientToken)."""

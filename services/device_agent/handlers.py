@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -32,6 +33,18 @@ class Handler(Protocol):
     async def current(self) -> Any: ...
 
     async def apply(self, desired: Any) -> Any: ...
+
+
+@runtime_checkable
+class ReportsProgress(Protocol):
+    """A handler whose apply takes long and reports how far it is (a software update): the agent
+    gives it `report`, and it says by `satisfied` when its reported value means nothing is left
+    to do (the value it reports is not the desired value itself)."""
+
+    key: str
+    report: Callable[[Any], Awaitable[None]] | None
+
+    def satisfied(self, current: Any, desired: Any) -> bool: ...
 
 
 class ConfigurationHandler:
@@ -58,7 +71,7 @@ class ConfigurationHandler:
         if self.delay:
             await asyncio.sleep(self.delay)
         try:
-            await asyncio.to_thread(_write_atomically, self.path, json.dumps(desired, indent=2, sort_keys=True))
+            await asyncio.to_thread(write_atomically, self.path, json.dumps(desired, indent=2, sort_keys=True))
         except OSError as error:
             raise HandlerFailed(f"cannot write {self.path.name}: {error.strerror}") from None
         if self.configmap is not None:
@@ -66,7 +79,7 @@ class ConfigurationHandler:
         return desired
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w") as file:

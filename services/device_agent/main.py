@@ -15,7 +15,17 @@ from services.device_agent.agent import DeviceAgent
 from services.device_agent.handlers import AgentInfoHandler, ConfigMapWriter, ConfigurationHandler, Handler
 from services.device_agent.link import AgentSidecar
 from services.device_agent.outbox import Outbox
+from services.device_agent.software import (
+    CommandHealth,
+    CommandInstaller,
+    DeploymentInstaller,
+    FileSwapInstaller,
+    Firmware,
+    Installer,
+    SoftwareHandler,
+)
 from services.domain.errors import TwinError, bad_request
+from services.domain.firmware import trusted_keys
 from services.domain.json_values import JsonObject
 from services.domain.topics import DeviceChannels, Operation, Reply, TwinAddress, valid_id
 from services.domain.wire import WireEncoding, decode_payload
@@ -26,6 +36,36 @@ from services.platform.names import AGENT_BROKER, DEVICE_AGENT_APP
 from services.platform.settings import AgentSettings, get_agent_settings
 
 AGENT_VERSION = "0.1.0"
+
+
+def software_handler(settings: AgentSettings, data_dir: Path) -> SoftwareHandler:
+    """The software handler with the installer the settings name (`file`, `command`, `k3s`)."""
+    if not settings.software_firmware_url or not settings.software_trusted_keys:
+        raise ValueError("software updates need TWINFLEET_SOFTWARE_FIRMWARE_URL and TWINFLEET_SOFTWARE_TRUSTED_KEYS")
+    health = CommandHealth(settings.software_health_command)
+    installer: Installer
+    if settings.software_installer == "file":
+        installer = FileSwapInstaller(Path(settings.software_target), health)
+    elif settings.software_installer == "command":
+        installer = CommandInstaller(
+            settings.software_install_command,
+            settings.software_commit_command,
+            settings.software_rollback_command,
+            health,
+        )
+    elif settings.software_installer == "k3s":
+        installer = DeploymentInstaller(
+            settings.agent_namespace, settings.software_deployment, settings.software_container
+        )
+    else:
+        raise ValueError(f"TWINFLEET_SOFTWARE_INSTALLER {settings.software_installer!r}: file, command or k3s")
+    return SoftwareHandler(
+        Firmware(settings.software_firmware_url, settings.device_id, settings.device_password),
+        trusted_keys([k for k in settings.software_trusted_keys.split(",") if k.strip()]),
+        installer,
+        data_dir / "software",
+        settings.software_version,
+    )
 
 
 def build_agent(settings: AgentSettings) -> DeviceAgent:
@@ -42,6 +82,8 @@ def build_agent(settings: AgentSettings) -> DeviceAgent:
     handlers: list[Handler] = [
         ConfigurationHandler(settings.agent_config_key, config_file, configmap, settings.agent_apply_delay)
     ]
+    if settings.software_installer:
+        handlers.append(software_handler(settings, data_dir))
     info = {"version": AGENT_VERSION, "wire": settings.wire_encoding, "handles": [h.key for h in handlers]}
     handlers.append(AgentInfoHandler("agent", info))
     outbox = Outbox(

@@ -19,33 +19,14 @@ from services.devstack.stack import Stack
 from services.domain.device_core import FAILED, UNSUPPORTED
 from services.domain.topics import DeviceChannels
 from services.platform.names import COMMANDS_APP, EVENTS_APP
+from tests.support.agents import AgentFactory, agents
 from tests.support.waiting import eventually
-
-AGENT_ENV = {
-    "TWINFLEET_AGENT_PROBE_INTERVAL": "0.5",
-    "TWINFLEET_AGENT_PUBLISH_TIMEOUT": "1.5",
-    "TWINFLEET_AGENT_REQUEST_TIMEOUT": "5",
-}
-
-AgentFactory = Callable[..., LocalAgent]
 
 
 @pytest.fixture
 def start_agent(stack: Stack) -> Iterator[AgentFactory]:
-    started: list[LocalAgent] = []
-
-    def start(device_id: str, **env: str) -> LocalAgent:
-        password = stack.provision_devices([device_id])[device_id]
-        agent = LocalAgent(
-            stack.run_dir / "agents" / device_id, device_id, password, stack.mqtt_port, {**AGENT_ENV, **env}
-        )
-        started.append(agent)
-        agent.start()
-        return agent
-
-    yield start
-    for agent in started:
-        agent.stop()
+    with agents(stack) as start:
+        yield start
 
 
 async def twin(api: httpx.AsyncClient, device_id: str) -> dict[str, Any]:

@@ -1,0 +1,417 @@
+"""The software handler: a desired `software` reference becomes an installed release.
+
+verify the signed metadata (trusted keys, expiry, right artifact, no rollback) → download with
+resume (HTTP Range, the late-bound URL from the delta or a temporary credential got with the
+device's own credentials) → check length and SHA-256 → install through an installer → health
+check → commit or roll back. Each step is reported under `software` as it happens:
+DOWNLOADING → DOWNLOADED → VERIFIED → INSTALLING → UPDATED | FAILED(reason) | ROLLED_BACK.
+
+A failed attempt keeps the running version and says why; the same artifact is not tried again
+until the twin desires another one. The last outcome survives restarts (a state file); a download
+cut short resumes where it stopped, after a dropped link or an agent restart alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from services.device_agent.handlers import SERVICE_ACCOUNT, HandlerFailed, write_atomically
+from services.domain.firmware import Refusal, Release, UpdateRefused, check_download, check_offer, verify_metadata
+from services.domain.software import UpdateStatus, desired_artifact, satisfied
+
+log = structlog.get_logger()
+Report = Callable[[Any], Awaitable[None]]
+
+
+class InstallFailed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Installer(Protocol):
+    """Puts a verified release in place; `healthy` decides between `commit` and `rollback`."""
+
+    async def install(self, path: Path, release: Release) -> None: ...
+
+    async def healthy(self, release: Release) -> bool: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+
+async def run_command(argv: list[str], timeout: float) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return -1, f"timed out after {timeout:g}s"
+    return int(process.returncode or 0), output.decode(errors="replace")[-400:]
+
+
+def _argv(template: str, path: Path | None = None, release: Release | None = None) -> list[str]:
+    values = {"file": str(path or ""), "version": release.version if release else ""}
+    return [part.format(**values) for part in shlex.split(template)]
+
+
+class CommandHealth:
+    """Healthy when a command exits 0 (no command: healthy once installed)."""
+
+    def __init__(self, command: str, timeout: float = 60.0) -> None:
+        self.command = command
+        self.timeout = timeout
+
+    async def check(self, release: Release) -> bool:
+        if not self.command:
+            return True
+        code, output = await run_command(_argv(self.command, release=release), self.timeout)
+        if code != 0:
+            log.warning("health check failed", code=code, output=output)
+        return code == 0
+
+
+class FileSwapInstaller:
+    """Swaps one file for the release's bytes, keeping the old one until the health check passed
+    (for tests, and devices whose software is a single binary)."""
+
+    def __init__(self, target: Path, health: CommandHealth) -> None:
+        self.target = target
+        self.previous = target.with_name(f"{target.name}.previous")
+        self.health = health
+
+    async def install(self, path: Path, release: Release) -> None:
+        def swap() -> None:
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            # A backup left by an install cut short belongs to the committed version: keep it.
+            if self.target.exists() and not self.previous.exists():
+                os.replace(self.target, self.previous)
+            staging = self.target.with_name(f".{self.target.name}.new")
+            shutil.copyfile(path, staging)
+            os.chmod(staging, 0o755)
+            os.replace(staging, self.target)
+
+        try:
+            await asyncio.to_thread(swap)
+        except OSError as error:
+            raise InstallFailed(f"cannot swap {self.target.name}: {error.strerror}") from None
+
+    async def healthy(self, release: Release) -> bool:
+        return await self.health.check(release)
+
+    async def commit(self) -> None:
+        self.previous.unlink(missing_ok=True)
+
+    async def rollback(self) -> None:
+        if self.previous.exists():
+            os.replace(self.previous, self.target)
+
+
+class CommandInstaller:
+    """Runs the device's update tool: e.g. `swupdate -i {file}`, `rauc install {file}` or
+    `mender-update install {file}`, with optional commit and rollback commands (`rauc status
+    mark-good`, `mender-update commit` / `mender-update rollback`)."""
+
+    def __init__(self, install: str, commit: str, rollback: str, health: CommandHealth, timeout: float = 1800) -> None:
+        self.install_command = install
+        self.commit_command = commit
+        self.rollback_command = rollback
+        self.health = health
+        self.timeout = timeout
+
+    async def install(self, path: Path, release: Release) -> None:
+        code, output = await run_command(_argv(self.install_command, path, release), self.timeout)
+        if code != 0:
+            raise InstallFailed(f"install command exited {code}: {output.strip()[-200:]}")
+
+    async def healthy(self, release: Release) -> bool:
+        return await self.health.check(release)
+
+    async def commit(self) -> None:
+        if self.commit_command:
+            await run_command(_argv(self.commit_command), self.timeout)
+
+    async def rollback(self) -> None:
+        if self.rollback_command:
+            await run_command(_argv(self.rollback_command), self.timeout)
+
+
+class DeploymentInstaller:
+    """On K3s: the release names a container image (`custom.image`); the installer patches one
+    container of a Deployment to it and waits until the rollout is complete and available (the
+    health check); rolling back patches the previous image back. Uses the pod's service account
+    (RBAC: get/patch on that Deployment)."""
+
+    def __init__(
+        self,
+        namespace: str,
+        deployment: str,
+        container: str,
+        api: str = "https://kubernetes.default.svc",
+        timeout: float = 300.0,
+    ) -> None:
+        self.url = f"{api}/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}"
+        self.container = container
+        self.timeout = timeout
+        self.previous_image: str | None = None
+
+    def _client(self) -> httpx.AsyncClient:
+        token = (SERVICE_ACCOUNT / "token").read_text()
+        return httpx.AsyncClient(
+            verify=str(SERVICE_ACCOUNT / "ca.crt"), headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+
+    async def _set_image(self, image: str) -> None:
+        patch = {"spec": {"template": {"spec": {"containers": [{"name": self.container, "image": image}]}}}}
+        async with self._client() as client:
+            response = await client.patch(
+                self.url, json=patch, headers={"Content-Type": "application/strategic-merge-patch+json"}
+            )
+        if response.status_code >= 300:
+            raise InstallFailed(f"Deployment patch refused: {response.status_code} {response.text[:200]}")
+
+    async def install(self, path: Path, release: Release) -> None:
+        image = release.custom.get("image")
+        if not isinstance(image, str) or not image:
+            raise InstallFailed("release names no container image (custom.image)")
+        async with self._client() as client:
+            response = await client.get(self.url)
+        if response.status_code != 200:
+            raise InstallFailed(f"cannot read the Deployment: {response.status_code}")
+        containers = response.json()["spec"]["template"]["spec"]["containers"]
+        current = [c.get("image") for c in containers if c.get("name") == self.container]
+        if not current:
+            raise InstallFailed(f"the Deployment has no container {self.container!r}")
+        self.previous_image = current[0]
+        await self._set_image(image)
+
+    async def healthy(self, release: Release) -> bool:
+        deadline = time.monotonic() + self.timeout
+        async with self._client() as client:
+            while time.monotonic() < deadline:
+                response = await client.get(self.url)
+                if response.status_code == 200 and rollout_complete(response.json()):
+                    return True
+                await asyncio.sleep(2)
+        return False
+
+    async def commit(self) -> None:
+        self.previous_image = None
+
+    async def rollback(self) -> None:
+        if self.previous_image:
+            await self._set_image(self.previous_image)
+
+
+def rollout_complete(deployment: Mapping[str, Any]) -> bool:
+    """What `kubectl rollout status` waits for: the new generation observed, every replica
+    updated and available, none of the old left."""
+    spec, status = deployment.get("spec", {}), deployment.get("status", {})
+    wanted = int(spec.get("replicas", 1))
+    return (
+        int(status.get("observedGeneration", 0)) >= int(deployment.get("metadata", {}).get("generation", 0))
+        and int(status.get("updatedReplicas", 0)) == wanted
+        and int(status.get("availableReplicas", 0)) == wanted
+        and int(status.get("replicas", 0)) == wanted
+    )
+
+
+class Firmware:
+    """The firmware service as the device sees it: metadata, credentials, downloads."""
+
+    def __init__(self, base_url: str, device_id: str, password: str, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.auth = httpx.BasicAuth(device_id, password)
+        self.timeout = timeout
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(timeout=self.timeout)
+
+    async def metadata(self, artifact: str) -> Any:
+        async with self.client() as client:
+            response = await client.get(f"{self.base_url}/v1/artifacts/{artifact}/metadata")
+        if response.status_code != 200:
+            raise HandlerFailed(f"metadata of {artifact}: {response.status_code} {_message(response)}")
+        return response.json()
+
+    async def credential(self, artifact: str) -> str:
+        async with self.client() as client:
+            response = await client.post(f"{self.base_url}/v1/artifacts/{artifact}/credentials", auth=self.auth)
+        if response.status_code != 200:
+            raise HandlerFailed(f"download credential refused: {response.status_code} {_message(response)}")
+        return str(response.json()["credential"])
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("message", ""))
+    except ValueError:
+        return response.text[:200]
+
+
+class SoftwareHandler:
+    key = "software"
+
+    def __init__(
+        self,
+        firmware: Firmware,
+        trusted: Mapping[str, Ed25519PublicKey],
+        installer: Installer,
+        work_dir: Path,
+        factory_version: str = "",
+        retries: int = 20,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self.firmware = firmware
+        self.trusted = trusted
+        self.installer = installer
+        self.work_dir = work_dir
+        self.state_file = work_dir / "software.json"
+        self.factory_version = factory_version
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.report: Report | None = None
+        """Set by the agent: sends an intermediate value of the key (progress) to the twin."""
+
+    satisfied = staticmethod(satisfied)
+
+    async def current(self) -> Any:
+        try:
+            return json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            if self.factory_version:
+                return {"version": self.factory_version, "status": UpdateStatus.UPDATED.value}
+            return None
+        except ValueError:
+            return {"status": UpdateStatus.FAILED.value, "reason": "software state file is not valid JSON"}
+
+    async def apply(self, desired: Any) -> Any:
+        artifact = desired_artifact(desired)
+        if artifact is None:
+            raise HandlerFailed('software must be {"artifact": "<id>", ...}')
+        running = await self.current() or {}
+        kept = {k: running[k] for k in ("artifact", "version") if isinstance(running, dict) and k in running}
+        attempt = {**kept, "attempt": artifact}
+        try:
+            release = verify_metadata(await self.firmware.metadata(artifact), self.trusted, time.time())
+            check_offer(release, artifact, kept.get("version"))
+            attempt["attemptVersion"] = release.version
+            await self._progress({**attempt, "status": UpdateStatus.DOWNLOADING.value, "progress": 0})
+            path = await self._download(artifact, release, str(desired.get("url") or ""), attempt)
+            await self._progress({**attempt, "status": UpdateStatus.DOWNLOADED.value})
+            check_download(release, *await asyncio.to_thread(_digest, path))
+            await self._progress({**attempt, "status": UpdateStatus.VERIFIED.value})
+            await self._progress({**attempt, "status": UpdateStatus.INSTALLING.value})
+            await self.installer.install(path, release)
+        except (UpdateRefused, InstallFailed, HandlerFailed) as error:
+            self._discard(artifact)
+            return await self._finish({**attempt, "status": UpdateStatus.FAILED.value, "reason": error.reason})
+        if not await self.installer.healthy(release):
+            await self.installer.rollback()
+            self._discard(artifact)
+            reason = f"{release.version} failed its health check; {kept.get('version') or 'previous'} restored"
+            return await self._finish({**attempt, "status": UpdateStatus.ROLLED_BACK.value, "reason": reason})
+        await self.installer.commit()
+        self._discard(artifact)
+        return await self._finish(
+            {"artifact": artifact, "version": release.version, "status": UpdateStatus.UPDATED.value}
+        )
+
+    async def _finish(self, value: dict[str, Any]) -> dict[str, Any]:
+        value = {**value, "ts": int(time.time())}
+        await asyncio.to_thread(write_atomically, self.state_file, json.dumps(value, sort_keys=True))
+        log.info("software update finished", **{k: v for k, v in value.items() if k != "ts"})
+        return value
+
+    async def _progress(self, value: dict[str, Any]) -> None:
+        if self.report is not None:
+            await self.report(value)
+
+    def _partial(self, artifact: str) -> Path:
+        return self.work_dir / "downloads" / f"{artifact}.part"
+
+    def _discard(self, artifact: str) -> None:
+        self._partial(artifact).unlink(missing_ok=True)
+
+    async def _download(self, artifact: str, release: Release, url: str, attempt: dict[str, Any]) -> Path:
+        """Download into a partial file, resuming from its length after every break; the
+        late-bound URL first, a temporary credential when there is none or it stopped working."""
+        path = self._partial(artifact)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        credential: str | None = None
+        failures = 0
+        while (have := path.stat().st_size if path.exists() else 0) < release.length:
+            if not url and credential is None:
+                credential = await self.firmware.credential(artifact)
+            try:
+                refused = await self._fetch(path, have, release, attempt, url, credential)
+            except httpx.TransportError as error:
+                refused = f"link dropped: {error!r}"
+                log.info("download interrupted; resuming", artifact=artifact, have=path.stat().st_size)
+                await asyncio.sleep(self.retry_delay)
+            if refused is None and path.exists() and path.stat().st_size > have:
+                continue
+            refused = refused or "no bytes received"
+            failures += 1
+            if failures > self.retries:
+                raise HandlerFailed(f"download failed after {failures} tries: {refused}")
+            if refused.startswith("403") and url:
+                url = ""  # a URL that stopped working (expired): a credential instead
+            elif refused.startswith("403"):
+                credential = None  # expired meanwhile: a fresh one
+        return path
+
+    async def _fetch(
+        self, path: Path, have: int, release: Release, attempt: dict[str, Any], url: str, credential: str | None
+    ) -> str | None:
+        """Append what the service sends from byte `have` on; None, or why it refused."""
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        auth: httpx.Auth | None = None
+        if not url:
+            headers["X-Download-Credential"] = str(credential)
+            auth = self.firmware.auth
+        target = url or f"{self.firmware.base_url}/v1/artifacts/{release.artifact}/download"
+        step = max(release.length // 4, 1)
+        async with self.firmware.client() as client, client.stream("GET", target, headers=headers, auth=auth) as r:
+            if r.status_code not in (200, 206):
+                return f"{r.status_code} {(await r.aread())[:200].decode(errors='replace')}"
+            with path.open("ab" if r.status_code == 206 else "wb") as file:
+                reported = file.tell()
+                async for data in r.aiter_bytes():
+                    file.write(data)
+                    if file.tell() > release.length:
+                        raise UpdateRefused(Refusal.LENGTH, f"more than the {release.length} bytes expected")
+                    if file.tell() - reported >= step:
+                        reported = file.tell()
+                        percent = reported * 100 // release.length
+                        await self._progress({**attempt, "status": UpdateStatus.DOWNLOADING.value, "progress": percent})
+                file.flush()
+                os.fsync(file.fileno())
+        return None
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    length = 0
+    with path.open("rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+            length += len(block)
+    return length, digest.hexdigest()

@@ -1,0 +1,42 @@
+"""Device agents for tests: each with its own broker credentials, sidecar and data directory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from services.devstack.agent import LocalAgent
+from services.devstack.stack import Stack
+
+AGENT_ENV = {
+    "TWINFLEET_AGENT_PROBE_INTERVAL": "0.5",
+    "TWINFLEET_AGENT_PUBLISH_TIMEOUT": "1.5",
+    "TWINFLEET_AGENT_REQUEST_TIMEOUT": "5",
+}
+
+AgentFactory = Callable[..., LocalAgent]
+
+
+@contextmanager
+def agents(stack: Stack, base_env: dict[str, str] | None = None) -> Iterator[AgentFactory]:
+    """A factory starting agents (`start(device_id, **env)`); all are stopped at the end."""
+    started: list[LocalAgent] = []
+
+    def start(device_id: str, **env: str) -> LocalAgent:
+        password = stack.provision_devices([device_id])[device_id]
+        agent = LocalAgent(
+            stack.run_dir / "agents" / device_id,
+            device_id,
+            password,
+            stack.mqtt_port,
+            {**AGENT_ENV, **(base_env or {}), **env},
+        )
+        started.append(agent)
+        agent.start()
+        return agent
+
+    try:
+        yield start
+    finally:
+        for agent in started:
+            agent.stop()
