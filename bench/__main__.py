@@ -10,7 +10,10 @@ bytes of a realistic gateway's messages in JSON and CBOR, and encode+decode µs 
 agent and daprd apart, after boot and after 1,000 events and a few desired changes, next to a bare
 Python interpreter (`bench/agent_footprint.py`). Then a configuration rolled out to 100,000 twins
 and the rollout planner's evaluations/s, each next to its floor (`bench/rollout.py`;
-`--rollout-only` measures just that).
+`--rollout-only` measures just that). Then one firmware artifact uploaded and downloaded by 100
+devices at once through the firmware app (MB/s, p50/p99 per download, the app's and its daprd's
+resident memory), next to the same bytes read from disk and hashed by as many readers
+(`bench/firmware.py`; `--firmware-only` measures just that).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.agent_footprint import Footprint, measure_agent
+from bench.firmware import FirmwareFigures, measure_firmware
 from bench.load import fleet
 from bench.rollout import RolloutFigures, measure_rollout
 from bench.wire import WireFigures, measure_wire
@@ -146,6 +150,9 @@ def main(
     wire_only: bool = typer.Option(False, "--wire-only", help="only the wire-encoding figures (no processes)"),
     rollout_only: bool = typer.Option(False, "--rollout-only", help="only the configuration-rollout figures"),
     rollout_twins: int = typer.Option(100_000, help="twins a configuration is rolled out to"),
+    firmware_only: bool = typer.Option(False, "--firmware-only", help="only the firmware download figures"),
+    firmware_mib: float = typer.Option(8, help="size of the firmware artifact, MiB"),
+    firmware_devices: int = typer.Option(100, help="devices downloading the artifact at once (≤ 1,000)"),
 ) -> None:
     # Measured first, while nothing else runs on the machine.
     wire = measure_wire()
@@ -155,6 +162,11 @@ def main(
     base = Path(tempfile.mkdtemp(prefix="twinfleet-bench-"))
     if rollout_only:
         console.print(rollout_table(measure_rollout(base, rollout_twins)))
+        return
+    if firmware_only:
+        firmware = measure_firmware(base, firmware_mib, firmware_devices)
+        console.print(firmware_table(firmware))
+        console.print(firmware_summary(firmware))
         return
     console.print(f"[bold]Twinfleet bench[/] — {os.cpu_count()} cores, {devices} devices, {seconds:g}s phases")
 
@@ -193,6 +205,7 @@ def main(
     finally:
         suite.stop()
     rollout = measure_rollout(base, rollout_twins)
+    firmware = measure_firmware(base, firmware_mib, firmware_devices)
 
     table = Table(title="Twinfleet end-to-end vs raw floor (same run, same machine)")
     table.add_column("measure")
@@ -218,6 +231,8 @@ def main(
     console.print(wire_table(wire))
     console.print(agent_table(agent))
     console.print(rollout_table(rollout))
+    console.print(firmware_table(firmware))
+    console.print(firmware_summary(firmware))
 
 
 def rollout_table(f: RolloutFigures) -> Table:
@@ -250,6 +265,45 @@ def rollout_table(f: RolloutFigures) -> Table:
     )
     table.add_row("planner: twins evaluated + planned/s", f"{f.planner_twins_per_s:,.0f}", "", "")
     return table
+
+
+def firmware_table(f: FirmwareFigures) -> Table:
+    failed = f.devices - f.verified
+    caption = (
+        f"one {f.size / (1 << 20):g} MiB artifact; {f.verified}/{f.devices} downloads verified (sha256)"
+        f"; MB = 10^6 bytes; RSS sampled every 50 ms ({f.samples} samples); floor: the same bytes read "
+        f"from a file just written (page cache) by {f.devices} threads in 1 MiB blocks + sha256"
+    )
+    if failed:
+        kinds = ", ".join(f"{n} × {kind}" for kind, n in sorted(f.failures.items()))
+        caption += f"\n[red]{failed} downloads failed: {kinds}; first: {f.first_failure}[/]"
+    table = Table(title=f"Firmware download by {f.devices} devices at once (same run)", caption=caption)
+    table.add_column("measure")
+    table.add_column("suite", justify="right")
+    table.add_column("raw floor", justify="right")
+    table.add_column("suite/floor", justify="right")
+    table.add_row(
+        f"firmware download, {f.devices} devices, MB/s",
+        f"{f.download_mb_s:,.0f}",
+        f"{f.floor_mb_s:,.0f}",
+        f"{f.download_mb_s / f.floor_mb_s:.2f}" if f.floor_mb_s else "",
+    )
+    table.add_row("  p50 / p99 per download, s", f"{f.p50_s:.2f} / {f.p99_s:.2f}", "", "")
+    table.add_row(
+        "firmware app RSS MiB: before / peak", f"{f.app_rss_before_mib:.1f} / {f.app_rss_peak_mib:.1f}", "", ""
+    )
+    table.add_row(
+        "firmware daprd RSS MiB: before / peak", f"{f.daprd_rss_before_mib:.1f} / {f.daprd_rss_peak_mib:.1f}", "", ""
+    )
+    table.add_row("upload MB/s (streamed)", f"{f.upload_mb_s:,.0f}", "", "")
+    return table
+
+
+def firmware_summary(f: FirmwareFigures) -> str:
+    return (
+        f"firmware download, {f.devices} devices: {f.download_mb_s:,.0f} MB/s "
+        f"(p50/p99 {f.p50_s:.2f}/{f.p99_s:.2f} s) vs raw floor {f.floor_mb_s:,.0f} MB/s (disk read + sha256)"
+    )
 
 
 def agent_table(figures: dict[str, Footprint]) -> Table:
