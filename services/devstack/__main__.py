@@ -20,7 +20,7 @@ from services.devstack.agent import LocalAgent
 from services.devstack.processes import ManagedProcess
 from services.devstack.stack import Stack
 from services.fleet_sim.fleet import fleet_ids
-from services.platform.names import COMMANDS_APP, EVENTS_APP, ROLLOUT_APP
+from services.platform.names import COMMANDS_APP, EVENTS_APP, FIRMWARE_APP, ROLLOUT_APP
 
 app = typer.Typer(add_completion=False, help="Run Twinfleet locally as real processes.")
 console = Console()
@@ -62,7 +62,7 @@ def run(
         (stack.run_dir / "ready").write_text(str(os.getpid()))
         console.print(f"[bold green]Twinfleet is up[/] — REST API {stack.api_url} (docs: {stack.api_url}/docs)")
         console.print(f"MQTT broker 127.0.0.1:{stack.mqtt_port}; {fleet} simulated devices (sim-00000…)")
-        for name in (COMMANDS_APP, EVENTS_APP, ROLLOUT_APP):
+        for name in (COMMANDS_APP, EVENTS_APP, ROLLOUT_APP, FIRMWARE_APP):
             if name in stack.ports:
                 console.print(f"{name} API {stack.app_url(name)} (docs: {stack.app_url(name)}/docs)")
         for index, url in enumerate(agent_urls):
@@ -85,7 +85,18 @@ def run(
 def start_agent(stack: Stack, device_id: str) -> LocalAgent:
     """One device agent beside the suite, stopped with it."""
     password = stack.provision_devices([device_id])[device_id]
-    agent = LocalAgent(stack.run_dir / "agents" / device_id, device_id, password, stack.mqtt_port, {})
+    root = stack.run_dir / "agents" / device_id
+    env: dict[str, str] = {}
+    if FIRMWARE_APP in stack.ports:  # software updates: a file swap stands in for the device's image
+        env = {
+            "TWINFLEET_DEVICE_PASSWORD": password,
+            "TWINFLEET_SOFTWARE_INSTALLER": "file",
+            "TWINFLEET_SOFTWARE_TARGET": str(root / "app" / "firmware.bin"),
+            "TWINFLEET_SOFTWARE_FIRMWARE_URL": stack.app_url(FIRMWARE_APP),
+            "TWINFLEET_SOFTWARE_TRUSTED_KEYS": stack.metadata_public_key,
+            "TWINFLEET_SOFTWARE_VERSION": "1.0.0",
+        }
+    agent = LocalAgent(root, device_id, password, stack.mqtt_port, env)
     agent.start()
     stack.procs[agent.app.name] = agent.app
     stack.procs[agent.daprd.name] = agent.daprd
