@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import time
@@ -223,9 +224,12 @@ def _custom(text: str | None) -> dict[str, Any]:
 
 
 async def _discard(request: Request, artifact_id: str, chunks: int) -> None:
+    """Remove an artifact's chunks (and one more: a write cut short may have left part of it) and
+    its record; a chunk already gone is no error."""
     sidecar: FirmwareSidecar = request.app.state.sidecar
-    for index in range(chunks):
-        await sidecar.delete_object(chunk_name(artifact_id, index))
+    for index in range(chunks + 1):
+        with contextlib.suppress(Exception):
+            await sidecar.delete_object(chunk_name(artifact_id, index))
     await request.app.state.catalog.remove(artifact_id)
     request.app.state.cache.forget(artifact_id)
 
@@ -269,7 +273,7 @@ async def delete_artifact(request: Request, artifact_id: str) -> Response:
     users = await _referring_configurations(request, artifact.id)
     if users:
         raise conflict(f"artifact {artifact.id} is referred to by configuration(s) {', '.join(users)}")
-    await _discard(request, artifact.id, artifact.chunks or 1)
+    await _discard(request, artifact.id, artifact.chunks)
     return Response(status_code=204)
 
 
