@@ -60,6 +60,7 @@ from services.platform.names import (
     ROLLOUT_APP,
     TWIN_STORE_APP,
 )
+from services.platform.sidecar import app_url
 
 log = structlog.get_logger()
 BYTES_SERVED = Counter("firmware_bytes_served_total", "Artifact bytes sent to devices")
@@ -105,8 +106,7 @@ class Downloads:
 
 
 def _peer(settings: FirmwareSettings, app: str, direct: str) -> httpx.AsyncClient:
-    base = direct.rstrip("/") or f"http://127.0.0.1:{settings.dapr_http_port}/v1.0/invoke/{app}/method"
-    return httpx.AsyncClient(base_url=base, timeout=30)
+    return httpx.AsyncClient(base_url=app_url(app, settings.dapr_http_port, direct), timeout=30)
 
 
 @asynccontextmanager

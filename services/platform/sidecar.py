@@ -24,6 +24,12 @@ _RAW = {"rawPayload": "true"}
 _FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write).get_proto()  # type: ignore[no-untyped-call]
 
 
+def app_url(app: str, dapr_http_port: int, direct_url: str = "") -> str:
+    """Where to call another app: through this app's sidecar (Dapr service invocation), or straight
+    to `direct_url` when one is set (local stacks: daprd's mDNS resolution spans the machine)."""
+    return direct_url.rstrip("/") or f"http://127.0.0.1:{dapr_http_port}/v1.0/invoke/{app}/method"
+
+
 class WriteFailed(Exception):
     """At least one conditional write was refused (lost an ETag race, or the store failed)."""
 

@@ -11,6 +11,7 @@ import httpx
 
 from services.domain.rollout_twin import TwinWrite
 from services.platform.names import TWIN_STORE_APP
+from services.platform.sidecar import app_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +30,7 @@ class TwinStoreError(Exception):
 class TwinStoreClient:
     def __init__(self, dapr_http_port: int, direct_url: str = "", timeout: float = 60.0) -> None:
         """Through the sidecar (`/v1.0/invoke/twin-store/method/...`), or straight to `direct_url`."""
-        base = direct_url.rstrip("/") or f"http://127.0.0.1:{dapr_http_port}/v1.0/invoke/{TWIN_STORE_APP}/method"
-        self._http = httpx.AsyncClient(base_url=base, timeout=timeout)
+        self._http = httpx.AsyncClient(base_url=app_url(TWIN_STORE_APP, dapr_http_port, direct_url), timeout=timeout)
 
     async def close(self) -> None:
         await self._http.aclose()
