@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -66,6 +67,8 @@ log = structlog.get_logger()
 BYTES_SERVED = Counter("firmware_bytes_served_total", "Artifact bytes sent to devices")
 DOWNLOADS = Counter("firmware_downloads_total", "Download requests", ["outcome"])
 ACTIVE = Gauge("firmware_downloads_active", "Downloads being served")
+PROGRESS_KEPT = 10_000
+"""Downloads whose progress is remembered (the oldest are forgotten; devices report their own)."""
 UPLOADED = Counter("firmware_bytes_uploaded_total", "Artifact bytes stored")
 
 
@@ -88,7 +91,8 @@ class Downloads:
     def __init__(self, per_device: int) -> None:
         self.per_device = per_device
         self.running: dict[str, int] = {}
-        self.progress: dict[tuple[str, str], dict[str, Any]] = {}
+        self.progress: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        """The last download per (device, artifact), newest last; bounded to `PROGRESS_KEPT`."""
 
     def start(self, device_id: str) -> None:
         if self.running.get(device_id, 0) >= self.per_device:
@@ -393,7 +397,11 @@ async def download(
     DOWNLOADS.labels("206" if wanted else "200").inc()
     progress = downloads.progress
     slot = (grant.device_id, artifact.id)
-    progress[slot] = {"device": grant.device_id, "artifact": artifact.id, "from": part.start, "sent": 0}
+    entry: dict[str, Any] = {"device": grant.device_id, "artifact": artifact.id, "from": part.start, "sent": 0}
+    progress[slot] = entry
+    progress.move_to_end(slot)
+    while len(progress) > PROGRESS_KEPT:
+        progress.popitem(last=False)
 
     async def body() -> AsyncIterator[bytes]:
         cache: ChunkCache = request.app.state.cache
@@ -402,7 +410,7 @@ async def download(
                 for index, start, stop in chunk_spans(part, artifact.chunk_size):
                     data = (await cache.get(artifact.id, index))[start:stop]
                     BYTES_SERVED.inc(len(data))
-                    progress[slot]["sent"] += len(data)
+                    entry["sent"] += len(data)
                     yield data
         finally:
             release()
