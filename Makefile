@@ -55,15 +55,15 @@ tools: $(VENV)/.installed
 
 .PHONY: run ## run the whole suite + a simulated fleet in the foreground (Ctrl-C stops it)
 run: setup
-	@$(PY) -m services.devstack run --fleet $(FLEET)
+	@$(PY) -m services.devtools run --fleet $(FLEET)
 
 .PHONY: up ## start the suite + fleet in the background
 up: setup
-	@$(PY) -m services.devstack up --fleet $(FLEET)
+	@$(PY) -m services.devtools up --fleet $(FLEET)
 
 .PHONY: down ## stop what `make up` started
 down:
-	@$(PY) -m services.devstack down
+	@$(PY) -m services.devtools down
 
 .PHONY: test ## run the whole test suite (unit, integration with real daprd/Redis/Mosquitto, slow)
 test: setup tools
@@ -88,4 +88,4 @@ $(LOADGEN): bench/loadgen/main.go bench/loadgen/go.mod
 
 .PHONY: components ## render the Dapr components for k3s and aks into deploy/
 components: setup
-	@$(PY) -m services.devstack components
+	@$(PY) -m services.devtools components

@@ -39,9 +39,9 @@ from bench.firmware import FirmwareFigures, measure_firmware
 from bench.load import fleet
 from bench.rollout import RolloutFigures, measure_rollout
 from bench.wire import WireFigures, measure_wire
-from services.devstack.broker import SERVICE_USER
-from services.devstack.processes import ManagedProcess
-from services.devstack.stack import Stack
+from services.devtools.broker import SERVICE_USER
+from services.devtools.processes import ManagedProcess
+from services.devtools.stack import Stack
 
 console = Console()
 app = typer.Typer(add_completion=False)

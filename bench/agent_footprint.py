@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from services.devstack.agent import LocalAgent
-from services.devstack.stack import Stack
+from services.devtools.agent import LocalAgent
+from services.devtools.stack import Stack
 
 
 @dataclass

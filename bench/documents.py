@@ -11,9 +11,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from services.domain.document import TwinDocument
-from services.domain.limits import Limits
-from services.domain.update import apply_update, parse_update, patch_desired
+from services.domain.twin.document import TwinDocument
+from services.domain.twin.limits import Limits
+from services.domain.twin.update import apply_update, parse_update, patch_desired
 
 DEVICE_ID = "gw-berlin-0042"
 CLIENT_TOKEN = "5f0c9d2e-7a41-4b8e-9c3d-2e6f1a8b4c07"

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from services.devstack.stack import Stack
+from services.devtools.stack import Stack
 from services.platform.names import FIRMWARE_APP, ROLLOUT_APP, TWIN_STORE_APP
 
 MB = 1_000_000

@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from services.devstack.stack import Stack
-from services.domain.topics import profile
-from services.fleet_sim.link import DeviceLink
+from services.contracts.topics import profile
+from services.devtools.fleet.link import DeviceLink
+from services.devtools.stack import Stack
 
 
 @contextlib.asynccontextmanager

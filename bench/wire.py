@@ -1,5 +1,5 @@
 """Wire encodings measured on the realistic gateway messages (`bench/documents.py`): bytes in JSON
-and in CBOR, and what one message costs to encode and decode with `services.domain.wire` (the
+and in CBOR, and what one message costs to encode and decode with `services.contracts.wire` (the
 code paths the twin-store, the delta app and the device link use)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.documents import messages
+from services.contracts.wire import WireEncoding, decode_payload, encode_payload
 from services.domain.json_values import json_equal
-from services.domain.wire import WireEncoding, decode_payload, encode_payload
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, settings
 
-from services.devstack.stack import Stack
+from services.devtools.stack import Stack
 
 # Test data generation time depends on what else the machine runs (the suite starts real
 # processes); no deadline and no "too slow" verdicts, so a loaded CI machine gives the same result.

@@ -12,17 +12,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from services.commands.service import CommandService
-from services.domain.device_commands import (
-    DEFAULT_TTL_SECONDS,
-    MAX_TTL_SECONDS,
-    MIN_TTL_SECONDS,
-    CommandStatus,
-    valid_command_id,
-)
+from services.contracts.topics import valid_id
+from services.contracts.wire import decode_payload
+from services.domain.commands.record import CommandStatus
+from services.domain.commands.requests import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS, valid_command_id
 from services.domain.errors import bad_request, too_large
 from services.domain.json_values import JsonObject
-from services.domain.topics import valid_id
-from services.domain.wire import decode_payload
 
 router = APIRouter(prefix="/v1/devices/{device_id}/commands", tags=["commands"])
 MAX_BODY_BYTES = 16 * 1024

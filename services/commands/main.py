@@ -21,8 +21,8 @@ from services.commands.api import router
 from services.commands.metrics import RESULTS
 from services.commands.service import CommandService, Outcome
 from services.commands.settings import get_commands_settings
-from services.domain.device_commands import result_topic_command, sync_topic_device
-from services.domain.topics import COMMAND_RESULTS_FILTER, COMMANDS_SYNC_FILTER
+from services.contracts.topics import COMMAND_RESULTS_FILTER, COMMANDS_SYNC_FILTER
+from services.domain.commands.requests import result_topic_command, sync_topic_device
 from services.platform.cloudevents import event_payload, shared, subscription
 from services.platform.http import install_common
 from services.platform.lifecycle import running_sidecar

@@ -1,4 +1,4 @@
-"""The commands app's shell around `services.domain.device_commands`: queue, deliver, take results,
+"""The commands app's shell around `services.domain.commands`: queue, deliver, take results,
 answer syncs, expire, cancel. Handlers translate transport to these calls; decisions are the core's.
 
 Writes go index entry -> due shard -> record -> publish -> DELIVERED, so a crash anywhere leaves
@@ -21,26 +21,12 @@ import structlog
 from services.commands.metrics import CANCELLED, COMPLETED, DELIVERED, EXPIRED, QUEUED, RESULTS, SWEPT, SYNCS
 from services.commands.settings import CommandsSettings
 from services.commands.store import CommandStore, StoreBusy
-from services.domain.device_commands import (
-    CommandIndex,
-    CommandRequest,
-    CommandStatus,
-    DeviceCommand,
-    Settled,
-    cancel,
-    complete,
-    deliver,
-    expire,
-    new_command,
-    parse_request,
-    parse_result,
-    resend_due,
-    same_request,
-    settle,
-)
+from services.contracts.topics import DeviceChannels
+from services.contracts.wire import decode_payload
+from services.domain.commands.index import CommandIndex, Settled, resend_due, settle
+from services.domain.commands.record import CommandStatus, DeviceCommand, cancel, complete, deliver, expire
+from services.domain.commands.requests import CommandRequest, new_command, parse_request, parse_result, same_request
 from services.domain.errors import TwinError, conflict, not_found, too_many_requests
-from services.domain.topics import DeviceChannels
-from services.domain.wire import decode_payload
 from services.platform.sidecar import Sidecar, gather_bounded
 
 log = structlog.get_logger()

@@ -12,17 +12,9 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-from services.domain.device_commands import (
-    DUE_SHARDS,
-    CommandIndex,
-    DeviceCommand,
-    DueShard,
-    due_shard,
-    due_shard_key,
-    index_key,
-    record_key,
-    retention_ttl,
-)
+from services.domain.commands.due import DUE_SHARDS, DueShard, due_shard, due_shard_key
+from services.domain.commands.index import CommandIndex, index_key
+from services.domain.commands.record import DeviceCommand, record_key, retention_ttl
 from services.platform.sidecar import Sidecar, Write, WriteFailed
 
 ATTEMPTS = 16

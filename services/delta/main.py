@@ -18,11 +18,11 @@ import structlog
 from fastapi import FastAPI, Request
 from prometheus_client import Counter
 
-from services.domain.events import DELTA_REQUESTED_TOPIC, TWIN_CHANGED_TOPIC, DeltaRequested, TwinChanged
-from services.domain.fanout import plan_fanout
-from services.domain.software import SOFTWARE_KEY, bind_download_url, desired_artifact, download_url
-from services.domain.topics import Operation, Reply, TwinAddress
-from services.domain.wire import WireEncoding
+from services.contracts.events import DELTA_REQUESTED_TOPIC, TWIN_CHANGED_TOPIC, DeltaRequested, TwinChanged
+from services.contracts.topics import Operation, Reply, TwinAddress
+from services.contracts.wire import WireEncoding
+from services.domain.software.twin_key import SOFTWARE_KEY, bind_download_url, desired_artifact, download_url
+from services.domain.twin.fanout import plan_fanout
 from services.platform.cloudevents import handle_bulk, subscription
 from services.platform.http import install_common
 from services.platform.lifecycle import running_sidecar

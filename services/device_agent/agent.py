@@ -18,10 +18,11 @@ from typing import Any
 import structlog
 from prometheus_client import Counter, Gauge
 
+from services.contracts.topics import DeviceChannels, Operation, Reply, TopicProfile, TwinAddress
 from services.device_agent.handlers import Handler, HandlerFailed, ReportsProgress
 from services.device_agent.link import AgentSidecar, Unreachable
 from services.device_agent.outbox import Outbox
-from services.domain.device_core import (
+from services.domain.device.core import (
     Applied,
     DeviceView,
     Failed,
@@ -34,7 +35,6 @@ from services.domain.device_core import (
     took_report,
 )
 from services.domain.json_values import JsonObject
-from services.domain.topics import DeviceChannels, Operation, Reply, TopicProfile, TwinAddress
 
 log = structlog.get_logger()
 VIEW_KEY = "agent~view"

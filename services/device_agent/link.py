@@ -12,7 +12,7 @@ import grpc
 from dapr.clients.exceptions import DaprGrpcError
 from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
 
-from services.domain.wire import WireEncoding, encode_payload
+from services.contracts.wire import WireEncoding, encode_payload
 from services.platform.names import AGENT_BROKER, AGENT_STATE
 from services.platform.sidecar import Sidecar
 

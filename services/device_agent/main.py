@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field
 
+from services.contracts.topics import DeviceChannels, Operation, Reply, TwinAddress, valid_id
+from services.contracts.wire import WireEncoding, decode_payload
 from services.device_agent.agent import DeviceAgent
 from services.device_agent.handlers import AgentInfoHandler, ConfigMapWriter, ConfigurationHandler, Handler
 from services.device_agent.link import AgentSidecar
@@ -25,10 +27,8 @@ from services.device_agent.software import (
     SoftwareHandler,
 )
 from services.domain.errors import TwinError, bad_request
-from services.domain.firmware import trusted_keys
 from services.domain.json_values import JsonObject
-from services.domain.topics import DeviceChannels, Operation, Reply, TwinAddress, valid_id
-from services.domain.wire import WireEncoding, decode_payload
+from services.domain.software.metadata import trusted_keys
 from services.platform.cloudevents import event_payload, subscription
 from services.platform.http import install_common
 from services.platform.lifecycle import running_sidecar

@@ -12,8 +12,8 @@ import asyncio
 import time
 from dataclasses import asdict, dataclass, replace
 
+from services.contracts.device_events import DeviceEvent, EventBatch
 from services.device_agent.link import AgentSidecar
-from services.domain.device_events import DeviceEvent, EventBatch
 from services.domain.json_values import JsonObject
 
 META_KEY = "outbox~meta"

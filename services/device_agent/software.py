@@ -29,8 +29,15 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.device_agent.handlers import SERVICE_ACCOUNT, HandlerFailed, write_atomically
-from services.domain.firmware import Refusal, Release, UpdateRefused, check_download, check_offer, verify_metadata
-from services.domain.software import UpdateStatus, desired_artifact, satisfied
+from services.domain.software.twin_key import UpdateStatus, desired_artifact, satisfied
+from services.domain.software.metadata import (
+    Refusal,
+    Release,
+    UpdateRefused,
+    check_download,
+    check_offer,
+    verify_metadata,
+)
 
 log = structlog.get_logger()
 Report = Callable[[Any], Awaitable[None]]

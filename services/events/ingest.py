@@ -18,10 +18,11 @@ from enum import StrEnum
 
 import structlog
 
-from services.domain.device_events import Accepted, EventBatch, EventCursor, Waiting, accept_batch, parse_batch
+from services.contracts.device_events import EventBatch
+from services.contracts.topics import DeviceChannels
+from services.contracts.wire import WireEncoding, decode_payload
+from services.domain.device.events import Accepted, EventCursor, Waiting, accept_batch, parse_batch
 from services.domain.errors import TwinError
-from services.domain.topics import DeviceChannels
-from services.domain.wire import WireEncoding, decode_payload
 from services.events.metrics import BATCHES, CURSOR_CONFLICTS, EVENTS_ACCEPTED, EVENTS_LOST
 from services.events.sinks import EventSink
 from services.platform.sidecar import Sidecar, Write, WriteFailed

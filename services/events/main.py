@@ -15,8 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from services.contracts.topics import EVENTS_FILTER, channel_device, valid_id
 from services.domain.errors import bad_request, not_found
-from services.domain.topics import EVENTS_FILTER, channel_device, valid_id
 from services.events.ingest import EventIngest, Outcome
 from services.events.metrics import BATCHES
 from services.events.settings import get_events_settings

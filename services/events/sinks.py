@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from services.domain.device_events import DeviceEvent, DeviceEventRecorded
+from services.contracts.device_events import DeviceEvent
+from services.contracts.events import DeviceEventRecorded
 from services.platform.names import DEVICE_EVENTS_TOPIC
 from services.platform.sidecar import Sidecar
 

@@ -31,24 +31,19 @@ from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
-from services.domain.download_tokens import Grant, check_credential, check_device, check_presigned, mint_credential
+from services.contracts.topics import valid_id
 from services.domain.errors import ErrorCode, TwinError, bad_request, conflict, forbidden, too_large, too_many_requests
-from services.domain.firmware import (
+from services.domain.software.grants import Grant, check_credential, check_device, check_presigned, mint_credential
+from services.domain.software.twin_key import desired_artifact, download_url, references
+from services.domain.software.artifacts import (
     Artifact,
     ArtifactStatus,
-    ByteRange,
     check_artifact_id,
     chunk_name,
-    chunk_spans,
-    load_private_key,
-    parse_range,
     parse_version,
-    public_key_hex,
-    sign,
-    targets_for,
 )
-from services.domain.software import desired_artifact, download_url, references
-from services.domain.topics import valid_id
+from services.domain.software.metadata import load_private_key, public_key_hex, sign, targets_for
+from services.domain.software.ranges import ByteRange, chunk_spans, parse_range
 from services.firmware.settings import FirmwareSettings, get_firmware_settings
 from services.firmware.storage import Catalog, ChunkCache, FirmwareSidecar
 from services.platform.http import install_common

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from services.domain.firmware import DEFAULT_CHUNK_SIZE
+from services.domain.software.artifacts import DEFAULT_CHUNK_SIZE
 from services.platform.settings import Settings
 
 

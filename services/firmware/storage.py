@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from services.domain.errors import conflict, not_found
-from services.domain.firmware import Artifact, chunk_name
+from services.domain.software.artifacts import Artifact, chunk_name
 from services.platform.names import ARTIFACT_STORE
 from services.platform.sidecar import Sidecar, Write, WriteFailed
 

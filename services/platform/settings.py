@@ -8,8 +8,8 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.domain.limits import Limits
-from services.domain.topics import TopicProfile, profile
+from services.contracts.topics import TopicProfile, profile
+from services.domain.twin.limits import Limits
 
 _LIMITS = Limits()
 

@@ -15,7 +15,7 @@ from dapr.aio.clients import DaprClient
 from dapr.clients.exceptions import DaprGrpcError
 from dapr.clients.grpc._state import Concurrency, StateItem, StateOptions
 
-from services.domain.wire import WireEncoding, encode_payload
+from services.contracts.wire import WireEncoding, encode_payload
 from services.platform.names import DEVICE_BROKER, INTERNAL_PUBSUB, SECRET_STORE, STATE_STORE
 
 _RAW = {"rawPayload": "true"}

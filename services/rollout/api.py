@@ -10,7 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 
-from services.domain.configuration import (
+from services.domain.errors import bad_request, conflict
+from services.domain.rollout.configuration import (
     Action,
     Configuration,
     ConfigurationSpec,
@@ -21,9 +22,8 @@ from services.domain.configuration import (
     replace_spec,
     validate_spec,
 )
-from services.domain.errors import bad_request, conflict
-from services.domain.rollout_planner import stage_targets
-from services.domain.rollout_twin import Outcome
+from services.domain.rollout.planner import stage_targets
+from services.domain.rollout.twin_plan import Outcome
 from services.platform.sidecar import WriteFailed
 from services.rollout.reconciler import Reconciler
 from services.rollout.store import ConfigurationStore

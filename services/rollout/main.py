@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from services.domain.events import TWIN_CHANGED_TOPIC, TwinChanged
+from services.contracts.events import TWIN_CHANGED_TOPIC, TwinChanged
 from services.platform.cloudevents import handle_bulk, subscription
 from services.platform.http import install_common
 from services.platform.lifecycle import running_sidecar

@@ -18,11 +18,11 @@ from typing import Any
 
 import structlog
 
-from services.domain.configuration import CompiledConfiguration, Configuration, ConfigurationState
-from services.domain.events import TwinChanged
-from services.domain.rollout_membership import Membership
-from services.domain.rollout_planner import Allowance, next_step
-from services.domain.rollout_twin import (
+from services.contracts.events import TwinChanged
+from services.domain.rollout.configuration import CompiledConfiguration, Configuration, ConfigurationState
+from services.domain.rollout.membership import Membership
+from services.domain.rollout.planner import Allowance, next_step
+from services.domain.rollout.twin_plan import (
     Hit,
     TwinFacts,
     TwinWrite,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from services.domain.configuration import Configuration
 from services.domain.errors import conflict, not_found
+from services.domain.rollout.configuration import Configuration
 from services.platform.sidecar import Sidecar, Write, WriteFailed
 
 INDEX_KEY = "rollout~configurations"

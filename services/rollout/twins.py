@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from services.domain.rollout_twin import TwinWrite
+from services.domain.rollout.twin_plan import TwinWrite
 from services.platform.names import TWIN_STORE_APP
 from services.platform.sidecar import app_url
 

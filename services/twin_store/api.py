@@ -12,20 +12,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.domain.document import TwinDocument
+from services.contracts.topics import TwinAddress, valid_id
+from services.contracts.wire import WireEncoding, decode_payload
 from services.domain.errors import TwinError, bad_request, not_found, too_large
 from services.domain.json_values import JsonObject
-from services.domain.topics import TwinAddress, valid_id
-from services.domain.twin_index import (
-    SHARDS,
-    decode_cursor,
-    encode_cursor,
-    page_from_shard,
-    shard_key,
-)
-from services.domain.update import BatchWrite
-from services.domain.wire import WireEncoding, decode_payload
-from services.twin_store.commands import (
+from services.domain.twin.commands import (
     BatchWriteCommand,
     Command,
     CreateTwin,
@@ -34,7 +25,16 @@ from services.twin_store.commands import (
     Effects,
     TagPatch,
 )
-from services.twin_store.ingest import TwinWriter
+from services.domain.twin.document import TwinDocument
+from services.domain.twin.index import (
+    SHARDS,
+    decode_cursor,
+    encode_cursor,
+    page_from_shard,
+    shard_key,
+)
+from services.domain.twin.update import BatchWrite
+from services.twin_store.writer import TwinWriter
 
 router = APIRouter(prefix="/v1/twins", tags=["twins"])
 

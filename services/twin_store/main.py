@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
+from services.domain.twin.commands import DeviceRequest
 from services.platform.cloudevents import event_payload, shared, subscription
 from services.platform.http import install_common
 from services.platform.lifecycle import running_sidecar
@@ -17,8 +18,7 @@ from services.platform.names import DEVICE_BROKER, SHARED_SUBSCRIPTION_GROUP, TW
 from services.platform.settings import get_settings
 from services.platform.sidecar import Sidecar
 from services.twin_store.api import router
-from services.twin_store.commands import DeviceRequest
-from services.twin_store.ingest import TwinWriter
+from services.twin_store.writer import TwinWriter
 
 
 @asynccontextmanager

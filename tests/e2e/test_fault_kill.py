@@ -11,9 +11,9 @@ import aiomqtt
 import httpx
 import pytest
 
-from services.devstack.stack import Stack
-from services.domain.topics import Operation
-from services.fleet_sim.link import DeviceLink
+from services.contracts.topics import Operation
+from services.devtools.fleet.link import DeviceLink
+from services.devtools.stack import Stack
 from tests.support.devices import link, new_device_id
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,9 @@ import json
 
 import httpx
 
-from services.devstack.stack import Stack
-from services.domain.topics import profile
-from services.fleet_sim.fleet import fleet_ids, run_fleet
+from services.contracts.topics import profile
+from services.devtools.fleet.fleet import fleet_ids, run_fleet
+from services.devtools.stack import Stack
 from tests.support.cli import twin_cli
 
 

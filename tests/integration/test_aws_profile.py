@@ -11,7 +11,7 @@ import pytest
 from awscrt import io, mqtt
 from awsiot import iotshadow
 
-from services.devstack.stack import Stack
+from services.devtools.stack import Stack
 from tests.support.devices import link, new_device_id
 
 STACK_PROFILE = "aws"

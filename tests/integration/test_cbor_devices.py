@@ -10,11 +10,11 @@ import cbor2
 import httpx
 import pytest
 
-from services.devstack.stack import Stack
+from services.contracts.topics import Operation
+from services.contracts.wire import WireEncoding
+from services.devtools.fleet.link import DeviceLink, Rejected
+from services.devtools.stack import Stack
 from services.domain.json_values import json_equal
-from services.domain.topics import Operation
-from services.domain.wire import WireEncoding
-from services.fleet_sim.link import DeviceLink, Rejected
 from tests.support.devices import link, new_device_id
 
 STACK_ENV = {"TWINFLEET_MAX_STATE_BYTES": "1024"}

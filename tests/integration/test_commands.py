@@ -16,9 +16,9 @@ import redis.asyncio as redis
 from typer.testing import CliRunner
 
 from services.cli.main import app as cli
-from services.devstack.stack import Stack
-from services.domain.device_commands import record_key
-from services.domain.topics import DeviceChannels
+from services.contracts.topics import DeviceChannels
+from services.devtools.stack import Stack
+from services.domain.commands.record import record_key
 from services.platform.names import COMMANDS_APP
 from tests.support.devices import new_device_id
 

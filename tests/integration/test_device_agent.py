@@ -13,11 +13,11 @@ import aiomqtt
 import httpx
 import pytest
 
-from services.devstack.agent import LocalAgent
-from services.devstack.broker import SERVICE_USER
-from services.devstack.stack import Stack
-from services.domain.device_core import FAILED, UNSUPPORTED
-from services.domain.topics import DeviceChannels
+from services.contracts.topics import DeviceChannels
+from services.devtools.agent import LocalAgent
+from services.devtools.broker import SERVICE_USER
+from services.devtools.stack import Stack
+from services.domain.device.core import FAILED, UNSUPPORTED
 from services.platform.names import COMMANDS_APP, EVENTS_APP
 from tests.support.agents import AgentFactory, agents
 from tests.support.waiting import eventually

@@ -8,9 +8,9 @@ import json
 import httpx
 import pytest
 
-from services.devstack.stack import Stack
-from services.domain.topics import Operation
-from services.fleet_sim.link import Rejected
+from services.contracts.topics import Operation
+from services.devtools.fleet.link import Rejected
+from services.devtools.stack import Stack
 from tests.support.devices import link, new_device_id
 
 STACK_ENV = {"TWINFLEET_MAX_STATE_BYTES": "1024", "TWINFLEET_RATE_PER_SECOND": "5", "TWINFLEET_RATE_BURST": "10"}

@@ -16,10 +16,11 @@ import aiomqtt
 import httpx
 import redis.asyncio as redis
 
-from services.devstack.stack import Stack
-from services.domain.device_events import DeviceEvent, DeviceEventRecorded, EventBatch
-from services.domain.topics import DeviceChannels
-from services.domain.wire import WireEncoding, encode_payload
+from services.contracts.device_events import DeviceEvent, EventBatch
+from services.contracts.events import DeviceEventRecorded
+from services.contracts.topics import DeviceChannels
+from services.contracts.wire import WireEncoding, encode_payload
+from services.devtools.stack import Stack
 from services.platform.cloudevents import event_json
 from services.platform.names import DEVICE_EVENTS_TOPIC, EVENTS_APP
 from tests.support.devices import new_device_id

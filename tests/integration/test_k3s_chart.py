@@ -302,7 +302,7 @@ def test_a_lab_release_can_create_the_broker_secret(tools: Tools) -> None:
 
 
 def test_committed_dapr_files_equal_a_fresh_render(tmp_path: Path) -> None:
-    result = run([sys.executable, "-m", "services.devstack", "components", "--out", tmp_path])
+    result = run([sys.executable, "-m", "services.devtools", "components", "--out", tmp_path])
     assert result.returncode == 0, result.stderr
     fresh = tmp_path / "k3s" / "device-agent" / "files" / "dapr"
     committed = CHART / "files" / "dapr"

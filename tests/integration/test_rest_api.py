@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from services.devstack.stack import Stack
+from services.devtools.stack import Stack
 from tests.support.devices import link, new_device_id
 
 STACK_ENV = {"TWINFLEET_RATE_PER_SECOND": "1000", "TWINFLEET_RATE_BURST": "1000"}

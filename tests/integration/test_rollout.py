@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from services.devstack.stack import Stack
-from services.domain.rollout_membership import rank
-from services.domain.rollout_twin import TwinWrite
-from services.domain.topics import profile
-from services.fleet_sim.fleet import SimulatedDevice, initial_state
-from services.fleet_sim.link import DeviceLink
+from services.contracts.topics import profile
+from services.devtools.fleet.fleet import SimulatedDevice, initial_state
+from services.devtools.fleet.link import DeviceLink
+from services.devtools.stack import Stack
+from services.domain.rollout.membership import rank
+from services.domain.rollout.twin_plan import TwinWrite
 from services.platform.names import ROLLOUT_APP
 from services.rollout.twins import TwinStoreClient
 from tests.support.cli import twin_cli

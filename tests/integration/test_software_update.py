@@ -21,13 +21,13 @@ import aiomqtt
 import httpx
 import pytest
 import redis.asyncio as redis
+from services.domain.software.artifacts import chunk_name
 
-from services.devstack.agent import LocalAgent
-from services.devstack.broker import SERVICE_USER
-from services.devstack.processes import free_port
-from services.devstack.stack import Stack
-from services.domain.firmware import chunk_name
-from services.domain.topics import Operation, Reply, TwinAddress, profile
+from services.contracts.topics import Operation, Reply, TwinAddress, profile
+from services.devtools.agent import LocalAgent
+from services.devtools.broker import SERVICE_USER
+from services.devtools.processes import free_port
+from services.devtools.stack import Stack
 from services.platform.names import FIRMWARE_APP, ROLLOUT_APP
 from tests.support.agents import AgentFactory, agents
 from tests.support.devices import new_device_id

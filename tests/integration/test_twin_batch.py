@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from services.devstack.stack import Stack
+from services.devtools.stack import Stack
 from tests.support.devices import link, new_device_id
 
 MARK_A = {"status": "applied", "keys": ["mode"], "stage": 0, "at": 1700000000}

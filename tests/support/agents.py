@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from services.devstack.agent import LocalAgent
-from services.devstack.stack import Stack
+from services.devtools.agent import LocalAgent
+from services.devtools.stack import Stack
 
 AGENT_ENV = {
     "TWINFLEET_AGENT_PROBE_INTERVAL": "0.5",

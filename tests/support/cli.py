@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from services.devstack.stack import Stack
+from services.devtools.stack import Stack
 
 
 def twin_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:

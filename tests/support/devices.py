@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from services.devstack.stack import Stack
-from services.domain.topics import profile
-from services.fleet_sim.link import DeviceLink
+from services.contracts.topics import profile
+from services.devtools.fleet.link import DeviceLink
+from services.devtools.stack import Stack
 
 
 def new_device_id(prefix: str = "dev") -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from services.domain.merge import merge_patch
+from services.domain.twin.merge import merge_patch
 
 keys = st.text(alphabet="abcdefgh", min_size=1, max_size=3)
 scalars = st.one_of(

@@ -10,15 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.domain.document import TwinDocument
+from services.contracts.events import TwinChanged
+from services.contracts.topics import DEFAULT, TwinAddress
 from services.domain.errors import ErrorCode, TwinError
-from services.domain.events import TwinChanged
-from services.domain.fanout import plan_fanout
-from services.domain.limits import Limits
-from services.domain.ratelimit import TokenBucket
-from services.domain.topics import DEFAULT, TwinAddress
-from services.domain.update import BatchWrite, apply_batch_write, apply_delete
-from services.twin_store.commands import BatchWriteCommand, Context, DesiredPatch, apply_command
+from services.domain.twin.commands import BatchWriteCommand, Context, DesiredPatch, apply_command
+from services.domain.twin.document import TwinDocument
+from services.domain.twin.fanout import plan_fanout
+from services.domain.twin.limits import Limits
+from services.domain.twin.ratelimit import TokenBucket
+from services.domain.twin.update import BatchWrite, apply_batch_write, apply_delete
 from tests.unit.strategies import keys, patches, scalars
 
 LIMITS = Limits()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import typer
 
-from services.cli.main import parse_stage, spec_from_options
-from services.domain.configuration import ConfigurationSpec
+from services.cli.config import parse_stage, spec_from_options
+from services.domain.rollout.configuration import ConfigurationSpec
 
 
 def test_stages_are_percents_or_counts() -> None:

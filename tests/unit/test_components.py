@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from services.devstack import components
+from services.devtools import components
 from services.platform import names
 
 

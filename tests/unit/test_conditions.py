@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.domain.conditions import compile_condition, matches, twin_variables
 from services.domain.errors import ErrorCode, TwinError
+from services.domain.rollout.conditions import compile_condition, matches, twin_variables
 
 TWIN = twin_variables(
     "sim-00001",

@@ -16,34 +16,31 @@ from hypothesis import strategies as st
 
 from services.commands.service import CommandService, Outcome
 from services.commands.settings import CommandsSettings
-from services.domain.device_commands import (
+from services.domain.commands.due import DueShard, due_shard
+from services.domain.commands.index import CommandIndex, IndexEntry, index_key, resend_due, settle
+from services.domain.commands.record import (
+    CommandStatus,
+    DeviceCommand,
+    cancel,
+    complete,
+    deliver,
+    expire,
+    record_key,
+    retention_ttl,
+)
+from services.domain.commands.requests import (
     DEFAULT_TTL_SECONDS,
     MAX_ARGS_BYTES,
     MAX_REASON_CHARS,
     MAX_RESULT_BYTES,
     MAX_TTL_SECONDS,
-    CommandIndex,
     CommandRequest,
     CommandResult,
-    CommandStatus,
-    DeviceCommand,
-    DueShard,
-    IndexEntry,
-    cancel,
-    complete,
-    deliver,
-    due_shard,
-    expire,
-    index_key,
     new_command,
     parse_request,
     parse_result,
-    record_key,
-    resend_due,
     result_topic_command,
-    retention_ttl,
     same_request,
-    settle,
     sync_topic_device,
 )
 from services.domain.errors import ErrorCode, TwinError

@@ -7,8 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.domain.delta import compute_delta
-from services.domain.device_core import (
+from services.domain.device.core import (
     FAILED,
     UNSUPPORTED,
     Applied,
@@ -23,7 +22,8 @@ from services.domain.device_core import (
     took_report,
 )
 from services.domain.json_values import json_equal
-from services.domain.merge import merge_patch
+from services.domain.twin.delta import compute_delta
+from services.domain.twin.merge import merge_patch
 from tests.unit.strategies import sections
 
 

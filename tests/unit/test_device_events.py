@@ -13,19 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.domain.device_events import (
-    MAX_BATCH_EVENTS,
-    Accepted,
-    DeviceEvent,
-    DeviceEventRecorded,
-    EventBatch,
-    EventCursor,
-    Waiting,
-    accept_batch,
-    parse_batch,
-)
+from services.contracts.device_events import MAX_BATCH_EVENTS, DeviceEvent, EventBatch
+from services.contracts.events import DeviceEventRecorded
+from services.contracts.wire import WireEncoding, encode_payload
+from services.domain.device.events import Accepted, EventCursor, Waiting, accept_batch, parse_batch
 from services.domain.errors import ErrorCode, TwinError
-from services.domain.wire import WireEncoding, encode_payload
 from services.events.ingest import EventIngest, KeyedLocks, Outcome, cursor_key
 from services.events.sinks import batch_lines, batch_object_name
 from services.platform.sidecar import Stored, Write, WriteFailed

@@ -9,8 +9,21 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
+from services.domain.software.artifacts import Artifact, ArtifactStatus
+from services.domain.software.metadata import (
+    Refusal,
+    UpdateRefused,
+    check_download,
+    check_offer,
+    key_id,
+    sign,
+    targets_for,
+    verify_metadata,
+)
+from services.domain.software.ranges import ByteRange, chunk_spans, parse_range
 
-from services.domain.download_tokens import (
+from services.domain.errors import ErrorCode, TwinError
+from services.domain.software.grants import (
     Grant,
     check_credential,
     check_device,
@@ -19,23 +32,7 @@ from services.domain.download_tokens import (
     mint_credential,
     presign,
 )
-from services.domain.errors import ErrorCode, TwinError
-from services.domain.firmware import (
-    Artifact,
-    ArtifactStatus,
-    ByteRange,
-    Refusal,
-    UpdateRefused,
-    check_download,
-    check_offer,
-    chunk_spans,
-    key_id,
-    parse_range,
-    sign,
-    targets_for,
-    verify_metadata,
-)
-from services.domain.software import bind_download_url, references, satisfied
+from services.domain.software.twin_key import bind_download_url, references, satisfied
 
 NOW = 1_800_000_000.0
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.domain.delta import compute_delta
 from services.domain.json_values import json_equal
-from services.domain.merge import merge_metadata, merge_patch, metadata_for
+from services.domain.twin.delta import compute_delta
+from services.domain.twin.merge import merge_metadata, merge_patch, metadata_for
 from tests.unit.strategies import keys, patches, scalars, sections
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from services.domain.configuration import (
+from services.domain.errors import ErrorCode, TwinError
+from services.domain.rollout.configuration import (
     CompiledConfiguration,
     Configuration,
     ConfigurationSpec,
@@ -24,11 +25,10 @@ from services.domain.configuration import (
     resume,
     validate_spec,
 )
-from services.domain.errors import ErrorCode, TwinError
-from services.domain.limits import Limits
-from services.domain.rollout_membership import ConfigurationStats, Membership, StageCounts
-from services.domain.rollout_planner import Allowance, next_step, stage_targets
-from services.domain.rollout_twin import Outcome, evaluate_twin
+from services.domain.rollout.membership import ConfigurationStats, Membership, StageCounts
+from services.domain.rollout.planner import Allowance, next_step, stage_targets
+from services.domain.rollout.twin_plan import Outcome, evaluate_twin
+from services.domain.twin.limits import Limits
 
 NOW = 1_700_000_000
 

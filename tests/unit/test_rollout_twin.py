@@ -8,15 +8,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.domain.configuration import (
+from services.domain.rollout.configuration import (
     CompiledConfiguration,
     Configuration,
     ConfigurationSpec,
     ConfigurationState,
     RolloutPolicy,
 )
-from services.domain.merge import merge_patch
-from services.domain.rollout_twin import (
+from services.domain.rollout.twin_plan import (
     Mark,
     MarkStatus,
     Outcome,
@@ -25,6 +24,7 @@ from services.domain.rollout_twin import (
     evaluate_twin,
     plan_twin,
 )
+from services.domain.twin.merge import merge_patch
 
 NOW = 1_700_000_000
 

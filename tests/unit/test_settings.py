@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.domain.limits import Limits
+from services.domain.twin.limits import Limits
 from services.platform.settings import Settings
 
 

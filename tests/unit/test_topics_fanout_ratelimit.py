@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from services.domain.events import DeltaRequested, TwinChanged
-from services.domain.fanout import plan_fanout
-from services.domain.ratelimit import take_token
-from services.domain.topics import AWS, DEFAULT, Operation, Reply, TwinAddress, profile
-from services.domain.twin_index import decode_cursor, encode_cursor, page_from_shard, with_member
+from services.contracts.events import DeltaRequested, TwinChanged
+from services.contracts.topics import AWS, DEFAULT, Operation, Reply, TwinAddress, profile
+from services.domain.twin.fanout import plan_fanout
+from services.domain.twin.index import decode_cursor, encode_cursor, page_from_shard, with_member
+from services.domain.twin.ratelimit import take_token
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,10 @@ from typing import Any
 
 import pytest
 
-from services.domain.document import RECENT_TOKENS, TwinDocument
 from services.domain.errors import ErrorCode, TwinError
-from services.domain.limits import Limits
-from services.domain.update import (
+from services.domain.twin.document import RECENT_TOKENS, TwinDocument
+from services.domain.twin.limits import Limits
+from services.domain.twin.update import (
     apply_delete,
     apply_update,
     create_twin,

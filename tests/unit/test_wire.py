@@ -11,15 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.contracts.events import DeltaRequested, TwinChanged
+from services.contracts.topics import DEFAULT, Operation, TwinAddress
+from services.contracts.wire import NotJsonCompatible, WireEncoding, decode_payload, encode_payload, sniff
 from services.delta.main import device_encodings
-from services.domain.document import TwinDocument
 from services.domain.errors import ErrorCode, TwinError
-from services.domain.events import DeltaRequested, TwinChanged
 from services.domain.json_values import json_equal
-from services.domain.limits import Limits
-from services.domain.topics import DEFAULT, Operation, TwinAddress
-from services.domain.wire import NotJsonCompatible, WireEncoding, decode_payload, encode_payload, sniff
-from services.twin_store.commands import Context, DesiredPatch, DeviceRequest, apply_command
+from services.domain.twin.commands import Context, DesiredPatch, DeviceRequest, apply_command
+from services.domain.twin.document import TwinDocument
+from services.domain.twin.limits import Limits
 
 JSON, CBOR = WireEncoding.JSON, WireEncoding.CBOR
 

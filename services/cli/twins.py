@@ -1,0 +1,69 @@
+"""`twin get|desire|tag|list|delete`: read and change twins."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from services.cli.suite import call, console
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """`a.b=1 c=on d=null` -> {"a": {"b": 1}, "c": "on", "d": None}; values are JSON when they parse."""
+    patch: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{assignment!r} is not KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        node = patch
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return patch
+
+
+def get(device_id: str, shadow: str = typer.Option("", help="named shadow")) -> None:
+    """Print a twin (desired, reported, delta, metadata, version, tags)."""
+    console.print_json(json.dumps(call("GET", f"/v1/twins/{device_id}", params={"shadow": shadow})))
+
+
+def desire(
+    device_id: str,
+    assignments: list[str],
+    if_version: int | None = typer.Option(None, "--if-version", help="only if the twin is at this version"),
+) -> None:
+    """Patch desired state: `twin desire dev1 config.fan=on sampleRate=5 old=null`."""
+    headers = {"If-Match": f'"{if_version}"'} if if_version is not None else {}
+    doc = call("PATCH", f"/v1/twins/{device_id}/desired", json=parse_assignments(assignments), headers=headers)
+    console.print(f"version {doc['version']}; delta: {json.dumps(doc['state'].get('delta', {}))}")
+
+
+def tag(device_id: str, assignments: list[str]) -> None:
+    """Set tags: `twin tag dev1 site=berlin ring=canary`."""
+    doc = call("PATCH", f"/v1/twins/{device_id}/tags", json=parse_assignments(assignments))
+    console.print(f"version {doc['version']}; tags: {json.dumps(doc['tags'])}")
+
+
+def list_twins(limit: int = typer.Option(50, help="page size"), cursor: str | None = None) -> None:
+    """List twins, a page at a time."""
+    page = call("GET", "/v1/twins", params={"limit": limit, **({"cursor": cursor} if cursor else {})})
+    table = Table("device", "shadow", "version", "tags")
+    for item in page["items"]:
+        table.add_row(item["device_id"], item["shadow"], str(item["version"]), json.dumps(item["tags"]))
+    console.print(table)
+    if page["next"]:
+        console.print(f"more: twin list --cursor '{page['next']}'")
+
+
+def delete(device_id: str) -> None:
+    """Delete a twin (its version is kept for when it comes back)."""
+    doc = call("DELETE", f"/v1/twins/{device_id}")
+    console.print(f"deleted at version {doc['version']}")

@@ -1,0 +1,125 @@
+"""The fleet simulator: many devices in one process, each with its own MQTT connection and
+credentials, reporting state and applying the deltas they receive (then reporting them back)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from services.contracts.topics import TopicProfile
+from services.devtools.fleet.link import DeviceLink, Rejected
+from services.domain.device.core import (
+    ApplyPlan,
+    DeviceView,
+    Failed,
+    apply_in_memory,
+    plan_apply,
+    report_for,
+    take_delta,
+    take_document,
+    took_report,
+)
+
+log = structlog.get_logger()
+
+
+def fleet_ids(size: int, prefix: str = "sim") -> list[str]:
+    return [f"{prefix}-{i:05d}" for i in range(size)]
+
+
+def initial_state(device_id: str) -> dict[str, Any]:
+    rng = random.Random(device_id)
+    return {
+        "firmware": {"version": "1.0.0"},
+        "config": {"sampleRate": 10, "fan": "auto"},
+        "telemetry": {"temperature": round(rng.uniform(15, 30), 1)},
+    }
+
+
+def refuse(plan: ApplyPlan, keys: frozenset[str]) -> ApplyPlan:
+    """`plan` without the keys a device refuses."""
+    if not keys:
+        return plan
+    return ApplyPlan({k: v for k, v in plan.apply.items() if k not in keys}, plan.unsupported)
+
+
+@dataclass
+class SimulatedDevice:
+    """A device that applies what its twin desires at once and reports the result, driven by the
+    same device core as the agent (versions filter stale deltas; every key is supported)."""
+
+    link: DeviceLink
+    report_interval: float
+    state: dict[str, Any]
+    view: DeviceView = field(default_factory=DeviceView)
+    refuses: frozenset[str] = frozenset()
+    """Keys this device refuses to apply (it reports them FAILED): faulty devices for rollouts."""
+
+    async def run(self) -> None:
+        await self._report(self.state)
+        document = await self.link.get()
+        telemetry = asyncio.create_task(self._telemetry())
+        try:
+            await self._converge(take_document(self.view, document))
+            while True:
+                await self._converge(take_delta(self.view, await self.link.deltas.get()))
+        finally:
+            telemetry.cancel()
+
+    async def _converge(self, view: DeviceView | None) -> None:
+        if view is None:  # stale: not newer than what this device already took
+            return
+        self.view = view
+        plan = plan_apply(view, self.state, supported=view.desired.keys() | self.state.keys())
+        self.state, outcomes = apply_in_memory(self.state, refuse(plan, self.refuses))
+        outcomes |= {key: Failed("refused by this simulated device") for key in plan.apply if key in self.refuses}
+        patch = report_for(view, self.state, outcomes, plan.unsupported)
+        if patch:
+            with contextlib.suppress(Rejected, TimeoutError):
+                await self._report(patch)
+
+    async def _report(self, patch: dict[str, Any]) -> None:
+        await self.link.report(patch)
+        self.view = took_report(self.view, patch)
+
+    async def _telemetry(self) -> None:
+        if self.report_interval <= 0:
+            return
+        rng = random.Random()
+        await asyncio.sleep(rng.uniform(0, self.report_interval))
+        while True:
+            temperature = round(self.state["telemetry"]["temperature"] + rng.uniform(-0.5, 0.5), 1)
+            self.state["telemetry"]["temperature"] = temperature
+            with contextlib.suppress(Rejected, TimeoutError):
+                await self._report({"telemetry": {"temperature": temperature}})
+            await asyncio.sleep(self.report_interval)
+
+
+async def run_fleet(
+    ids: list[str],
+    passwords: dict[str, str],
+    host: str,
+    port: int,
+    profile: TopicProfile,
+    report_interval: float,
+    connect_concurrency: int = 50,
+) -> None:
+    """Connect every device (a few at a time) and run them until cancelled."""
+    limit = asyncio.Semaphore(connect_concurrency)
+    async with contextlib.AsyncExitStack() as stack:
+        devices = []
+
+        async def connect(device_id: str) -> None:
+            async with limit:
+                link = DeviceLink(device_id, passwords[device_id], host, port, profile)
+                await stack.enter_async_context(link)
+                devices.append(SimulatedDevice(link, report_interval, initial_state(device_id)))
+
+        await asyncio.gather(*(connect(d) for d in ids))
+        log.info("fleet connected", devices=len(devices))
+        await asyncio.gather(*(d.run() for d in devices))

@@ -1,0 +1,372 @@
+"""The whole suite as local processes: Redis, Mosquitto, and each cloud app with its own daprd.
+
+Used by `make run`/`make up` and by the integration tests (each test module gets its own stack on
+free loopback ports in a temporary directory).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.devtools import components
+from services.devtools.broker import SERVICE_USER, BrokerAccounts, config_text, new_secret
+from services.devtools.processes import ManagedProcess, free_port, wait_for_http, wait_for_port
+from services.domain.software.grants import device_password
+from services.domain.software.metadata import load_private_key, public_key_hex
+from services.platform.names import (
+    COMMANDS_APP,
+    DELTA_APP,
+    DOWNLOAD_URL_KEY,
+    EVENTS_APP,
+    FIRMWARE_APP,
+    FLEET_SECRET,
+    METADATA_SIGNING_KEY,
+    ROLLOUT_APP,
+    TWIN_STORE_APP,
+)
+
+APPS = {
+    TWIN_STORE_APP: "services.twin_store.main:app",
+    DELTA_APP: "services.delta.main:app",
+    EVENTS_APP: "services.events.main:app",
+    COMMANDS_APP: "services.commands.main:app",
+    ROLLOUT_APP: "services.rollout.main:app",
+    FIRMWARE_APP: "services.firmware.main:app",
+}
+
+
+def daprd_binary() -> str:
+    """The daprd built by `make setup` (TWINFLEET_DAPRD, else the newest in the build cache)."""
+    explicit = os.environ.get("TWINFLEET_DAPRD")
+    if explicit:
+        return explicit
+    cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet")) / "bin"
+    found = sorted(cache.glob("daprd-*")) if cache.exists() else []
+    if not found:
+        raise FileNotFoundError("daprd not built yet: run `make setup`")
+    return str(found[-1])
+
+
+def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
+    """The daprd command line for one app: loopback only, no placement/scheduler, components and
+    configuration from `dapr_dir` (`resources/`, `configuration.yaml`)."""
+    return [
+        daprd_binary(),
+        "--app-id",
+        app,
+        "--app-port",
+        str(ports.app),
+        "--app-protocol",
+        "http",
+        "--dapr-http-port",
+        str(ports.http),
+        "--dapr-grpc-port",
+        str(ports.grpc),
+        "--metrics-port",
+        str(ports.metrics),
+        "--dapr-internal-grpc-port",
+        str(free_port()),
+        "--resources-path",
+        str(dapr_dir / "resources"),
+        "--config",
+        str(dapr_dir / "configuration.yaml"),
+        "--placement-host-address",
+        "",
+        "--scheduler-host-address",
+        "",
+        "--log-level",
+        "warn",
+        "--dapr-graceful-shutdown-seconds",
+        "2",
+        "--dapr-listen-addresses",
+        "127.0.0.1",
+    ]
+
+
+def uvicorn_args(target: str, port: int) -> list[str]:
+    """The command line serving one app (`module:app`) on a loopback port."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        target,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+    ]
+
+
+def app_id(instance: str) -> str:
+    """The Dapr app id of an instance name (`twin-store`, or `twin-store#1` for a replica)."""
+    return instance.split("#")[0]
+
+
+def instance_slug(instance: str) -> str:
+    """An instance name fit for file names (`twin-store#1` -> `twin-store-1`)."""
+    return instance.replace("#", "-")
+
+
+def need(program: str) -> str:
+    path = shutil.which(program) or (f"/usr/sbin/{program}" if Path(f"/usr/sbin/{program}").exists() else None)
+    if path is None:
+        raise FileNotFoundError(f"{program} not installed: run `make setup`")
+    return path
+
+
+@dataclass
+class AppPorts:
+    app: int
+    http: int
+    grpc: int
+    metrics: int
+
+
+class Stack:
+    """Start, stop, kill and restart the suite's processes; everything by pid."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        topic_profile: str = "default",
+        apps: Iterable[str] = (TWIN_STORE_APP, DELTA_APP, EVENTS_APP, COMMANDS_APP, ROLLOUT_APP, FIRMWARE_APP),
+        app_env: dict[str, str] | None = None,
+        redis_fsync: str = "everysec",
+    ) -> None:
+        self.run_dir = run_dir.resolve()
+        self.topic_profile = topic_profile
+        self.app_ids = list(apps)
+        self.app_env = app_env or {}
+        self.redis_fsync = redis_fsync
+        """Redis AOF fsync policy: `always` survives a Redis crash without losing acknowledged
+        writes; `everysec` (default, faster) may lose the last second."""
+        self.redis_port = free_port()
+        self.mqtt_port = free_port()
+        self.ports = {app: AppPorts(free_port(), free_port(), free_port(), free_port()) for app in self.app_ids}
+        self.procs: dict[str, ManagedProcess] = {}
+        self.broker_dir = self.run_dir / "mosquitto"
+        self.accounts = BrokerAccounts(self.broker_dir)
+        secrets_file = self.run_dir / "secrets.json"
+        if secrets_file.exists():
+            self.secrets = json.loads(secrets_file.read_text())
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.secrets = {"service": new_secret(), "fleet": new_secret()}
+            secrets_file.write_text(json.dumps(self.secrets))
+            secrets_file.chmod(0o600)
+        self.signing_seed = self.secrets.setdefault("signing", os.urandom(32).hex())
+        self.download_key = self.secrets.setdefault("download", new_secret())
+
+    # -- whole stack -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start everything; if any part fails, stop what was started and re-raise."""
+        try:
+            self._start_all()
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def metadata_public_key(self) -> str:
+        """The public half of the stack's release signing key (hex), what devices are given."""
+        return public_key_hex(load_private_key(self.signing_seed).public_key())
+
+    def write_dapr_secrets(self) -> None:
+        """The local file secret store's content: the key material the firmware and delta apps read."""
+        path = self.run_dir / "dapr-secrets.json"
+        secrets = {
+            METADATA_SIGNING_KEY: self.signing_seed,
+            DOWNLOAD_URL_KEY: self.download_key,
+            FLEET_SECRET: self.secrets["fleet"],
+        }
+        path.write_text(json.dumps(secrets))
+        path.chmod(0o600)
+        (self.run_dir / "secrets.json").write_text(json.dumps(self.secrets))
+
+    def _start_all(self) -> None:
+        self.write_dapr_secrets()
+        self.start_redis()
+        self.start_broker()
+        components.write(
+            "local",
+            self.run_dir / "dapr",
+            {
+                "redis_port": str(self.redis_port),
+                "mqtt_port": str(self.mqtt_port),
+                "broker_user": SERVICE_USER,
+                "broker_password": self.secrets["service"],
+                "run_dir": str(self.run_dir),
+            },
+        )
+        for app in self.app_ids:
+            self.start_app(app)
+            self.start_daprd(app)
+        for app in self.app_ids:
+            self.wait_app(app)
+        self.write_state()
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            self.procs[name].stop()
+
+    @property
+    def api_url(self) -> str:
+        """The twin-store's REST API ("" when this stack runs no twin-store)."""
+        return self.app_url(TWIN_STORE_APP) if TWIN_STORE_APP in self.ports else ""
+
+    def write_state(self) -> None:
+        state = {
+            "api": self.api_url,
+            "apps": {name: self.app_url(name) for name in self.ports},
+            "mqtt": {"host": "127.0.0.1", "port": self.mqtt_port},
+            "redis_port": self.redis_port,
+            "topic_profile": self.topic_profile,
+            "pids": {name: proc.pid for name, proc in self.procs.items()},
+            "run_dir": str(self.run_dir),
+        }
+        (self.run_dir / "stack.json").write_text(json.dumps(state, indent=2))
+
+    # -- Redis -------------------------------------------------------------------------------
+    def start_redis(self) -> None:
+        data = self.run_dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        proc = ManagedProcess(
+            "redis",
+            [
+                need("redis-server"),
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                self.redis_fsync,
+                "--protected-mode",
+                "yes",
+            ],
+            self.run_dir / "logs" / "redis.log",
+        )
+        proc.start()
+        wait_for_port(self.redis_port, 20, proc.process)
+        self.procs["redis"] = proc
+
+    # -- Mosquitto ---------------------------------------------------------------------------
+    def start_broker(self) -> None:
+        if not (self.broker_dir / "passwd").exists():
+            self.accounts.initialise(self.secrets["service"])
+        config = self.broker_dir / "mosquitto.conf"
+        config.write_text(config_text(self.broker_dir, self.mqtt_port))
+        proc = ManagedProcess(
+            "mosquitto", [need("mosquitto"), "-c", str(config)], self.run_dir / "logs" / "mosquitto.log"
+        )
+        proc.start()
+        wait_for_port(self.mqtt_port, 20, proc.process)
+        self.procs["mosquitto"] = proc
+
+    def provision_devices(self, device_ids: Iterable[str]) -> dict[str, str]:
+        """Give each device broker credentials (password derived from the fleet secret)."""
+        creds = {d: device_password(self.secrets["fleet"], d) for d in device_ids}
+        self.accounts.set_many(creds.items())
+        self.procs["mosquitto"].signal(signal.SIGHUP)  # reloads password file and ACL
+        return creds
+
+    def device_password(self, device_id: str) -> str:
+        return device_password(self.secrets["fleet"], device_id)
+
+    # -- apps and sidecars -------------------------------------------------------------------
+    def add_replica(self, app: str) -> str:
+        """Start one more instance of `app` (own ports, own sidecar, same app id); returns its name."""
+        index = sum(1 for name in self.ports if app_id(name) == app)
+        name = f"{app}#{index}"
+        self.ports[name] = AppPorts(free_port(), free_port(), free_port(), free_port())
+        self.start_app(name)
+        self.start_daprd(name)
+        self.wait_app(name)
+        self.write_state()
+        return name
+
+    def app_url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name].app}"
+
+    def start_app(self, app: str) -> None:
+        ports = self.ports[app]
+        env = {
+            "DAPR_GRPC_PORT": str(ports.grpc),
+            "DAPR_HTTP_PORT": str(ports.http),
+            "TWINFLEET_TOPIC_PROFILE": self.topic_profile,
+            **self._local_addresses(app_id(app)),
+            **self.app_env,
+        }
+        proc = ManagedProcess(
+            app,
+            uvicorn_args(APPS[app_id(app)], ports.app),
+            self.run_dir / "logs" / f"{instance_slug(app)}.log",
+            env=env,
+        )
+        proc.start()
+        wait_for_http(f"http://127.0.0.1:{ports.app}/healthz", 30, proc.process)
+        self.procs[app] = proc
+
+    def _local_addresses(self, app: str) -> dict[str, str]:
+        """Where an app finds the others of this stack. The rollout app calls the twin-store by its
+        address: daprd's mDNS resolution spans the machine and would mix up stacks running side by
+        side (tests next to `make run`, benches)."""
+        found: dict[str, str] = {}
+        if app in (ROLLOUT_APP, FIRMWARE_APP) and TWIN_STORE_APP in self.ports:
+            found["TWINFLEET_TWIN_STORE_URL"] = self.app_url(TWIN_STORE_APP)
+        if app == FIRMWARE_APP and ROLLOUT_APP in self.ports:
+            found["TWINFLEET_ROLLOUT_URL"] = self.app_url(ROLLOUT_APP)
+        if app == DELTA_APP and FIRMWARE_APP in self.ports:
+            found["TWINFLEET_FIRMWARE_PUBLIC_URL"] = self.app_url(FIRMWARE_APP)
+        return found
+
+    def start_daprd(self, app: str) -> None:
+        ports = self.ports[app]
+        proc = ManagedProcess(
+            f"{app}-daprd",
+            daprd_args(app_id(app), ports, self.run_dir / "dapr"),
+            self.run_dir / "logs" / f"{instance_slug(app)}-daprd.log",
+            env={"POD_NAME": instance_slug(app) if "#" in app else f"{app}-0"},
+        )
+        proc.start()
+        self.procs[f"{app}-daprd"] = proc
+
+    def wait_app(self, app: str, timeout: float = 60) -> None:
+        proc = self.procs[f"{app}-daprd"]
+        try:
+            wait_for_http(f"http://127.0.0.1:{self.ports[app].http}/v1.0/healthz", timeout, proc.process)
+        except (TimeoutError, RuntimeError) as error:
+            raise RuntimeError(f"{app} sidecar not ready: {error}\n{proc.log_tail()}") from error
+
+    def restart(self, name: str) -> None:
+        """Start a stopped or killed process again on the same ports (and data)."""
+        if name == "redis":
+            self.start_redis()
+        elif name == "mosquitto":
+            self.start_broker()
+        elif name.endswith("-daprd"):
+            app = name.removesuffix("-daprd")
+            self.start_daprd(app)
+            self.wait_app(app)
+        else:
+            self.start_app(name)
+        self.write_state()
