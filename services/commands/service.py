@@ -20,14 +20,16 @@ import structlog
 
 from services.commands.metrics import CANCELLED, COMPLETED, DELIVERED, EXPIRED, QUEUED, RESULTS, SWEPT, SYNCS
 from services.commands.settings import CommandsSettings
-from services.commands.store import CommandStore, StoreBusy
+from services.commands.store import CommandStore
+from services.contracts.commands import CommandStatus
 from services.contracts.topics import DeviceChannels
 from services.contracts.wire import decode_payload
 from services.domain.commands.index import CommandIndex, Settled, resend_due, settle
-from services.domain.commands.record import CommandStatus, DeviceCommand, cancel, complete, deliver, expire
+from services.domain.commands.record import DeviceCommand, cancel, complete, deliver, expire
 from services.domain.commands.requests import CommandRequest, new_command, parse_request, parse_result, same_request
 from services.domain.errors import TwinError, conflict, not_found, too_many_requests
 from services.platform.sidecar import Sidecar, gather_bounded
+from services.platform.state import StateRepository, StoreBusy
 
 log = structlog.get_logger()
 Step = Callable[[DeviceCommand], DeviceCommand]
@@ -53,7 +55,9 @@ class CommandService:
         self._settings = settings
         self._clock = clock
         self._new_id = new_id
-        self.store = CommandStore(sidecar, settings.commands_retention, settings.commands_max_listed, clock)
+        self.store = CommandStore(
+            StateRepository(sidecar), settings.commands_retention, settings.commands_max_listed, clock
+        )
 
     # -- REST ------------------------------------------------------------------------------------
     async def create(self, device_id: str, body: Any) -> tuple[DeviceCommand, bool]:

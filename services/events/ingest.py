@@ -18,14 +18,15 @@ from enum import StrEnum
 
 import structlog
 
-from services.contracts.device_events import EventBatch
+from services.contracts.device_events import EventBatch, EventsAck
 from services.contracts.topics import DeviceChannels
 from services.contracts.wire import WireEncoding, decode_payload
 from services.domain.device.events import Accepted, EventCursor, Waiting, accept_batch, parse_batch
 from services.domain.errors import TwinError
 from services.events.metrics import BATCHES, CURSOR_CONFLICTS, EVENTS_ACCEPTED, EVENTS_LOST
 from services.events.sinks import EventSink
-from services.platform.sidecar import Sidecar, Write, WriteFailed
+from services.platform.sidecar import Sidecar, WriteFailed
+from services.platform.state import StateRepository
 
 log = structlog.get_logger()
 
@@ -72,6 +73,7 @@ class EventIngest:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sidecar = sidecar
+        self._state = StateRepository(sidecar)
         self._sinks = list(sinks)
         self._gap_timeout = gap_timeout
         self._clock = clock
@@ -103,23 +105,25 @@ class EventIngest:
         """Tell the device how far its events are taken: it purges them only then, so a batch the
         broker acknowledged but that never reached us (a sidecar dying with it in flight) is sent
         again instead of being lost."""
-        await self._sidecar.publish_device(DeviceChannels(device_id).events_ack, {"next_seq": next_seq}, encoding)
+        await self._sidecar.publish_device(
+            DeviceChannels(device_id).events_ack, EventsAck(next_seq=next_seq).model_dump(), encoding
+        )
 
     async def cursor(self, device_id: str) -> EventCursor | None:
         """The device's cursor, or None when it never sent a batch."""
-        stored = await self._sidecar.get(cursor_key(device_id))
+        stored = await self._state.get(cursor_key(device_id))
         return EventCursor.from_json(stored.value) if stored.value is not None else None
 
     async def _take(self, device_id: str, batch: EventBatch) -> tuple[Outcome, int]:
         key = cursor_key(device_id)
-        stored = await self._sidecar.get(key)
+        stored = await self._state.get(key)
         cursor = EventCursor.from_json(stored.value)
         result = accept_batch(cursor, batch, self._clock(), self._gap_timeout)
         where = {"device_id": device_id, "first": batch.first, "last": batch.last}
         if isinstance(result, Waiting):
             if result.cursor != cursor:  # the wait starts now: remember since when (best effort)
                 with suppress(WriteFailed):
-                    await self._sidecar.write_each([Write(key, result.cursor.to_json(), stored.etag)])
+                    await self._state.write(key, result.cursor.to_json(), stored.etag)
             BATCHES.labels("waiting").inc()
             log.info("event batch waits for an earlier one", missing_from=result.missing_from, **where)
             return Outcome.RETRY, cursor.next_seq
@@ -127,7 +131,7 @@ class EventIngest:
             await asyncio.gather(*(sink.deliver(device_id, result.fresh) for sink in self._sinks))
         if _moved(cursor, result.cursor):
             try:
-                await self._sidecar.write_each([Write(key, result.cursor.to_json(), stored.etag)])
+                await self._state.write(key, result.cursor.to_json(), stored.etag)
             except WriteFailed:
                 CURSOR_CONFLICTS.inc()
                 log.info("event cursor changed meanwhile; batch retried", **where)

@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections import OrderedDict
-from collections.abc import Sequence
 
 from services.domain.errors import conflict, not_found
+from services.domain.json_values import JsonObject
 from services.domain.software.artifacts import Artifact, chunk_name
 from services.platform.names import ARTIFACT_STORE
-from services.platform.sidecar import Sidecar, Write, WriteFailed
+from services.platform.sidecar import Sidecar
+from services.platform.state import DocumentCollection, Put, StateRepository
 
 INDEX_KEY = "artifacts~index"
 
@@ -47,55 +48,49 @@ class FirmwareSidecar(Sidecar):
         )
 
 
-class Catalog:
-    """Artifact records by id, plus an index of ids for listing (both written with ETags)."""
+class Keys:
+    """Key material, read once from the secret store (never from code or settings)."""
 
     def __init__(self, sidecar: Sidecar) -> None:
         self._sidecar = sidecar
+        self._values: dict[str, str] = {}
+
+    async def get(self, name: str) -> str:
+        if name not in self._values:
+            self._values[name] = await self._sidecar.secret(name)
+        return self._values[name]
+
+
+class Catalog:
+    """Artifact records by id, plus an index of ids for listing (a `DocumentCollection`)."""
+
+    def __init__(self, repository: StateRepository) -> None:
+        self._items = DocumentCollection(repository, INDEX_KEY, artifact_key)
 
     async def get(self, artifact_id: str) -> Artifact:
-        stored = await self._sidecar.get(artifact_key(artifact_id))
+        stored = await self._items.get(artifact_id)
         if stored.value is None:
             raise not_found(f"artifact {artifact_id} does not exist")
         return Artifact.model_validate(stored.value)
 
     async def create(self, artifact: Artifact) -> None:
-        try:
-            await self._sidecar.write_each([Write(artifact_key(artifact.id), artifact.model_dump(mode="json"), None)])
-        except WriteFailed:
-            raise conflict(f"artifact {artifact.id} already exists") from None
-        await self._edit_index(add=artifact.id)
+        if not await self._items.create(artifact.id, artifact.model_dump(mode="json")):
+            raise conflict(f"artifact {artifact.id} already exists")
 
     async def save(self, artifact: Artifact) -> None:
-        stored = await self._sidecar.get(artifact_key(artifact.id))
-        await self._sidecar.write_each(
-            [Write(artifact_key(artifact.id), artifact.model_dump(mode="json"), stored.etag)]
-        )
+        """Store the artifact's new record (its upload finished); 404 if it was removed meanwhile."""
+
+        def replace(value: JsonObject | None) -> tuple[Put | None, bool]:
+            return (None, False) if value is None else (Put(artifact.model_dump(mode="json")), True)
+
+        if not await self._items.update(artifact.id, replace):
+            raise not_found(f"artifact {artifact.id} was removed during its upload")
 
     async def remove(self, artifact_id: str) -> None:
-        await self._edit_index(remove=artifact_id)
-        await self._sidecar.delete(artifact_key(artifact_id))
+        await self._items.delete(artifact_id)
 
     async def all(self) -> list[Artifact]:
-        index = (await self._sidecar.get(INDEX_KEY)).value or {"ids": []}
-        ids: Sequence[str] = index["ids"]
-        stored = await self._sidecar.get_many([artifact_key(i) for i in ids])
-        return [Artifact.model_validate(s.value) for s in stored.values() if s.value is not None]
-
-    async def _edit_index(self, add: str | None = None, remove: str | None = None) -> None:
-        for _ in range(50):
-            stored = await self._sidecar.get(INDEX_KEY)
-            ids = list((stored.value or {"ids": []})["ids"])
-            if add is not None and add not in ids:
-                ids.append(add)
-            if remove is not None and remove in ids:
-                ids.remove(remove)
-            try:
-                await self._sidecar.write_each([Write(INDEX_KEY, {"ids": ids}, stored.etag)])
-                return
-            except WriteFailed:
-                await asyncio.sleep(0.01)
-        raise RuntimeError("artifact index stayed contended")
+        return [Artifact.model_validate(s.value) for s in (await self._items.all()).values()]
 
 
 class ChunkCache:

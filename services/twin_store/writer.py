@@ -1,17 +1,18 @@
-"""The twin-store's write path: commands are applied in micro-batches with one bulk read, one
-conditional transactional write (twins and their listing index together), then replies and events.
+"""The twin-store's write path: commands are applied in micro-batches with one bulk read and one
+bulk write, each twin conditional on the ETag it was read with (`StateRepository.update_many`);
+then replies and events. The listing is kept around those writes (`TwinListing`: listed before a
+twin is created, unlisted after it is deleted).
 
-A batch that loses an ETag race is re-read and re-applied (never last-write-wins). Replies and
-events are published only after the write, so a crash in between is repaired by redelivery: the
-clientToken replay path answers again without applying twice.
+Commands on a twin whose write lost a race are re-applied on a fresh read (never last-write-wins);
+the others stand. Replies and events are published only after the write, so a crash in between is
+repaired by redelivery: the clientToken replay path answers again without applying twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -20,14 +21,14 @@ from services.contracts.events import DELTA_REQUESTED_TOPIC, TWIN_CHANGED_TOPIC,
 from services.contracts.topics import TopicProfile
 from services.domain.twin.commands import Command, Context, Effects, apply_command
 from services.domain.twin.document import TwinDocument
-from services.domain.twin.index import shard_key, shard_of, with_member
 from services.domain.twin.limits import Limits
 from services.domain.twin.ratelimit import TokenBucket
-from services.platform.sidecar import Sidecar, Stored, Write, WriteFailed, gather_bounded
+from services.platform.sidecar import Sidecar, Stored, gather_bounded
+from services.platform.state import Put, StateRepository
+from services.twin_store.listing import TwinListing
 from services.twin_store.metrics import BATCH_SIZE, COMMANDS, CONFLICT_RETRIES
 
 log = structlog.get_logger()
-MAX_ATTEMPTS = 8
 MAX_PUBLISHING_BATCHES = 4
 """Batches whose replies may be in flight while later batches are written (backpressure)."""
 
@@ -44,6 +45,7 @@ class TwinWriter:
 
     def __init__(
         self,
+        state: StateRepository,
         sidecar: Sidecar,
         profile: TopicProfile,
         limits: Limits,
@@ -52,6 +54,8 @@ class TwinWriter:
         publish_concurrency: int,
     ) -> None:
         self._sidecar = sidecar
+        self._state = state
+        self._listing = TwinListing(self._state)
         self._profile = profile
         self._limits = limits
         self._batch_max = batch_max
@@ -118,81 +122,43 @@ class TwinWriter:
                 pending.done.set_result(effect)
 
     async def _write(self, batch: Sequence[_Pending]) -> list[Effects]:
-        """Apply the batch and make it durable. Each twin is written conditionally on the ETag it
-        was read with; commands on twins whose write lost a race are re-applied on a fresh read,
-        the others stand (their writes landed, and are recognised by this attempt's write id)."""
-        done: list[Effects | None] = [None] * len(batch)
-        pending = list(range(len(batch)))
-        for attempt in range(MAX_ATTEMPTS):
-            commands = [batch[i].command for i in pending]
-            keys = list(dict.fromkeys(c.address.key for c in commands))
-            stored = await self._sidecar.get_many(keys)
-            before = {k: _document(s) for k, s in stored.items()}
+        """Apply the batch and make it durable: the commands of each twin are applied to the twin
+        as read, and again on a fresh read if its write lost a race."""
+        commands = [pending.command for pending in batch]
+        effects: list[Effects | None] = [None] * len(batch)
+        by_key: dict[str, list[int]] = {}
+        for index, command in enumerate(commands):
+            by_key.setdefault(command.address.key, []).append(index)
+        buckets: dict[str, TokenBucket] = {}
+        deleted: set[str] = set()
+        attempts = 0
+
+        async def step(stored: Mapping[str, Stored]) -> dict[str, Put]:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                CONFLICT_RETRIES.inc()
+            before = {key: _document(s) for key, s in stored.items()}
             docs = dict(before)
-            # Only this batch's buckets are copied: they are committed for the commands that land.
-            buckets = {k: self._buckets[k] for k in keys if k in self._buckets}
-            ctx = Context(self._profile, self._limits, time.time(), buckets)
-            effects = [apply_command(docs, c, ctx) for c in commands]
-            write_id = uuid.uuid4().hex
-            changed = {
-                k: d.model_copy(update={"write_id": write_id})
-                for k, d in docs.items()
-                if d is not None and d is not before[k]
-            }
+            # Only these twins' buckets are copied: they are committed once their writes landed.
+            ctx = Context(
+                self._profile, self._limits, time.time(), {k: self._buckets[k] for k in stored if k in self._buckets}
+            )
+            for key in stored:
+                for index in by_key[key]:
+                    effects[index] = apply_command(docs, commands[index], ctx)
+            buckets.update(ctx.buckets)
+            changed = {k: d for k, d in docs.items() if d is not None and d is not before[k]}
             flips = _existence_flips(before, changed)
-            # Index entries are added before and removed after the twin writes: a crash in between
-            # leaves at worst a listed key without a live twin, which listing skips.
-            await self._update_index({k: True for k, present in flips.items() if present})
-            landed = await self._write_twins(stored, changed, write_id)
-            await self._update_index({k: False for k, present in flips.items() if not present and k in landed})
-            for index, command, effect in zip(pending, commands, effects, strict=True):
-                key = command.address.key
-                if key not in changed or key in landed:
-                    done[index] = effect
-                    if key in ctx.buckets:
-                        self._buckets[key] = ctx.buckets[key]
-            pending = [i for i in pending if done[i] is None]
-            if not pending:
-                return [e for e in done if e is not None]
-            CONFLICT_RETRIES.inc()
-            await asyncio.sleep(0.002 * (attempt + 1))
-        raise RuntimeError(f"gave up after {MAX_ATTEMPTS} conflicting writes")
+            deleted.difference_update(stored)
+            deleted.update(k for k, present in flips.items() if not present)
+            await self._listing.add([k for k, present in flips.items() if present])
+            return {k: Put(d.model_dump(mode="json")) for k, d in changed.items()}
 
-    async def _write_twins(
-        self, stored: dict[str, Stored], changed: dict[str, TwinDocument], write_id: str
-    ) -> set[str]:
-        """Keys whose conditional write landed."""
-        writes = [Write(k, d.model_dump(mode="json"), stored[k].etag) for k, d in changed.items()]
-        try:
-            await self._sidecar.write_each(writes)
-            return set(changed)
-        except WriteFailed:
-            again = await self._sidecar.get_many(list(changed))
-            return {k for k, s in again.items() if s.value is not None and s.value.get("write_id") == write_id}
-
-    async def _update_index(self, flips: dict[str, bool]) -> None:
-        """Add (True) or remove (False) twin keys in the listing shards, retrying lost races."""
-        by_shard: dict[str, dict[str, bool]] = {}
-        for key, present in flips.items():
-            by_shard.setdefault(shard_key(shard_of(key)), {})[key] = present
-        for _ in range(MAX_ATTEMPTS):
-            if not by_shard:
-                return
-            shards = await self._sidecar.get_many(sorted(by_shard))
-            write_id = uuid.uuid4().hex
-            writes = []
-            for skey, members_flips in by_shard.items():
-                members: list[str] = (shards[skey].value or {}).get("twins", [])
-                for key, present in members_flips.items():
-                    members = with_member(members, key, present)
-                writes.append(Write(skey, {"twins": members, "write_id": write_id}, shards[skey].etag))
-            try:
-                await self._sidecar.write_each(writes)
-                return
-            except WriteFailed:
-                again = await self._sidecar.get_many(sorted(by_shard))
-                by_shard = {k: f for k, f in by_shard.items() if (again[k].value or {}).get("write_id") != write_id}
-        raise RuntimeError("could not update the twin index")
+        await self._state.update_many(list(by_key), step)
+        await self._listing.remove(sorted(deleted))
+        self._buckets.update(buckets)
+        return [e for e in effects if e is not None]
 
     async def _publish(self, effects: Sequence[Effects]) -> None:
         """Device replies (each in its request's encoding) and both event bulks go out concurrently;

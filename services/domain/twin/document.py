@@ -39,9 +39,6 @@ class TwinDocument(BaseModel):
     deltas and documents go out in it. A per-twin attribute outside state and versioning: a change
     of it alone (a `get` in the other encoding) is written without a version bump; kept across
     deletes."""
-    write_id: str = ""
-    """Set by the writer of this revision, so after a failed multi-key write it can tell which
-    of its writes landed."""
 
     @property
     def exists(self) -> bool:

@@ -1,7 +1,6 @@
-"""The twin listing index: twin keys kept sorted in a fixed number of shard documents.
-
-The shard documents are written in the same state transaction as the twin they list, so a
-twin is listed exactly when it exists. Paging walks shards in order with an opaque cursor.
+"""The twin listing index, pure: twin keys kept sorted in a fixed number of shard documents, and
+paging across them in order with an opaque cursor. What the listing guarantees, and when the
+shards are written, is `services.twin_store.listing`'s to say.
 """
 
 from __future__ import annotations
