@@ -22,14 +22,10 @@ from typing import Any
 import httpx
 from dapr.conf import settings as dapr_settings
 
+from services.contracts.rollout import ConfigurationSpec, ConfigurationState
 from services.devtools.stack import Stack
 from services.domain.rollout.conditions import matches, twin_variables
-from services.domain.rollout.configuration import (
-    CompiledConfiguration,
-    Configuration,
-    ConfigurationSpec,
-    ConfigurationState,
-)
+from services.domain.rollout.configuration import CompiledConfiguration, Configuration
 from services.domain.rollout.twin_plan import evaluate_twin, plan_twin
 from services.platform.names import ROLLOUT_APP
 from services.platform.sidecar import Sidecar, Write

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import typer
 from rich.table import Table
 
-from services.cli.suite import call, commands_api, console
-from services.domain.commands.record import CommandStatus
-from services.domain.commands.requests import DEFAULT_TTL_SECONDS
+from services.cli.suite import commands as commands_api
+from services.cli.suite import console, print_json
+from services.contracts.commands import DEFAULT_TTL_SECONDS, CommandBody, CommandStatus
 
 commands = typer.Typer(help="Durable commands: queue for a device, read results.", no_args_is_help=True)
 
@@ -29,17 +28,15 @@ def send_command(
         arguments = json.loads(args)
     except ValueError as error:
         raise typer.BadParameter(f"--args is not JSON: {error}") from None
-    body: dict[str, Any] = {"name": name, "args": arguments, "ttlSeconds": ttl}
-    if command_id is not None:
-        body["id"] = command_id
-    record = call("POST", f"/v1/devices/{device_id}/commands", base=commands_api(), json=body)
-    console.print_json(json.dumps(record))
+    # Built without checking: the commands app checks it and says what to fix (400/413).
+    body = CommandBody.model_construct(name=name, args=arguments, ttl_seconds=ttl, id=command_id)
+    print_json(commands_api(lambda api: api.send(device_id, body)))
 
 
 @commands.command("get")
 def get_command(device_id: str, command_id: str) -> None:
     """Print a command: status, deliveries, and the device's result once it answered."""
-    console.print_json(json.dumps(call("GET", f"/v1/devices/{device_id}/commands/{command_id}", base=commands_api())))
+    print_json(commands_api(lambda api: api.get(device_id, command_id)))
 
 
 @commands.command("list")
@@ -49,20 +46,18 @@ def list_commands(
     limit: int = typer.Option(50, help="most commands shown"),
 ) -> None:
     """A device's commands, newest first."""
-    params: dict[str, Any] = {"limit": limit, **({"status": status.value} if status else {})}
-    records = call("GET", f"/v1/devices/{device_id}/commands", base=commands_api(), params=params)
+    records = commands_api(lambda api: api.list_commands(device_id, status, limit))
     table = Table("id", "name", "status", "sent", "expires in")
     table.columns[0].no_wrap = True
     now = time.time()
     for record in records:
-        left = record["expiresAt"] - now
-        expires = f"{left:.0f} s" if record["status"] in ("QUEUED", "DELIVERED") else "-"
-        table.add_row(record["id"], record["name"], record["status"], str(record["deliveries"]), expires)
+        expires = f"{record.expires_at - now:.0f} s" if record.status.pending else "-"
+        table.add_row(record.id, record.name, record.status.value, str(record.deliveries), expires)
     console.print(table)
 
 
 @commands.command("cancel")
 def cancel_command(device_id: str, command_id: str) -> None:
     """Cancel a command that is still QUEUED or DELIVERED."""
-    record = call("POST", f"/v1/devices/{device_id}/commands/{command_id}/cancel", base=commands_api())
-    console.print(f"{record['id']}: {record['status']}")
+    record = commands_api(lambda api: api.cancel(device_id, command_id))
+    console.print(f"{record.id}: {record.status.value}")

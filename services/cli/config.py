@@ -9,9 +9,12 @@ from typing import Any
 
 import typer
 import yaml
+from pydantic import ValidationError
 from rich.table import Table
 
-from services.cli.suite import call, console, rollout_api
+from services.cli.suite import console, print_json, rollouts
+from services.clients.rollout import Action
+from services.contracts.rollout import ConfigurationSpec
 
 configs = typer.Typer(help="Configurations: staged rollouts of desired state to twins.", no_args_is_help=True)
 
@@ -51,8 +54,8 @@ def spec_from_options(
     fail_count: int | None,
     on_failure: str,
     rollback: str | None,
-) -> dict[str, Any]:
-    """The configuration spec (the REST body) the `create` options describe."""
+) -> ConfigurationSpec:
+    """The configuration spec the `create` options describe (a malformed one: `BadParameter`)."""
     rollout: dict[str, Any] = {"stages": [parse_stage(s) for s in stages] or [{"percent": 100}]}
     for key, value in (
         ("maxPerMinute", max_per_minute),
@@ -71,7 +74,7 @@ def spec_from_options(
         if not sep or not name:
             raise typer.BadParameter(f"metric {metric!r}: write NAME=CEL")
         named[name] = condition
-    return {
+    body = {
         "id": configuration_id,
         "targetCondition": target,
         "priority": priority,
@@ -79,6 +82,11 @@ def spec_from_options(
         "metrics": named,
         "rollout": rollout,
     }
+    try:
+        return ConfigurationSpec.model_validate(body)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise typer.BadParameter(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
 
 
 @configs.command("create")
@@ -100,8 +108,9 @@ def create_configuration(
     rollback: str | None = typer.Option(None, "--rollback", help="content written back on abort, JSON"),
 ) -> None:
     """Create a configuration (a draft: `activate` starts its rollout)."""
+    spec: ConfigurationSpec | dict[str, Any]
     if file is not None:
-        spec = yaml.safe_load(file.read_text())
+        spec = yaml.safe_load(file.read_text())  # the whole spec as written: the API checks it
     elif configuration_id is None:
         raise typer.BadParameter("give a spec file or --id with the options")
     else:
@@ -109,36 +118,31 @@ def create_configuration(
             configuration_id, target, priority, content, metric, stage, max_per_minute, success, failure,
             timeout, fail_percent, fail_count, on_failure, rollback,
         )  # fmt: skip
-    _print_configuration(call("POST", "/v1/configurations", base=rollout_api(), json=spec))
-
-
-def _print_configuration(view: dict[str, Any]) -> None:
-    console.print_json(json.dumps(view))
+    print_json(rollouts(lambda api: api.create(spec)))
 
 
 @configs.command("list")
 def list_configurations() -> None:
     """Every configuration with where its rollout stands."""
     table = Table("id", "state", "priority", "stage", "targeted", "applied", "succeeded", "failed", "pending")
-    for view in call("GET", "/v1/configurations", base=rollout_api())["items"]:
-        m = view["progress"]
-        stages = len(view["rollout"]["stages"])
+    for view in rollouts(lambda api: api.configurations()):
+        m = view.progress
         table.add_row(
-            view["id"], view["state"], str(view["priority"]), f"{view['stage'] + 1}/{stages}",
-            *(str(m[k]) for k in ("targeted", "applied", "succeeded", "failed", "pending")),
+            view.id, view.state.value, str(view.priority), f"{view.stage + 1}/{len(view.rollout.stages)}",
+            *(str(n) for n in (m.targeted, m.applied, m.succeeded, m.failed, m.pending)),
         )  # fmt: skip
     console.print(table)
 
 
 @configs.command("get")
 def get_configuration(configuration_id: str) -> None:
-    _print_configuration(call("GET", f"/v1/configurations/{configuration_id}", base=rollout_api()))
+    print_json(rollouts(lambda api: api.get(configuration_id)))
 
 
-def _act(configuration_id: str, action: str, body: dict[str, Any] | None = None) -> None:
-    view = call("POST", f"/v1/configurations/{configuration_id}/{action}", base=rollout_api(), json=body)
-    reason = f" ({view['reason']})" if view.get("reason") else ""
-    console.print(f"{view['id']}: {view['state']}, stage {view['stage'] + 1}{reason}")
+def _act(configuration_id: str, action: Action, rollback: bool = True) -> None:
+    view = rollouts(lambda api: api.act(configuration_id, action, rollback=rollback))
+    reason = f" ({view.reason})" if view.reason else ""
+    console.print(f"{view.id}: {view.state.value}, stage {view.stage + 1}{reason}")
 
 
 @configs.command("activate")
@@ -163,38 +167,37 @@ def cancel_configuration(
     configuration_id: str, rollback: bool = typer.Option(True, "--rollback/--no-rollback")
 ) -> None:
     """Stop for good; the rollback content (if any) goes to the twins it reached."""
-    _act(configuration_id, "cancel", {"rollback": rollback})
+    _act(configuration_id, "cancel", rollback)
 
 
 @configs.command("delete")
 def delete_configuration(configuration_id: str) -> None:
     """Delete a draft or an aborted configuration."""
-    call("DELETE", f"/v1/configurations/{configuration_id}", base=rollout_api())
+    rollouts(lambda api: api.delete(configuration_id))
     console.print(f"deleted {configuration_id}")
 
 
 @configs.command("metrics")
 def configuration_metrics(configuration_id: str) -> None:
     """Targeted, applied, succeeded, failed, pending, custom metrics, and per-stage counts."""
-    m = call("GET", f"/v1/configurations/{configuration_id}/metrics", base=rollout_api())
-    totals = Table("targeted", "waiting", "applied", "succeeded", "failed", "pending", *m["custom"])
-    keys = ("targeted", "waiting", "applied", "succeeded", "failed", "pending")
-    totals.add_row(*(str(m[k]) for k in keys), *(str(v) for v in m["custom"].values()))
+    m = rollouts(lambda api: api.metrics(configuration_id))
+    totals = Table("targeted", "waiting", "applied", "succeeded", "failed", "pending", *m.custom)
+    counts = (m.targeted, m.waiting, m.applied, m.succeeded, m.failed, m.pending)
+    totals.add_row(*(str(n) for n in counts), *(str(v) for v in m.custom.values()))
     console.print(totals)
     stages = Table("stage", "size", "admitted", "succeeded", "failed", "pending", "state")
-    for s in m["stages"]:
+    for s in m.stages:
         stages.add_row(
-            str(s["index"] + 1), *(str(s[k]) for k in ("target", "admitted", "succeeded", "failed", "pending")),
-            s["state"],
-        )  # fmt: skip
+            str(s.index + 1), *(str(n) for n in (s.target, s.admitted, s.succeeded, s.failed, s.pending)), s.state
+        )
     console.print(stages)
 
 
 @configs.command("history")
 def configuration_history(configuration_id: str) -> None:
     """Every decision of the rollout, with its reason."""
-    for entry in call("GET", f"/v1/configurations/{configuration_id}/history", base=rollout_api())["items"]:
-        console.print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(entry['at']))}  {entry['message']}")
+    for entry in rollouts(lambda api: api.history(configuration_id)).items:
+        console.print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(entry.at))}  {entry.message}")
 
 
 @configs.command("devices")
@@ -204,10 +207,7 @@ def configuration_devices(
     limit: int = typer.Option(100),
 ) -> None:
     """Targeted twins and where each stands."""
-    params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
     table = Table("device", "status", "stage", "reason")
-    answer = call("GET", f"/v1/configurations/{configuration_id}/devices", base=rollout_api(), params=params)
-    for item in answer["items"]:
-        stage = "-" if item["stage"] < 0 else str(item["stage"] + 1)
-        table.add_row(item["deviceId"], item["status"], stage, item["reason"])
+    for item in rollouts(lambda api: api.members(configuration_id, status, limit)).items:
+        table.add_row(item.device_id, item.status, "-" if item.stage < 0 else str(item.stage + 1), item.reason)
     console.print(table)

@@ -8,10 +8,11 @@ import secrets
 import signal
 from pathlib import Path
 
-import httpx
 import typer
 
-from services.cli.suite import console, stack_state, twin_store_api
+from services.cli.suite import console, stack_state, twins
+from services.clients.base import ApiError
+from services.clients.twin_store import TwinStoreClient
 from services.contracts.topics import Operation, TwinAddress, profile
 from services.devtools.broker import BrokerAccounts
 
@@ -27,7 +28,7 @@ def create_device(device_id: str) -> None:
     mosquitto_pid = stack["pids"].get("mosquitto")
     if mosquitto_pid:
         os.kill(int(mosquitto_pid), signal.SIGHUP)  # reload credentials
-    httpx.put(f"{twin_store_api()}/v1/twins/{device_id}", timeout=30)  # 409 when it exists already: fine
+    twins(lambda api: _register(api, device_id))
     topics = profile(stack.get("topic_profile", "default"))
     address = TwinAddress(device_id)
     console.print_json(
@@ -43,3 +44,11 @@ def create_device(device_id: str) -> None:
             }
         )
     )
+
+
+async def _register(api: TwinStoreClient, device_id: str) -> None:
+    try:
+        await api.create(device_id)
+    except ApiError as error:
+        if error.status != 409:  # a twin that exists already is fine
+            raise

@@ -1,21 +1,28 @@
-"""Where the `twin` command finds the running suite (its run directory, or `TWINFLEET_*_API`) and how
-it calls an app's REST API (a refusal is printed with its code and message).
-"""
+"""Where the `twin` command finds the running suite (its run directory, or `TWINFLEET_*_API`), the
+typed clients it calls it with, and how a refusal is shown (its code and message, exit 1)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import httpx
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 
-from services.platform.names import COMMANDS_APP, ROLLOUT_APP
+from services.clients.base import ApiClient, ApiError, Unreachable
+from services.clients.commands import CommandsClient
+from services.clients.rollout import RolloutClient
+from services.clients.twin_store import TwinStoreClient
+from services.platform.names import COMMANDS_APP, ROLLOUT_APP, TWIN_STORE_APP
 
 console = Console()
+C = TypeVar("C", bound=ApiClient)
+R = TypeVar("R")
 
 
 def run_dir() -> Path:
@@ -30,36 +37,47 @@ def stack_state() -> dict[str, Any]:
     return state
 
 
-def twin_store_api() -> str:
-    return os.environ.get("TWINFLEET_API") or str(stack_state()["api"])
-
-
 def app_api(app: str) -> str:
-    """An app's base URL: TWINFLEET_<APP>_API, else the running suite's."""
-    explicit = os.environ.get(f"TWINFLEET_{app.upper()}_API")
+    """An app's base URL: TWINFLEET_<APP>_API (TWINFLEET_API for the twin-store), else the running
+    suite's."""
+    explicit = os.environ.get("TWINFLEET_API" if app == TWIN_STORE_APP else f"TWINFLEET_{app.upper()}_API")
     if explicit:
         return explicit
-    url = stack_state().get("apps", {}).get(app)
+    state = stack_state()
+    url = state["api"] if app == TWIN_STORE_APP else state.get("apps", {}).get(app)
     if not url:
         raise typer.BadParameter(f"the running suite has no {app} app (or predates it): restart it")
     return str(url)
 
 
-def commands_api() -> str:
-    return app_api(COMMANDS_APP)
+def calling(client: type[C], app: str, use: Callable[[C], Awaitable[R]]) -> R:
+    """Run `use` with a client of `app`; a refusal or an unreachable app is printed, exit 1."""
+
+    async def go() -> R:
+        async with client(app_api(app)) as api:
+            return await use(api)
+
+    try:
+        return asyncio.run(go())
+    except ApiError as error:
+        console.print(f"[red]{error.status}[/] {error.message}")
+        raise typer.Exit(1) from None
+    except Unreachable as error:
+        console.print(f"[red]unreachable[/] {error}")
+        raise typer.Exit(1) from None
 
 
-def rollout_api() -> str:
-    return app_api(ROLLOUT_APP)
+def twins(use: Callable[[TwinStoreClient], Awaitable[R]]) -> R:
+    return calling(TwinStoreClient, TWIN_STORE_APP, use)
 
 
-def call(method: str, path: str, base: str | None = None, **kwargs: Any) -> Any:
-    response = httpx.request(method, (base or twin_store_api()) + path, timeout=30, **kwargs)
-    if response.status_code >= 400:
-        try:
-            message = response.json().get("message", response.text)
-        except ValueError:
-            message = response.text
-        console.print(f"[red]{response.status_code}[/] {message}")
-        raise typer.Exit(1)
-    return response.json() if response.content else None
+def rollouts(use: Callable[[RolloutClient], Awaitable[R]]) -> R:
+    return calling(RolloutClient, ROLLOUT_APP, use)
+
+
+def commands(use: Callable[[CommandsClient], Awaitable[R]]) -> R:
+    return calling(CommandsClient, COMMANDS_APP, use)
+
+
+def print_json(model: BaseModel) -> None:
+    console.print_json(model.model_dump_json(by_alias=True))

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from services.cli.suite import call, console
+from services.cli.suite import console, print_json, twins
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
@@ -32,7 +32,11 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
 
 def get(device_id: str, shadow: str = typer.Option("", help="named shadow")) -> None:
     """Print a twin (desired, reported, delta, metadata, version, tags)."""
-    console.print_json(json.dumps(call("GET", f"/v1/twins/{device_id}", params={"shadow": shadow})))
+    twin = twins(lambda api: api.get(device_id, shadow))
+    if twin is None:
+        console.print(f"[red]404[/] no twin exists for {device_id}")
+        raise typer.Exit(1)
+    print_json(twin)
 
 
 def desire(
@@ -41,29 +45,28 @@ def desire(
     if_version: int | None = typer.Option(None, "--if-version", help="only if the twin is at this version"),
 ) -> None:
     """Patch desired state: `twin desire dev1 config.fan=on sampleRate=5 old=null`."""
-    headers = {"If-Match": f'"{if_version}"'} if if_version is not None else {}
-    doc = call("PATCH", f"/v1/twins/{device_id}/desired", json=parse_assignments(assignments), headers=headers)
-    console.print(f"version {doc['version']}; delta: {json.dumps(doc['state'].get('delta', {}))}")
+    twin = twins(lambda api: api.patch_desired(device_id, parse_assignments(assignments), if_version))
+    console.print(f"version {twin.version}; delta: {json.dumps(twin.delta)}")
 
 
 def tag(device_id: str, assignments: list[str]) -> None:
     """Set tags: `twin tag dev1 site=berlin ring=canary`."""
-    doc = call("PATCH", f"/v1/twins/{device_id}/tags", json=parse_assignments(assignments))
-    console.print(f"version {doc['version']}; tags: {json.dumps(doc['tags'])}")
+    twin = twins(lambda api: api.patch_tags(device_id, parse_assignments(assignments)))
+    console.print(f"version {twin.version}; tags: {json.dumps(twin.tags)}")
 
 
 def list_twins(limit: int = typer.Option(50, help="page size"), cursor: str | None = None) -> None:
     """List twins, a page at a time."""
-    page = call("GET", "/v1/twins", params={"limit": limit, **({"cursor": cursor} if cursor else {})})
+    page = twins(lambda api: api.page(limit, cursor))
     table = Table("device", "shadow", "version", "tags")
-    for item in page["items"]:
-        table.add_row(item["device_id"], item["shadow"], str(item["version"]), json.dumps(item["tags"]))
+    for item in page.items:
+        table.add_row(item.device_id, item.shadow, str(item.version), json.dumps(item.tags))
     console.print(table)
-    if page["next"]:
-        console.print(f"more: twin list --cursor '{page['next']}'")
+    if page.next:
+        console.print(f"more: twin list --cursor '{page.next}'")
 
 
 def delete(device_id: str) -> None:
     """Delete a twin (its version is kept for when it comes back)."""
-    doc = call("DELETE", f"/v1/twins/{device_id}")
-    console.print(f"deleted at version {doc['version']}")
+    deleted = twins(lambda api: api.delete(device_id))
+    console.print(f"deleted at version {deleted.version}")

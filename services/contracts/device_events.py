@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.contracts.api import ApiModel
 from services.domain.json_values import JsonObject
 
 MAX_BATCH_EVENTS = 500
@@ -48,3 +49,22 @@ class EventBatch(BaseModel):
     @property
     def last(self) -> int:
         return self.events[-1].seq
+
+
+class EventsAck(BaseModel):
+    """The cloud's answer on `{id}/events/ack`: every event below `next_seq` is taken (or counted
+    lost), so the device may purge them."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    next_seq: int = Field(ge=1)
+
+
+class EventCursorView(ApiModel):
+    """`GET /v1/devices/{id}/events/cursor` (events app): how far the cloud has taken a device's
+    events."""
+
+    next_seq: int
+    """The sequence number the cloud expects next from the device (all below were taken or lost)."""
+    lost: int
+    """Events the device dropped unsent (outbox full) or that never came within the gap timeout."""

@@ -12,6 +12,9 @@ from services.domain.json_values import JsonObject
 
 TWIN_CHANGED_TOPIC = "twin.changed"
 DELTA_REQUESTED_TOPIC = "twin.delta-requested"
+DEVICE_EVENTS_TOPIC = "device.events"
+"""Every accepted device event, for downstream storage; consumers order and de-duplicate by
+(device_id, seq) (bulk publish sends a batch's entries in parallel)."""
 
 
 class TwinChanged(BaseModel):

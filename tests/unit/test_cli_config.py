@@ -6,7 +6,7 @@ import pytest
 import typer
 
 from services.cli.config import parse_stage, spec_from_options
-from services.domain.rollout.configuration import ConfigurationSpec
+from services.contracts.rollout import ConfigurationSpec
 
 
 def test_stages_are_percents_or_counts() -> None:

@@ -16,26 +16,15 @@ from hypothesis import strategies as st
 
 from services.commands.service import CommandService, Outcome
 from services.commands.settings import CommandsSettings
+from services.contracts.commands import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, CommandResultMessage, CommandStatus
 from services.domain.commands.due import DueShard, due_shard
 from services.domain.commands.index import CommandIndex, IndexEntry, index_key, resend_due, settle
-from services.domain.commands.record import (
-    CommandStatus,
-    DeviceCommand,
-    cancel,
-    complete,
-    deliver,
-    expire,
-    record_key,
-    retention_ttl,
-)
+from services.domain.commands.record import DeviceCommand, cancel, complete, deliver, expire, record_key, retention_ttl
 from services.domain.commands.requests import (
-    DEFAULT_TTL_SECONDS,
     MAX_ARGS_BYTES,
     MAX_REASON_CHARS,
     MAX_RESULT_BYTES,
-    MAX_TTL_SECONDS,
     CommandRequest,
-    CommandResult,
     new_command,
     parse_request,
     parse_result,
@@ -49,8 +38,8 @@ from services.platform.sidecar import Stored, Write, WriteFailed
 S = CommandStatus
 T0 = 1_800_000_000.0
 FINAL = (S.SUCCEEDED, S.FAILED, S.EXPIRED, S.CANCELLED)
-OK = CommandResult(S.SUCCEEDED, {"pong": 1})
-FAIL = CommandResult(S.FAILED, None, "no such file")
+OK = CommandResultMessage(status=S.SUCCEEDED, result={"pong": 1})
+FAIL = CommandResultMessage(status=S.FAILED, reason="no such file")
 
 
 def command(status: CommandStatus = S.QUEUED, ttl: float = 60, **changes: Any) -> DeviceCommand:
@@ -126,8 +115,12 @@ def test_a_new_command_expires_ttl_after_creation_and_tells_the_device_so() -> N
 
 
 def test_parse_result_takes_results_and_ignores_extra_fields() -> None:
-    assert parse_result({"status": "SUCCEEDED", "result": {"x": 1}}) == CommandResult(S.SUCCEEDED, {"x": 1})
-    assert parse_result({"status": "FAILED", "reason": "boom", "at": 5}) == CommandResult(S.FAILED, None, "boom")
+    assert parse_result({"status": "SUCCEEDED", "result": {"x": 1}}) == CommandResultMessage(
+        status=S.SUCCEEDED, result={"x": 1}
+    )
+    assert parse_result({"status": "FAILED", "reason": "boom", "at": 5}) == CommandResultMessage(
+        status=S.FAILED, reason="boom"
+    )
     assert parse_result({"status": "SUCCEEDED", "result": None}).result is None
     assert len(parse_result({"status": "FAILED", "reason": "r" * 5000}).reason or "") == MAX_REASON_CHARS
 
@@ -217,7 +210,7 @@ def test_deliver(status: CommandStatus, now: float, expected: CommandStatus) -> 
     ],
 )
 def test_complete_takes_the_first_result_before_expiry_only(
-    status: CommandStatus, now: float, result: CommandResult, expected: CommandStatus
+    status: CommandStatus, now: float, result: CommandResultMessage, expected: CommandStatus
 ) -> None:
     before = command(status)
     after = complete(before, result, now)
@@ -256,12 +249,12 @@ def test_final_records_are_kept_for_the_retention_after_completion() -> None:
     assert retention_ttl(command(S.SUCCEEDED), T0 + 500, 100) == 1
 
 
-Operation = tuple[str, float, CommandResult | None]
+Operation = tuple[str, float, CommandResultMessage | None]
 operations = st.lists(
     st.tuples(
         st.sampled_from(["deliver", "complete", "expire", "cancel"]),
         st.floats(0, 5),
-        st.sampled_from([OK, FAIL, CommandResult(S.SUCCEEDED, {"other": 2})]),
+        st.sampled_from([OK, FAIL, CommandResultMessage(status=S.SUCCEEDED, result={"other": 2})]),
     ),
     max_size=12,
 )

@@ -7,16 +7,18 @@ from typing import Any
 
 import pytest
 
-from services.domain.errors import ErrorCode, TwinError
-from services.domain.rollout.configuration import (
-    CompiledConfiguration,
-    Configuration,
+from services.contracts.rollout import (
     ConfigurationSpec,
     ConfigurationState,
     FailureThreshold,
     HaltAction,
     RolloutPolicy,
     Stage,
+)
+from services.domain.errors import ErrorCode, TwinError
+from services.domain.rollout.configuration import (
+    CompiledConfiguration,
+    Configuration,
     activate,
     cancel,
     new_configuration,
@@ -27,6 +29,7 @@ from services.domain.rollout.configuration import (
 )
 from services.domain.rollout.membership import ConfigurationStats, Membership, StageCounts
 from services.domain.rollout.planner import Allowance, next_step, stage_targets
+from services.domain.rollout.progress import rollout_progress
 from services.domain.rollout.twin_plan import Outcome, evaluate_twin
 from services.domain.twin.limits import Limits
 
@@ -52,6 +55,8 @@ def stats(targeted: int, **stages: StageCounts) -> ConfigurationStats:
 
 
 THREE = (Stage(percent=1), Stage(percent=10), Stage(percent=100))
+FREE = Allowance.fresh(NOW)
+"""No pace is set: every allowance is unbounded."""
 
 
 def test_stage_targets_are_cumulative_shares_of_the_targeted_twins() -> None:
@@ -62,18 +67,35 @@ def test_stage_targets_are_cumulative_shares_of_the_targeted_twins() -> None:
 
 def test_a_stage_admits_its_share_then_waits_for_it_to_settle() -> None:
     configuration = staged(*THREE)
-    step = next_step(configuration, stats(1000), budget=1 << 30, now=NOW)
+    step = next_step(configuration, stats(1000), FREE, now=NOW)
     assert (step.admit, step.stage, step.changed) == (10, 0, False)
-    step = next_step(configuration, stats(1000, s0=StageCounts(admitted=10, pending=3, succeeded=7)), 1 << 30, NOW)
+    step = next_step(configuration, stats(1000, s0=StageCounts(admitted=10, pending=3, succeeded=7)), FREE, NOW)
     assert (step.admit, step.changed) == (0, False)
 
 
 def test_the_pace_bounds_admissions() -> None:
-    assert next_step(staged(*THREE), stats(1000), budget=4, now=NOW).admit == 4
+    paced = staged(*THREE).model_copy(
+        update={
+            "spec": staged(*THREE).spec.model_copy(
+                update={"rollout": RolloutPolicy(stages=list(THREE), max_per_minute=240)}
+            )
+        }
+    )
+    step = next_step(paced, stats(1000), Allowance(0.0, NOW - 1), now=NOW)
+    assert step.admit == 4
+    assert next_step(paced, stats(1000), step.allowance, now=NOW).admit == 0  # spent: wait for the pace
+    assert next_step(paced, stats(1000), step.allowance, now=NOW + 0.5).admit == 2
+
+
+def test_admissions_under_way_count_against_the_stage_and_the_waiting_twins() -> None:
+    assert next_step(staged(*THREE), stats(1000), FREE, NOW, in_flight=6).admit == 4
+    assert next_step(staged(*THREE), stats(1000), FREE, NOW, in_flight=10).admit == 0
+    few = ConfigurationStats(targeted=1000, waiting=3, stages={}, metrics={})
+    assert next_step(staged(*THREE), few, FREE, NOW, in_flight=1).admit == 2
 
 
 def test_a_settled_stage_moves_on_and_says_so() -> None:
-    step = next_step(staged(*THREE), stats(1000, s0=StageCounts(admitted=10, succeeded=10)), 1 << 30, NOW)
+    step = next_step(staged(*THREE), stats(1000, s0=StageCounts(admitted=10, succeeded=10)), FREE, NOW)
     assert step.configuration.stage == 1
     assert step.notes == ["stage 1 done: 10/10 succeeded, 0 failed; stage 2 started: 100 of 1000 twins"]
     assert step.configuration.history[-1].message == step.notes[0]
@@ -81,25 +103,25 @@ def test_a_settled_stage_moves_on_and_says_so() -> None:
 
 def test_the_last_stage_completes_the_rollout() -> None:
     configuration = staged(Stage(percent=100))
-    step = next_step(configuration, stats(4, s0=StageCounts(admitted=4, succeeded=3, failed=1)), 1 << 30, NOW)
+    step = next_step(configuration, stats(4, s0=StageCounts(admitted=4, succeeded=3, failed=1)), FREE, NOW)
     assert step.configuration.state is ConfigurationState.COMPLETED
     assert "rollout completed: 3/4 succeeded, 1 failed" in step.notes[0]
 
 
 def test_a_completed_rollout_admits_twins_that_start_matching_later() -> None:
     configuration = staged(Stage(percent=100)).model_copy(update={"state": ConfigurationState.COMPLETED})
-    step = next_step(configuration, stats(6, s0=StageCounts(admitted=4, succeeded=4)), 1 << 30, NOW)
+    step = next_step(configuration, stats(6, s0=StageCounts(admitted=4, succeeded=4)), FREE, NOW)
     assert (step.admit, step.stage) == (2, 0)
 
 
 def test_nothing_targeted_waits_instead_of_completing() -> None:
-    assert not next_step(staged(*THREE), stats(0), 1 << 30, NOW).changed
+    assert not next_step(staged(*THREE), stats(0), FREE, NOW).changed
 
 
 def test_failures_above_the_percent_threshold_pause_before_the_next_stage() -> None:
     configuration = staged(*THREE, threshold=FailureThreshold(percent=5)).model_copy(update={"stage": 1})
     counts = stats(1000, s0=StageCounts(admitted=10, succeeded=10), s1=StageCounts(admitted=90, failed=7, pending=20))
-    step = next_step(configuration, counts, 1 << 30, NOW)
+    step = next_step(configuration, counts, FREE, NOW)
     assert step.configuration.state is ConfigurationState.PAUSED
     assert step.configuration.reason == "stage 2 halted: 7/90 failed > 5%"
     assert step.admit == 0
@@ -108,12 +130,12 @@ def test_failures_above_the_percent_threshold_pause_before_the_next_stage() -> N
 def test_failures_at_the_threshold_do_not_halt() -> None:
     configuration = staged(*THREE, threshold=FailureThreshold(percent=10))
     counts = stats(1000, s0=StageCounts(admitted=10, succeeded=9, failed=1))
-    assert next_step(configuration, counts, 1 << 30, NOW).configuration.stage == 1
+    assert next_step(configuration, counts, FREE, NOW).configuration.stage == 1
 
 
 def test_a_count_threshold_can_abort_and_roll_back() -> None:
     configuration = staged(*THREE, threshold=FailureThreshold(count=2, action=HaltAction.ABORT), rollback={"config": 0})
-    step = next_step(configuration, stats(1000, s0=StageCounts(admitted=10, failed=3, pending=7)), 1 << 30, NOW)
+    step = next_step(configuration, stats(1000, s0=StageCounts(admitted=10, failed=3, pending=7)), FREE, NOW)
     assert step.configuration.state is ConfigurationState.ABORTED
     assert step.configuration.rollback
     assert step.notes == ["stage 1 halted: 3/10 failed > 2; aborted; rolling back"]
@@ -122,11 +144,11 @@ def test_a_count_threshold_can_abort_and_roll_back() -> None:
 def test_resuming_accepts_the_halted_stage() -> None:
     configuration = staged(*THREE, threshold=FailureThreshold(percent=5))
     counts = stats(1000, s0=StageCounts(admitted=10, failed=5, succeeded=5))
-    halted = next_step(configuration, counts, 1 << 30, NOW).configuration
+    halted = next_step(configuration, counts, FREE, NOW).configuration
     assert halted.state is ConfigurationState.PAUSED
-    assert not next_step(halted, counts, 1 << 30, NOW).changed  # paused: nothing happens
+    assert not next_step(halted, counts, FREE, NOW).changed  # paused: nothing happens
     resumed = resume(halted, NOW)
-    step = next_step(resumed, counts, 1 << 30, NOW)
+    step = next_step(resumed, counts, FREE, NOW)
     assert step.configuration.stage == 1 and step.configuration.state is ConfigurationState.ACTIVE
 
 
@@ -222,3 +244,17 @@ def test_membership_refresh_turns_timed_out_twins_into_failures() -> None:
     members.refresh(compiled, NOW + 30)
     assert members.stats("cfg").stage(0).failed == 1
     assert dict(members.members("cfg"))["d"] == (Outcome.FAILED, 0, "no success within 30s")
+
+
+def test_stage_states_are_decided_in_the_core() -> None:
+    configuration = staged(*THREE)
+    counts = stats(1000, s0=StageCounts(admitted=10, succeeded=10), s1=StageCounts(admitted=40, pending=40))
+    advanced = configuration.model_copy(update={"stage": 1})
+    progress = rollout_progress(advanced, counts, complete=True)
+    assert [s.state for s in progress.stages] == ["done", "active", "waiting"]
+    assert [s.target for s in progress.stages] == [10, 90, 900]
+    assert (progress.applied, progress.pending, progress.waiting) == (50, 40, 950)
+    draft = new_configuration(configuration.spec, NOW)
+    assert [s.state for s in rollout_progress(draft, counts, complete=False).stages] == ["waiting"] * 3
+    done = advanced.model_copy(update={"state": ConfigurationState.COMPLETED})
+    assert {s.state for s in rollout_progress(done, counts, complete=True).stages} == {"done"}

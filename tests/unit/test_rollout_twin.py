@@ -8,13 +8,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.domain.rollout.configuration import (
-    CompiledConfiguration,
-    Configuration,
-    ConfigurationSpec,
-    ConfigurationState,
-    RolloutPolicy,
-)
+from services.contracts.rollout import ConfigurationSpec, ConfigurationState, RolloutPolicy
+from services.domain.rollout.configuration import CompiledConfiguration, Configuration
 from services.domain.rollout.twin_plan import (
     Mark,
     MarkStatus,

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from services.domain.commands.record import CommandStatus, DeviceCommand, expire
+from services.contracts.commands import CommandStatus
+from services.domain.commands.record import DeviceCommand, expire
 from services.domain.json_values import JsonObject
 
 _PROGRESS = {CommandStatus.QUEUED: 0, CommandStatus.DELIVERED: 1}

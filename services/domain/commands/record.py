@@ -8,29 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from enum import StrEnum
-from typing import TYPE_CHECKING
 
+from services.contracts.commands import CommandMessage, CommandRecord, CommandResultMessage, CommandStatus
 from services.domain.errors import conflict
 from services.domain.json_values import JsonObject
-
-if TYPE_CHECKING:
-    from services.domain.commands.requests import CommandResult
-
-
-class CommandStatus(StrEnum):
-    QUEUED = "QUEUED"
-    """Stored, not yet handed to the broker for the device."""
-    DELIVERED = "DELIVERED"
-    """Published to the device's topic at least once (the broker took it; the device may be away)."""
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    EXPIRED = "EXPIRED"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def pending(self) -> bool:
-        return self in (CommandStatus.QUEUED, CommandStatus.DELIVERED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +42,7 @@ class DeviceCommand:
 
     def message(self) -> JsonObject:
         """What the device receives on `{id}/commands/{cmd}` (raw JSON, QoS 1)."""
-        return {"id": self.id, "name": self.name, "args": self.args, "expiresAt": self.expires_at}
+        return CommandMessage(id=self.id, name=self.name, args=self.args, expires_at=self.expires_at).model_dump()
 
     def to_json(self) -> JsonObject:
         """The stored form, which is also what the REST API shows."""
@@ -78,6 +59,10 @@ class DeviceCommand:
             "reason": self.reason,
             "completedAt": self.completed_at,
         }
+
+    def view(self) -> CommandRecord:
+        """The command as the REST API shows it."""
+        return CommandRecord.model_validate(self.to_json())
 
     @staticmethod
     def from_json(value: JsonObject) -> DeviceCommand:
@@ -112,7 +97,7 @@ def deliver(command: DeviceCommand, now: float) -> DeviceCommand:
     return replace(command, status=CommandStatus.DELIVERED, deliveries=command.deliveries + 1)
 
 
-def complete(command: DeviceCommand, result: CommandResult, now: float) -> DeviceCommand:
+def complete(command: DeviceCommand, result: CommandResultMessage, now: float) -> DeviceCommand:
     """Take the device's result: the first one wins. A result for a due command is refused (the
     command EXPIRES: the cloud's clock decides), one for a final command is ignored (unchanged)."""
     command = expire(command, now)

@@ -10,37 +10,25 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from services.contracts.commands import (
+    DEFAULT_TTL_SECONDS,
+    MAX_TTL_SECONDS,
+    MIN_TTL_SECONDS,
+    NAME,
+    CommandResultMessage,
+    CommandStatus,
+)
 from services.contracts.topics import channel_device
-from services.domain.commands.record import CommandStatus, DeviceCommand
+from services.domain.commands.record import DeviceCommand
 from services.domain.errors import bad_request, too_large
 from services.domain.json_values import JsonObject, json_equal
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-"""Command names and ids: 1..64 of letters, digits and `_ . -` (safe as an MQTT topic level)."""
-
-
+NAME_PATTERN = re.compile(NAME)
 RESERVED_IDS = frozenset({"sync"})
 """`{id}/commands/sync` is the device's sync request, so no command may be called that."""
-
-
 MAX_ARGS_BYTES = 4096
-
-
 MAX_RESULT_BYTES = 16384
-
-
 MAX_REASON_CHARS = 1024
-
-
-MIN_TTL_SECONDS = 1
-
-
-MAX_TTL_SECONDS = 7 * 24 * 3600
-
-
-DEFAULT_TTL_SECONDS = 3600
-
-
 _REQUEST_FIELDS = ("id", "name", "args", "ttlSeconds")
 
 
@@ -109,15 +97,7 @@ def same_request(command: DeviceCommand, request: CommandRequest) -> bool:
     return command.name == request.name and json_equal(command.args, request.args)
 
 
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    status: CommandStatus
-    """SUCCEEDED or FAILED."""
-    result: JsonObject | None = None
-    reason: str | None = None
-
-
-def parse_result(payload: Any) -> CommandResult:
+def parse_result(payload: Any) -> CommandResultMessage:
     """A device's `{status, result?, reason?}` (other fields are ignored); malformed: 400. A result
     larger than `MAX_RESULT_BYTES` is kept as FAILED with a reason saying so; long reasons are cut."""
     if not isinstance(payload, dict):
@@ -132,10 +112,10 @@ def parse_result(payload: Any) -> CommandResult:
     if reason is not None and not isinstance(reason, str):
         raise bad_request("reason must be a string")
     if result is not None and (size := encoded_size(result)) > MAX_RESULT_BYTES:
-        return CommandResult(
-            CommandStatus.FAILED, None, f"the device's result was {size} bytes; at most {MAX_RESULT_BYTES} are kept"
-        )
-    return CommandResult(CommandStatus(status), result, None if reason is None else reason[:MAX_REASON_CHARS])
+        reason = f"the device's result was {size} bytes; at most {MAX_RESULT_BYTES} are kept"
+        return CommandResultMessage(status=CommandStatus.FAILED, reason=reason)
+    reason = None if reason is None else reason[:MAX_REASON_CHARS]
+    return CommandResultMessage(status=CommandStatus(status), result=result, reason=reason)
 
 
 def result_topic_command(topic: str) -> tuple[str, str] | None:

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from services.contracts.rollout import ConfigurationState
 from services.domain.device.core import FAILED, UNSUPPORTED
 from services.domain.json_values import JsonObject
 from services.domain.rollout.conditions import matches, twin_variables
-from services.domain.rollout.configuration import CompiledConfiguration, ConfigurationState
+from services.domain.rollout.configuration import CompiledConfiguration
 from services.domain.software.twin_key import UpdateStatus, desired_artifact
 
 

@@ -1,0 +1,57 @@
+"""The rollout app's REST API as a typed client (`services.contracts.rollout`): used by the firmware
+app (who refers to an artifact), the CLI and the tests."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from services.clients.base import ApiClient
+from services.contracts.rollout import (
+    ConfigurationSpec,
+    ConfigurationView,
+    HistoryList,
+    MemberList,
+    RolloutProgress,
+)
+
+Action = Literal["activate", "pause", "resume", "cancel"]
+
+
+class RolloutClient(ApiClient):
+    async def configurations(self) -> list[ConfigurationView]:
+        response = await self.call("GET", "/v1/configurations")
+        return [ConfigurationView.model_validate(item) for item in response.json()["items"]]
+
+    async def get(self, configuration_id: str) -> ConfigurationView:
+        return ConfigurationView.model_validate(
+            (await self.call("GET", f"/v1/configurations/{configuration_id}")).json()
+        )
+
+    async def create(self, spec: ConfigurationSpec | dict[str, Any]) -> ConfigurationView:
+        body = (
+            spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+            if isinstance(spec, ConfigurationSpec)
+            else spec
+        )
+        return ConfigurationView.model_validate((await self.call("POST", "/v1/configurations", json=body)).json())
+
+    async def act(self, configuration_id: str, action: Action, *, rollback: bool = True) -> ConfigurationView:
+        body = {"rollback": rollback} if action == "cancel" else None
+        response = await self.call("POST", f"/v1/configurations/{configuration_id}/{action}", json=body)
+        return ConfigurationView.model_validate(response.json())
+
+    async def delete(self, configuration_id: str) -> None:
+        await self.call("DELETE", f"/v1/configurations/{configuration_id}")
+
+    async def metrics(self, configuration_id: str) -> RolloutProgress:
+        response = await self.call("GET", f"/v1/configurations/{configuration_id}/metrics")
+        return RolloutProgress.model_validate(response.json())
+
+    async def history(self, configuration_id: str) -> HistoryList:
+        response = await self.call("GET", f"/v1/configurations/{configuration_id}/history")
+        return HistoryList.model_validate(response.json())
+
+    async def members(self, configuration_id: str, status: str | None = None, limit: int = 100) -> MemberList:
+        params: dict[str, Any] = {"limit": limit, **({"status": status} if status else {})}
+        response = await self.call("GET", f"/v1/configurations/{configuration_id}/devices", params=params)
+        return MemberList.model_validate(response.json())

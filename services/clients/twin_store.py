@@ -1,0 +1,73 @@
+"""The twin-store's REST API as a typed client (`services.contracts.twins`): used by the rollout
+app (batch writes, the fleet page by page), the firmware app (one twin), the CLI and the tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from services.clients.base import ApiClient, ApiError
+from services.contracts.twins import (
+    BatchAnswer,
+    BatchBody,
+    BatchItem,
+    BatchResult,
+    DeletedTwin,
+    FullTwinSummary,
+    TwinPage,
+    TwinView,
+)
+from services.domain.json_values import JsonObject
+
+
+def _if_match(version: int | None) -> dict[str, str]:
+    return {} if version is None else {"If-Match": f'"{version}"'}
+
+
+class TwinStoreClient(ApiClient):
+    async def get(self, device_id: str, shadow: str = "") -> TwinView | None:
+        """The twin, or None when there is none."""
+        try:
+            response = await self.call("GET", f"/v1/twins/{device_id}", params={"shadow": shadow} if shadow else None)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
+        return TwinView.model_validate(response.json())
+
+    async def create(self, device_id: str) -> TwinView:
+        return TwinView.model_validate((await self.call("PUT", f"/v1/twins/{device_id}")).json())
+
+    async def patch_desired(self, device_id: str, patch: JsonObject, if_version: int | None = None) -> TwinView:
+        response = await self.call("PATCH", f"/v1/twins/{device_id}/desired", json=patch, headers=_if_match(if_version))
+        return TwinView.model_validate(response.json())
+
+    async def patch_tags(self, device_id: str, patch: JsonObject, if_version: int | None = None) -> TwinView:
+        response = await self.call("PATCH", f"/v1/twins/{device_id}/tags", json=patch, headers=_if_match(if_version))
+        return TwinView.model_validate(response.json())
+
+    async def delete(self, device_id: str, if_version: int | None = None) -> DeletedTwin:
+        response = await self.call("DELETE", f"/v1/twins/{device_id}", headers=_if_match(if_version))
+        return DeletedTwin.model_validate(response.json())
+
+    async def page(self, limit: int = 100, cursor: str | None = None, *, full: bool = False) -> TwinPage:
+        params: dict[str, Any] = {"limit": limit, "view": "full" if full else "summary"}
+        if cursor:
+            params["cursor"] = cursor
+        return TwinPage.model_validate((await self.call("GET", "/v1/twins", params=params)).json())
+
+    async def pages(self, limit: int) -> AsyncIterator[list[FullTwinSummary]]:
+        """Every twin, `limit` at a time, with desired, reported, tags and configurations."""
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": limit, "view": "full", **({"cursor": cursor} if cursor else {})}
+            page = (await self.call("GET", "/v1/twins", params=params)).json()
+            yield [FullTwinSummary.model_validate(item) for item in page["items"]]
+            cursor = page.get("next")
+            if not cursor:
+                return
+
+    async def write(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        """One batch write (at most 1,000 twins); each item answered on its own, in item order."""
+        body = BatchBody(items=list(items)).model_dump(mode="json", exclude_none=True)
+        return BatchAnswer.model_validate((await self.call("POST", "/v1/twins/batch", json=body)).json()).results

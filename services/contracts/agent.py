@@ -1,0 +1,41 @@
+"""The device agent's local REST API (on the device, for apps beside it): post events, read status."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from services.contracts.api import ApiModel
+from services.domain.json_values import JsonObject
+
+MAX_EVENTS_PER_REQUEST = 1000
+
+
+class LocalEvent(ApiModel):
+    """One event an app on the device posts to `POST /v1/events`; `ts` defaults to now."""
+
+    type: str = Field(min_length=1, max_length=64)
+    data: JsonObject = Field(default_factory=dict)
+    ts: float | None = None
+
+
+class QueuedEvents(ApiModel):
+    """The sequence numbers the posted events got, in order."""
+
+    seqs: list[int]
+
+
+class OutboxStatus(ApiModel):
+    pending: int
+    """Events stored and not yet acknowledged by the cloud."""
+    dropped: int
+    """Events dropped unsent because the outbox was full."""
+
+
+class AgentStatus(ApiModel):
+    """`GET /v1/status`: whether the cloud is reachable, what the agent knows of its twin, its outbox."""
+
+    device_id: str
+    connected: bool
+    view: JsonObject
+    """The desired and reported state the agent has taken, and the twin version it is from."""
+    outbox: OutboxStatus
