@@ -1,47 +1,35 @@
-"""REST API for components: queue a command for a device, read it, list a device's commands, cancel.
+"""REST API for components (queue a command for a device, read it, list a device's commands, cancel)
+and the routes daprd delivers device messages to (results, sync requests).
 
-The device id always comes from the path. Bad requests are 400/413 and store nothing.
+The device id always comes from the path (or the topic). Bad requests are 400/413 and store nothing.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Awaitable
+from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
-from services.commands.service import CommandService
+from services.commands.metrics import RESULTS
+from services.commands.service import CommandService, Outcome
+from services.contracts.commands import CommandBody, CommandRecord, CommandStatus
 from services.contracts.topics import valid_id
 from services.contracts.wire import decode_payload
-from services.domain.commands.record import CommandStatus
-from services.domain.commands.requests import DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS, valid_command_id
+from services.domain.commands.requests import result_topic_command, sync_topic_device, valid_command_id
 from services.domain.errors import bad_request, too_large
-from services.domain.json_values import JsonObject
+from services.platform.cloudevents import event_payload
+from services.platform.http import provided
 
+log = structlog.get_logger()
 router = APIRouter(prefix="/v1/devices/{device_id}/commands", tags=["commands"])
+deliveries = APIRouter(include_in_schema=False)
+Commands = Annotated[CommandService, provided(CommandService)]
 MAX_BODY_BYTES = 16 * 1024
-
-
-class CommandBody(BaseModel):
-    """The request body of `POST /v1/devices/{device_id}/commands` (documentation only: the body is
-    validated by `parse_request`, which answers 400/413 naming what to fix)."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="what the device should do")
-    args: JsonObject = Field(default_factory=dict, description="a JSON object, at most 4096 bytes encoded")
-    ttl_seconds: float = Field(
-        alias="ttlSeconds",
-        default=DEFAULT_TTL_SECONDS,
-        ge=MIN_TTL_SECONDS,
-        le=MAX_TTL_SECONDS,
-        description="seconds the command may wait for the device; then it EXPIRES",
-    )
-    id: str | None = Field(default=None, description="optional caller-chosen id: makes the create idempotent")
-
-
-def _service(request: Request) -> CommandService:
-    service: CommandService = request.app.state.commands
-    return service
+RESULTS_ROUTE = "/device-command-results"
+SYNC_ROUTE = "/device-command-sync"
 
 
 def _device(device_id: str) -> str:
@@ -72,49 +60,98 @@ def _location(device_id: str, command_id: str) -> str:
 @router.post(
     "",
     status_code=201,
+    response_model=CommandRecord,
     openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": CommandBody.model_json_schema()}}}
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": CommandBody.model_json_schema(by_alias=True)}},
+        }
     },
     responses={200: {"description": "an idempotent retry (same `id`): the command as it is"}},
 )
-async def create_command(device_id: str, request: Request) -> JSONResponse:
+async def create_command(device_id: str, request: Request, commands: Commands) -> JSONResponse:
     """Queue a command for the device and publish it at once (a device online gets it now, one away
-    on its next sync); 201 with the command and its `Location`."""
+    on its next sync); 201 with the command and its `Location`. The body (`CommandBody`) is
+    validated by `parse_request`, which answers 400/413 naming what to fix."""
     _device(device_id)
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:
         raise too_large(f"the body is {len(body)} bytes; at most {MAX_BODY_BYTES} are allowed")
     document, _ = decode_payload(body)
-    command, created = await _service(request).create(device_id, document)
+    command, created = await commands.create(device_id, document)
     return JSONResponse(
-        command.to_json(),
+        command.view().model_dump(mode="json"),
         status_code=201 if created else 200,
         headers={"Location": _location(device_id, command.id)},
     )
 
 
-@router.get("")
+@router.get("", response_model=list[CommandRecord])
 async def list_commands(
     device_id: str,
-    request: Request,
+    commands: Commands,
     status: Annotated[str | None, Query(description="only commands in this status (QUEUED, DELIVERED, …)")] = None,
     limit: Annotated[int, Query(ge=1, le=256)] = 100,
-) -> list[JsonObject]:
+) -> list[CommandRecord]:
     """The device's commands, newest first (finished ones are kept for 7 days)."""
-    commands = await _service(request).list_commands(_device(device_id), _status(status), limit)
-    return [command.to_json() for command in commands]
+    return [c.view() for c in await commands.list_commands(_device(device_id), _status(status), limit)]
 
 
-@router.get("/{command_id}")
-async def get_command(device_id: str, command_id: str, request: Request) -> JsonObject:
+@router.get("/{command_id}", response_model=CommandRecord)
+async def get_command(device_id: str, command_id: str, commands: Commands) -> CommandRecord:
     """One command: status, deliveries, and the device's result once it answered; 404 when unknown."""
-    command = await _service(request).get(_device(device_id), _command_id(command_id))
-    return command.to_json()
+    return (await commands.get(_device(device_id), _command_id(command_id))).view()
 
 
-@router.post("/{command_id}/cancel")
-async def cancel_command(device_id: str, command_id: str, request: Request) -> JsonObject:
+@router.post("/{command_id}/cancel", response_model=CommandRecord)
+async def cancel_command(device_id: str, command_id: str, commands: Commands) -> CommandRecord:
     """Cancel a QUEUED or DELIVERED command (409 once it finished); a result that comes later is
     ignored. The device is not told, so it may still run a copy it already has."""
-    command = await _service(request).cancel(_device(device_id), _command_id(command_id))
-    return command.to_json()
+    return (await commands.cancel(_device(device_id), _command_id(command_id))).view()
+
+
+@deliveries.post(RESULTS_ROUTE)
+async def command_result(request: Request, commands: Commands) -> JSONResponse:
+    """A device's result (raw payload in a CloudEvent); device and command ids are the topic's."""
+    event = await _event(request)
+    address = result_topic_command(str(event.get("topic", ""))) if event else None
+    if address is None:
+        RESULTS.labels("malformed").inc()
+        return JSONResponse({"status": Outcome.DROP})
+    device_id, command_id = address
+    return await _answer(
+        commands.take_result(device_id, command_id, event_payload(event)), device_id=device_id, command_id=command_id
+    )
+
+
+@deliveries.post(SYNC_ROUTE)
+async def command_sync(request: Request, commands: Commands) -> JSONResponse:
+    """A device asks for its pending commands (any payload); the device id is the topic's."""
+    event = await _event(request)
+    device_id = sync_topic_device(str(event.get("topic", ""))) if event else None
+    if device_id is None:
+        return JSONResponse({"status": Outcome.DROP})
+    return await _answer(_synced(commands, device_id), device_id=device_id)
+
+
+async def _synced(service: CommandService, device_id: str) -> Outcome:
+    await service.sync(device_id)
+    return Outcome.SUCCESS
+
+
+async def _event(request: Request) -> dict[str, Any]:
+    try:
+        event = await request.json()
+    except ValueError:
+        return {}
+    return event if isinstance(event, dict) else {}
+
+
+async def _answer(handling: Awaitable[Outcome], **where: str) -> JSONResponse:
+    """SUCCESS/DROP as decided; RETRY (daprd redelivers) when the store or sidecar failed."""
+    try:
+        outcome = await handling
+    except Exception as error:  # noqa: BLE001 - daprd redelivers; every step is safe to repeat
+        log.warning("device message failed; daprd redelivers it", error=str(error), **where)
+        return JSONResponse({"status": Outcome.RETRY})
+    return JSONResponse({"status": outcome})

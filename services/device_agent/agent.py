@@ -16,11 +16,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
-from prometheus_client import Counter, Gauge
 
+from services.contracts.agent import AgentStatus, OutboxStatus
+from services.contracts.commands import CommandMessage, CommandResultMessage, CommandStatus
 from services.contracts.topics import DeviceChannels, Operation, Reply, TopicProfile, TwinAddress
 from services.device_agent.handlers import Handler, HandlerFailed, ReportsProgress
 from services.device_agent.link import AgentSidecar, Unreachable
+from services.device_agent.metrics import APPLIES, COMMANDS, DELTAS, DROPPED, OUTBOX, RECONNECTS
 from services.device_agent.outbox import Outbox
 from services.domain.device.core import (
     Applied,
@@ -40,12 +42,6 @@ log = structlog.get_logger()
 VIEW_KEY = "agent~view"
 COMMAND_RESULT_TTL = 7 * 24 * 3600
 
-DELTAS = Counter("twinfleet_agent_deltas_total", "Deltas received", ["outcome"])
-APPLIES = Counter("twinfleet_agent_applies_total", "Handler applies", ["key", "outcome"])
-RECONNECTS = Counter("twinfleet_agent_reconnects_total", "Times the cloud became reachable")
-COMMANDS = Counter("twinfleet_agent_commands_total", "Durable commands", ["outcome"])
-OUTBOX = Gauge("twinfleet_agent_outbox_events", "Events waiting in the outbox")
-DROPPED = Gauge("twinfleet_agent_outbox_dropped", "Events dropped because the outbox was full")
 
 CommandRunner = Callable[[JsonObject], Awaitable[JsonObject]]
 
@@ -274,37 +270,37 @@ class DeviceAgent:
         DROPPED.set(self.outbox.meta.dropped)
 
     # -- durable commands --------------------------------------------------------------------
-    async def on_command(self, command: JsonObject) -> None:
+    async def on_command(self, command: CommandMessage) -> None:
         """Run a command once and send its result; a command seen before gets its kept result.
         Commands are taken one at a time: after a reconnect the broker's queued copy and the
         sync's re-publish of the same command arrive together."""
-        command_id = str(command.get("id", ""))
-        key = f"command~{command_id}"
+        key = f"command~{command.id}"
         async with self._command_lock:
-            result = await self.sidecar.load(key)
-            if result is None:
-                if float(command.get("expiresAt", 0)) < time.time():
+            kept = await self.sidecar.load(key)
+            if kept is None:
+                if command.expires_at < time.time():
                     COMMANDS.labels("expired").inc()
-                    self.log.info("command expired before it arrived", command_id=command_id)
+                    self.log.info("command expired before it arrived", command_id=command.id)
                     return
                 result = await self._run_command(command)
-                await self.sidecar.store(key, result, ttl_seconds=COMMAND_RESULT_TTL)
-                COMMANDS.labels(result["status"].lower()).inc()
+                await self.sidecar.store(key, result.payload(), ttl_seconds=COMMAND_RESULT_TTL)
+                COMMANDS.labels(result.status.lower()).inc()
             else:
+                result = CommandResultMessage.model_validate(kept)
                 COMMANDS.labels("repeated").inc()
         try:
-            await self.sidecar.send(self.channels.command_result(command_id), result)
+            await self.sidecar.send(self.channels.command_result(command.id), result.payload())
         except Unreachable:
             self.lost()  # the result is kept; the sync after reconnecting sends it again
 
-    async def _run_command(self, command: JsonObject) -> JsonObject:
-        runner = self.commands.get(str(command.get("name", "")))
+    async def _run_command(self, command: CommandMessage) -> CommandResultMessage:
+        runner = self.commands.get(command.name)
         if runner is None:
-            return {"status": "FAILED", "reason": f"unknown command {command.get('name')!r}"}
+            return CommandResultMessage(status=CommandStatus.FAILED, reason=f"unknown command {command.name!r}")
         try:
-            return {"status": "SUCCEEDED", "result": await runner(command.get("args") or {})}
+            return CommandResultMessage(status=CommandStatus.SUCCEEDED, result=await runner(command.args))
         except Exception as error:  # noqa: BLE001 - a command's failure is its result
-            return {"status": "FAILED", "reason": f"{type(error).__name__}: {error}"}
+            return CommandResultMessage(status=CommandStatus.FAILED, reason=f"{type(error).__name__}: {error}")
 
     async def _ping(self, args: JsonObject) -> JsonObject:
         return {"pong": time.time(), **args}
@@ -313,10 +309,10 @@ class DeviceAgent:
         self._wake.set()
         return {"version": self.view.version}
 
-    def status(self) -> JsonObject:
-        return {
-            "device_id": self.address.device_id,
-            "connected": self.connected,
-            "view": self.view.to_json(),
-            "outbox": {"pending": self.outbox.meta.size, "dropped": self.outbox.meta.dropped},
-        }
+    def status(self) -> AgentStatus:
+        return AgentStatus(
+            device_id=self.address.device_id,
+            connected=self.connected,
+            view=self.view.to_json(),
+            outbox=OutboxStatus(pending=self.outbox.meta.size, dropped=self.outbox.meta.dropped),
+        )

@@ -29,7 +29,6 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.device_agent.handlers import SERVICE_ACCOUNT, HandlerFailed, write_atomically
-from services.domain.software.twin_key import UpdateStatus, desired_artifact, satisfied
 from services.domain.software.metadata import (
     Refusal,
     Release,
@@ -38,6 +37,7 @@ from services.domain.software.metadata import (
     check_offer,
     verify_metadata,
 )
+from services.domain.software.twin_key import UpdateStatus, desired_artifact, satisfied
 
 log = structlog.get_logger()
 Report = Callable[[Any], Awaitable[None]]

@@ -7,42 +7,43 @@ device, and a batch past a gap is answered RETRY so daprd redelivers it once the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator
 from typing import Any
 
+import svcs
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 
-from services.contracts.topics import EVENTS_FILTER, channel_device, valid_id
-from services.domain.errors import bad_request, not_found
+from services.contracts.topics import EVENTS_FILTER, channel_device
+from services.events.api import Ingest, router
 from services.events.ingest import EventIngest, Outcome
 from services.events.metrics import BATCHES
 from services.events.settings import get_events_settings
 from services.events.sinks import BatchFileSink, EventSink, EventsSidecar, TopicSink
 from services.platform.cloudevents import event_payload, shared, subscription
 from services.platform.http import install_common
-from services.platform.lifecycle import running_sidecar
+from services.platform.lifecycle import register_platform, running_sidecar
 from services.platform.names import DEVICE_BROKER, EVENTS_APP, EVENTS_SINK
 
 DEVICE_EVENTS_ROUTE = "/device-events"
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+@svcs.fastapi.lifespan
+async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None]:
     settings = get_events_settings()
     async with running_sidecar(EVENTS_APP, EventsSidecar(*settings.sidecar_args())) as sidecar:
+        register_platform(registry, sidecar)
         sinks: list[EventSink] = [
             TopicSink(sidecar),
             BatchFileSink(sidecar, EVENTS_SINK, settings.events_sink_name_key),
         ]
-        app.state.ingest = EventIngest(sidecar, sinks, settings.events_gap_timeout)
+        registry.register_value(EventIngest, EventIngest(sidecar, sinks, settings.events_gap_timeout))
         yield
 
 
 app = FastAPI(title="Twinfleet events", version="0.1.0", lifespan=lifespan)
 install_common(app)
+app.include_router(router)
 
 
 @app.get("/dapr/subscribe", include_in_schema=False)
@@ -52,7 +53,7 @@ async def subscriptions() -> list[dict[str, Any]]:
 
 
 @app.post(DEVICE_EVENTS_ROUTE, include_in_schema=False)
-async def device_events(request: Request) -> JSONResponse:
+async def device_events(request: Request, ingest: Ingest) -> JSONResponse:
     """One batch delivered by daprd (raw payload in a CloudEvent); the device id is the topic's."""
     try:
         event = await request.json()
@@ -63,23 +64,4 @@ async def device_events(request: Request) -> JSONResponse:
     if device_id is None:
         BATCHES.labels("dropped").inc()
         return JSONResponse({"status": Outcome.DROP})
-    outcome = await request.app.state.ingest.handle(device_id, payload)
-    return JSONResponse({"status": outcome})
-
-
-class CursorView(BaseModel):
-    next_seq: int
-    """The sequence number the cloud expects next from the device (all below were taken or lost)."""
-    lost: int
-    """Events the device dropped unsent (outbox full) or that never came within the gap timeout."""
-
-
-@app.get("/v1/devices/{device_id}/events/cursor", tags=["events"])
-async def event_cursor(device_id: str, request: Request) -> CursorView:
-    """How far the cloud has taken a device's events; 404 when it never sent any."""
-    if not valid_id(device_id):
-        raise bad_request("device id must be 1..128 of letters, digits and _ . : -")
-    cursor = await request.app.state.ingest.cursor(device_id)
-    if cursor is None:
-        raise not_found(f"device {device_id} has sent no events")
-    return CursorView(next_seq=cursor.next_seq, lost=cursor.lost)
+    return JSONResponse({"status": await ingest.handle(device_id, payload)})

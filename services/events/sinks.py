@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from services.contracts.device_events import DeviceEvent
-from services.contracts.events import DeviceEventRecorded
-from services.platform.names import DEVICE_EVENTS_TOPIC
+from services.contracts.events import DEVICE_EVENTS_TOPIC, DeviceEventRecorded
 from services.platform.sidecar import Sidecar
 
 

@@ -24,6 +24,9 @@ class FirmwareSettings(Settings):
     firmware_name_key: str = "fileName"
     """The binding's metadata key naming an object: `fileName` (localstorage), `blobName` (Azure
     Blob), `key` (AWS S3)."""
+    firmware_public_url: str = ""
+    """This service's address as devices reach it (the base of minted URLs); empty: the address
+    the request came in on."""
     rollout_url: str = ""
     """The rollout app's base URL; empty: Dapr service invocation (see `twin_store_url`)."""
     twin_store_url: str = ""

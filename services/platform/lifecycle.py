@@ -1,16 +1,20 @@
-"""What every app does around its life: structured logs under its name, and its sidecar client
-connected in the background (daprd only turns healthy once the app listens) and closed at the end."""
+"""What every app does around its life: structured logs under its name, its sidecar client
+connected in the background (daprd only turns healthy once the app listens) and closed at the end,
+the platform services registered for its routes and readiness, and its background work."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import svcs
 
 from services.platform.logging import configure_logging
 from services.platform.sidecar import Sidecar
+from services.platform.state import StateRepository
 
 S = TypeVar("S", bound=Sidecar)
 
@@ -27,3 +31,25 @@ async def running_sidecar(app_name: str, sidecar: S) -> AsyncIterator[S]:
         with contextlib.suppress(asyncio.CancelledError):
             await connecting
         await sidecar.close()
+
+
+def register_platform(registry: svcs.Registry, sidecar: Sidecar, *, state: bool = True) -> StateRepository:
+    """Register the sidecar and (unless `state` is false) the state repository over it, each with
+    its readiness ping; returns the repository."""
+    registry.register_value(Sidecar, sidecar, ping=Sidecar.ping)
+    repository = StateRepository(sidecar)
+    if state:
+        registry.register_value(StateRepository, repository, ping=StateRepository.ping)
+    return repository
+
+
+@asynccontextmanager
+async def running(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run `work` (a loop that runs for ever) as a task while the block runs; cancel it after."""
+    task = asyncio.create_task(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -16,9 +16,6 @@ EVENTS_APP = "events"
 """Device events ingest: de-duplicates and orders each device's events, feeds the sinks."""
 EVENTS_SINK = "events-sink"
 """Example downstream sink of device events (a Dapr output binding; local files here)."""
-DEVICE_EVENTS_TOPIC = "device.events"
-"""Internal topic carrying every accepted device event for downstream storage; consumers order and
-de-duplicate by (device_id, seq) (bulk publish sends a batch's entries in parallel)."""
 
 DEVICE_AGENT_APP = "device-agent"
 AGENT_BROKER = "cloud-broker"

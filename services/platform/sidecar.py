@@ -24,12 +24,6 @@ _RAW = {"rawPayload": "true"}
 _FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write).get_proto()  # type: ignore[no-untyped-call]
 
 
-def app_url(app: str, dapr_http_port: int, direct_url: str = "") -> str:
-    """Where to call another app: through this app's sidecar (Dapr service invocation), or straight
-    to `direct_url` when one is set (local stacks: daprd's mDNS resolution spans the machine)."""
-    return direct_url.rstrip("/") or f"http://127.0.0.1:{dapr_http_port}/v1.0/invoke/{app}/method"
-
-
 class WriteFailed(Exception):
     """At least one conditional write was refused (lost an ETag race, or the store failed)."""
 
@@ -64,6 +58,13 @@ class Sidecar:
         self._grpc_address = grpc_address
         self._health_url = f"http://127.0.0.1:{http_port}/v1.0/healthz/outbound"
         self._client_ready: asyncio.Future[DaprClient] | None = None
+
+    async def ping(self) -> None:
+        """Raise unless the sidecar is up and its components are ready (readiness)."""
+        async with httpx.AsyncClient(timeout=2) as http:
+            (await http.get(self._health_url)).raise_for_status()
+        if self._client_ready is None or not self._client_ready.done():
+            raise RuntimeError("the sidecar client is not connected yet")
 
     async def connect(self) -> None:
         """Wait for the sidecar's outbound health, then create the client (idempotent)."""

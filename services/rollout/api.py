@@ -1,5 +1,6 @@
 """REST API: create, edit (drafts only), activate, pause, resume, cancel and delete configurations;
-read their metrics, per-stage counts, history and per-twin status."""
+read their metrics, per-stage counts, history and per-twin status. The shapes are
+`services.contracts.rollout`; the numbers come from `services.domain.rollout.progress`."""
 
 from __future__ import annotations
 
@@ -7,35 +8,46 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
-from pydantic import BaseModel, ValidationError
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response
+from pydantic import ValidationError
 
+from services.contracts.rollout import (
+    CancelBody,
+    ConfigurationList,
+    ConfigurationSpec,
+    ConfigurationView,
+    HistoryList,
+    MemberList,
+    MemberStatus,
+    RolloutProgress,
+)
 from services.domain.errors import bad_request, conflict
 from services.domain.rollout.configuration import (
     Action,
     Configuration,
-    ConfigurationSpec,
-    ConfigurationState,
     apply_action,
     check_deletable,
     new_configuration,
     replace_spec,
     validate_spec,
 )
-from services.domain.rollout.planner import stage_targets
+from services.domain.rollout.progress import rollout_progress
 from services.domain.rollout.twin_plan import Outcome
+from services.platform.http import provided
 from services.platform.sidecar import WriteFailed
 from services.rollout.reconciler import Reconciler
-from services.rollout.store import ConfigurationStore
+from services.rollout.settings import RolloutSettings
 
 LOAD_WAIT_SECONDS = 30.0
+Rollouts = Annotated[Reconciler, provided(Reconciler)]
+Settings = Annotated[RolloutSettings, provided(RolloutSettings)]
 
 
-async def _loaded(request: Request) -> None:
+async def _loaded(reconciler: Rollouts) -> None:
     """Answer only once the stored configurations are loaded (just after a restart they are not):
     a 503 beats a wrong 404."""
     try:
-        await asyncio.wait_for(request.app.state.reconciler.ready.wait(), LOAD_WAIT_SECONDS)
+        await asyncio.wait_for(reconciler.ready.wait(), LOAD_WAIT_SECONDS)
     except TimeoutError:
         raise HTTPException(503, "configurations are still loading; try again") from None
 
@@ -43,188 +55,141 @@ async def _loaded(request: Request) -> None:
 router = APIRouter(prefix="/v1/configurations", tags=["configurations"], dependencies=[Depends(_loaded)])
 
 
-class CancelBody(BaseModel):
-    rollback: bool = True
-
-
-def _reconciler(request: Request) -> Reconciler:
-    reconciler: Reconciler = request.app.state.reconciler
-    return reconciler
-
-
-def _store(request: Request) -> ConfigurationStore:
-    return _reconciler(request).store
-
-
-def _spec(request: Request, body: Any) -> ConfigurationSpec:
+def _spec(settings: RolloutSettings, body: Any) -> ConfigurationSpec:
     try:
         spec = ConfigurationSpec.model_validate(body)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise bad_request(f"{where}: {first['msg']}") from None
-    validate_spec(spec, request.app.state.limits)
+    validate_spec(spec, settings.limits())
     return spec
 
 
-def metrics_view(reconciler: Reconciler, configuration: Configuration) -> dict[str, Any]:
+def progress(reconciler: Reconciler, configuration: Configuration) -> RolloutProgress:
     stats = reconciler.membership.stats(configuration.id)
-    total = stats.total()
-    targets = stage_targets(configuration, stats.targeted)
-    stages = []
-    for index, target in enumerate(targets):
-        counts = stats.stage(index)
-        if configuration.stage > index or configuration.state is ConfigurationState.COMPLETED:
-            state = "done"
-        elif configuration.stage == index and configuration.state is not ConfigurationState.DRAFT:
-            state = configuration.state.value
-        else:
-            state = "waiting"
-        stages.append(
-            {
-                "index": index,
-                "target": target - (targets[index - 1] if index else 0),
-                "admitted": counts.admitted,
-                "succeeded": counts.succeeded,
-                "failed": counts.failed,
-                "pending": counts.pending,
-                "superseded": counts.superseded,
-                "state": state,
-            }
-        )
-    return {
-        "targeted": stats.targeted,
-        "waiting": stats.waiting,
-        "applied": total.admitted - total.superseded,
-        "succeeded": total.succeeded,
-        "failed": total.failed,
-        "pending": total.pending,
-        "superseded": total.superseded,
-        "rolledBack": total.rolled_back,
-        "custom": {name: stats.metrics.get(name, 0) for name in configuration.spec.metrics},
-        "stages": stages,
-        "complete": reconciler.scanned(configuration.id),
-    }
+    return rollout_progress(configuration, stats, reconciler.scanned(configuration.id))
 
 
-def view(reconciler: Reconciler, configuration: Configuration) -> dict[str, Any]:
-    body = configuration.spec.model_dump(mode="json", by_alias=True)
-    body.update(
-        state=configuration.state.value,
+def view(reconciler: Reconciler, configuration: Configuration) -> ConfigurationView:
+    return ConfigurationView(
+        **configuration.spec.model_dump(),
+        state=configuration.state,
         stage=configuration.stage,
         reason=configuration.reason,
-        createdAt=configuration.created_at,
-        activatedAt=configuration.activated_at,
-        updatedAt=configuration.updated_at,
-        progress=metrics_view(reconciler, configuration),
+        created_at=configuration.created_at,
+        activated_at=configuration.activated_at,
+        updated_at=configuration.updated_at,
+        progress=progress(reconciler, configuration),
     )
-    return body
 
 
-@router.post("", status_code=201)
-async def create(request: Request, body: Annotated[Any, Body()]) -> dict[str, Any]:
+@router.post("", status_code=201, response_model=ConfigurationView)
+async def create(reconciler: Rollouts, settings: Settings, body: Annotated[Any, Body()]) -> ConfigurationView:
     """A new configuration, in draft: nothing is written to twins until it is activated."""
-    configuration = new_configuration(_spec(request, body), int(time.time()))
-    await _store(request).create(configuration)
-    return view(_reconciler(request), configuration)
+    configuration = new_configuration(_spec(settings, body), int(time.time()))
+    await reconciler.store.create(configuration)
+    return view(reconciler, configuration)
 
 
-@router.get("")
-async def list_configurations(request: Request) -> dict[str, Any]:
-    reconciler = _reconciler(request)
+@router.get("", response_model=ConfigurationList)
+async def list_configurations(reconciler: Rollouts) -> ConfigurationList:
     items = sorted(reconciler.store.all(), key=lambda c: c.created_at)
-    return {"items": [view(reconciler, c) for c in items]}
+    return ConfigurationList(items=[view(reconciler, c) for c in items])
 
 
-@router.get("/{configuration_id}")
-async def get(request: Request, configuration_id: str) -> dict[str, Any]:
-    return view(_reconciler(request), _store(request).get(configuration_id))
+@router.get("/{configuration_id}", response_model=ConfigurationView)
+async def get(reconciler: Rollouts, configuration_id: str) -> ConfigurationView:
+    return view(reconciler, reconciler.store.get(configuration_id))
 
 
-@router.put("/{configuration_id}")
-async def edit(request: Request, configuration_id: str, body: Annotated[Any, Body()]) -> dict[str, Any]:
+@router.put("/{configuration_id}", response_model=ConfigurationView)
+async def edit(
+    reconciler: Rollouts, settings: Settings, configuration_id: str, body: Annotated[Any, Body()]
+) -> ConfigurationView:
     """Replace a draft's spec (409 once active: create a new configuration instead)."""
-    spec = _spec(request, body)
+    spec = _spec(settings, body)
     if spec.id != configuration_id:
         raise bad_request(f"the body's id {spec.id!r} is not the path's {configuration_id!r}")
-    updated = replace_spec(_store(request).get(configuration_id), spec, int(time.time()))
-    await _save(request, updated)
-    return view(_reconciler(request), updated)
+    updated = replace_spec(reconciler.store.get(configuration_id), spec, int(time.time()))
+    await _save(reconciler, updated)
+    return view(reconciler, updated)
 
 
 @router.delete("/{configuration_id}", status_code=204)
-async def delete(request: Request, configuration_id: str) -> Response:
-    check_deletable(_store(request).get(configuration_id))
-    await _store(request).delete(configuration_id)
-    _reconciler(request).configuration_deleted(configuration_id)
+async def delete(reconciler: Rollouts, configuration_id: str) -> Response:
+    check_deletable(reconciler.store.get(configuration_id))
+    await reconciler.store.delete(configuration_id)
+    reconciler.configuration_deleted(configuration_id)
     return Response(status_code=204)
 
 
-async def _act(request: Request, configuration_id: str, action: Action, rollback: bool = True) -> dict[str, Any]:
-    updated = apply_action(_store(request).get(configuration_id), action, int(time.time()), rollback)
-    await _save(request, updated)
-    _reconciler(request).configuration_changed(updated, scan=action == "activate")
-    return view(_reconciler(request), updated)
+async def _act(
+    reconciler: Reconciler, configuration_id: str, action: Action, rollback: bool = True
+) -> ConfigurationView:
+    updated = apply_action(reconciler.store.get(configuration_id), action, int(time.time()), rollback)
+    await _save(reconciler, updated)
+    reconciler.configuration_changed(updated, scan=action == "activate")
+    return view(reconciler, updated)
 
 
-async def _save(request: Request, configuration: Configuration) -> None:
+async def _save(reconciler: Reconciler, configuration: Configuration) -> None:
     try:
-        await _store(request).save(configuration)
+        await reconciler.store.save(configuration)
     except WriteFailed:
         raise conflict(f"configuration {configuration.id} changed meanwhile; read it and try again") from None
 
 
-@router.post("/{configuration_id}/activate")
-async def activate(request: Request, configuration_id: str) -> dict[str, Any]:
+@router.post("/{configuration_id}/activate", response_model=ConfigurationView)
+async def activate(reconciler: Rollouts, configuration_id: str) -> ConfigurationView:
     """Start the rollout: the fleet is scanned for targeted twins, then stage 1 begins."""
-    return await _act(request, configuration_id, "activate")
+    return await _act(reconciler, configuration_id, "activate")
 
 
-@router.post("/{configuration_id}/pause")
-async def pause(request: Request, configuration_id: str) -> dict[str, Any]:
+@router.post("/{configuration_id}/pause", response_model=ConfigurationView)
+async def pause(reconciler: Rollouts, configuration_id: str) -> ConfigurationView:
     """Admit no more twins (those applied keep the content; twins that stop matching still leave)."""
-    return await _act(request, configuration_id, "pause")
+    return await _act(reconciler, configuration_id, "pause")
 
 
-@router.post("/{configuration_id}/resume")
-async def resume(request: Request, configuration_id: str) -> dict[str, Any]:
+@router.post("/{configuration_id}/resume", response_model=ConfigurationView)
+async def resume(reconciler: Rollouts, configuration_id: str) -> ConfigurationView:
     """Carry on; a stage that halted on its failures is accepted as it is."""
-    return await _act(request, configuration_id, "resume")
+    return await _act(reconciler, configuration_id, "resume")
 
 
-@router.post("/{configuration_id}/cancel")
-async def cancel(request: Request, configuration_id: str, body: CancelBody | None = None) -> dict[str, Any]:
+@router.post("/{configuration_id}/cancel", response_model=ConfigurationView)
+async def cancel(reconciler: Rollouts, configuration_id: str, body: CancelBody | None = None) -> ConfigurationView:
     """Stop for good (aborted); with rollback content, the twins it reached get it unless
     `{"rollback": false}`."""
-    return await _act(request, configuration_id, "cancel", body.rollback if body else True)
+    return await _act(reconciler, configuration_id, "cancel", body.rollback if body else True)
 
 
-@router.get("/{configuration_id}/metrics")
-async def metrics(request: Request, configuration_id: str) -> dict[str, Any]:
-    return metrics_view(_reconciler(request), _store(request).get(configuration_id))
+@router.get("/{configuration_id}/metrics", response_model=RolloutProgress)
+async def metrics(reconciler: Rollouts, configuration_id: str) -> RolloutProgress:
+    return progress(reconciler, reconciler.store.get(configuration_id))
 
 
-@router.get("/{configuration_id}/history")
-async def history(request: Request, configuration_id: str) -> dict[str, Any]:
+@router.get("/{configuration_id}/history", response_model=HistoryList)
+async def history(reconciler: Rollouts, configuration_id: str) -> HistoryList:
     """Every decision of the rollout, oldest first, each saying why."""
-    configuration = _store(request).get(configuration_id)
-    return {"items": [h.model_dump() for h in configuration.history]}
+    return HistoryList(items=reconciler.store.get(configuration_id).history)
 
 
-@router.get("/{configuration_id}/devices")
+@router.get("/{configuration_id}/devices", response_model=MemberList)
 async def devices(
-    request: Request,
+    reconciler: Rollouts,
     configuration_id: str,
     status: Annotated[Outcome | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> dict[str, Any]:
+) -> MemberList:
     """Targeted twins and where each stands (waiting, pending, succeeded, failed, …)."""
-    _store(request).get(configuration_id)
-    items = []
-    for device_id, (outcome, stage, reason) in sorted(_reconciler(request).membership.members(configuration_id)):
+    reconciler.store.get(configuration_id)
+    items: list[MemberStatus] = []
+    for device_id, (outcome, stage, reason) in sorted(reconciler.membership.members(configuration_id)):
         if status is not None and outcome is not status:
             continue
-        items.append({"deviceId": device_id, "status": outcome.value, "stage": stage, "reason": reason})
+        items.append(MemberStatus(device_id=device_id, status=outcome.value, stage=stage, reason=reason))
         if len(items) >= limit:
             break
-    return {"items": items}
+    return MemberList(items=items)

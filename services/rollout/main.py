@@ -5,42 +5,42 @@ conditional twin writes through the twin-store; safe to kill at any instant."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator
 from typing import Any
 
+import svcs
 from fastapi import FastAPI, Request
 
+from services.clients.base import app_url
+from services.clients.twin_store import TwinStoreClient
 from services.contracts.events import TWIN_CHANGED_TOPIC, TwinChanged
 from services.platform.cloudevents import handle_bulk, subscription
 from services.platform.http import install_common
-from services.platform.lifecycle import running_sidecar
-from services.platform.names import INTERNAL_PUBSUB, ROLLOUT_APP
+from services.platform.lifecycle import register_platform, running, running_sidecar
+from services.platform.names import INTERNAL_PUBSUB, ROLLOUT_APP, TWIN_STORE_APP
 from services.platform.sidecar import Sidecar
-from services.rollout.api import router
+from services.rollout.api import Rollouts, router
 from services.rollout.reconciler import Reconciler
-from services.rollout.settings import get_rollout_settings
+from services.rollout.settings import RolloutSettings, get_rollout_settings
 from services.rollout.store import ConfigurationStore
-from services.rollout.twins import TwinStoreClient
 
 TWIN_CHANGED_ROUTE = "/events/twin-changed"
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+@svcs.fastapi.lifespan
+async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None]:
     settings = get_rollout_settings()
-    async with running_sidecar(ROLLOUT_APP, Sidecar(*settings.sidecar_args())) as sidecar:
-        twins = TwinStoreClient(settings.dapr_http_port, settings.twin_store_url)
-        reconciler = Reconciler(ConfigurationStore(sidecar), twins, settings)
-        app.state.reconciler, app.state.limits = reconciler, settings.limits()
-        running = asyncio.create_task(reconciler.run())
-        yield
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        await twins.close()
+    twin_store = app_url(TWIN_STORE_APP, settings.dapr_http_port, settings.twin_store_url)
+    async with (
+        running_sidecar(ROLLOUT_APP, Sidecar(*settings.sidecar_args())) as sidecar,
+        TwinStoreClient(twin_store, timeout=60) as twins,
+    ):
+        state = register_platform(registry, sidecar)
+        reconciler = Reconciler(ConfigurationStore(state), twins, settings)
+        registry.register_value(Reconciler, reconciler)
+        registry.register_value(RolloutSettings, settings)
+        async with running(reconciler.run()):
+            yield
 
 
 app = FastAPI(title="Twinfleet rollout", version="0.1.0", lifespan=lifespan)
@@ -54,6 +54,6 @@ async def subscriptions() -> list[dict[str, Any]]:
 
 
 @app.post(TWIN_CHANGED_ROUTE, include_in_schema=False)
-async def twin_changed(request: Request) -> dict[str, Any]:
+async def twin_changed(request: Request, reconciler: Rollouts) -> dict[str, Any]:
     """A bulk delivery of `twin.changed`."""
-    return await handle_bulk(await request.json(), TwinChanged, request.app.state.reconciler.twin_changed)
+    return await handle_bulk(await request.json(), TwinChanged, reconciler.twin_changed)

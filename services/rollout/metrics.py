@@ -3,4 +3,4 @@
 from prometheus_client import Counter
 
 EVALUATIONS = Counter("rollout_evaluations_total", "Configurations evaluated against a twin")
-WRITES = Counter("rollout_twin_writes_total", "Twin writes by the twin-store's answer", ["status"])
+WRITES = Counter("rollout_twin_writes_total", "Twin writes by the twin-store's answer", ["outcome"])

@@ -13,13 +13,17 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
 
+from services.clients.base import ApiError, Unreachable
+from services.clients.twin_store import TwinStoreClient
 from services.contracts.events import TwinChanged
-from services.domain.rollout.configuration import CompiledConfiguration, Configuration, ConfigurationState
+from services.contracts.rollout import ConfigurationState
+from services.contracts.twins import BatchItem, BatchResult, FullTwinSummary, TwinView, WriteOutcome
+from services.domain.rollout.configuration import CompiledConfiguration, Configuration
 from services.domain.rollout.membership import Membership
 from services.domain.rollout.planner import Allowance, next_step
 from services.domain.rollout.twin_plan import (
@@ -35,26 +39,8 @@ from services.platform.sidecar import WriteFailed
 from services.rollout.metrics import EVALUATIONS, WRITES
 from services.rollout.settings import RolloutSettings
 from services.rollout.store import ConfigurationStore
-from services.rollout.twins import TwinStoreClient, TwinStoreError, WriteResult
 
 log = structlog.get_logger()
-UNBOUNDED = 1 << 62
-
-
-def twin_parts(
-    view: Mapping[str, Any],
-) -> tuple[str, int, dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(device id, version, tags, desired, reported, configurations) of a twin as the twin-store
-    shows it (a `view=full` list item, or a single twin's `state` view)."""
-    state = view.get("state") or {}
-    return (
-        str(view.get("deviceId") or view.get("device_id")),
-        int(view.get("version", 0)),
-        dict(view.get("tags") or {}),
-        dict(view.get("desired", state.get("desired")) or {}),
-        dict(view.get("reported", state.get("reported")) or {}),
-        dict(view.get("configurations") or {}),
-    )
 
 
 class Reconciler:
@@ -123,13 +109,13 @@ class Reconciler:
                     async for page in self.twins.pages(self.settings.rollout_page):
                         now = int(time.time())
                         for view in page:
-                            if view.get("shadow"):
+                            if view.shadow:
                                 continue
-                            self._observe(*twin_parts(view), now)
+                            self._observe_view(view, now)
                             seen += 1
                         await asyncio.sleep(0)
                     break
-                except TwinStoreError as error:
+                except (ApiError, Unreachable) as error:
                     log.warning("fleet scan failed; starting over", error=str(error))
                     await asyncio.sleep(1)
             self._unscanned -= configuration_ids
@@ -159,6 +145,9 @@ class Reconciler:
                 now,
             )
         self._wake.set()
+
+    def _observe_view(self, view: FullTwinSummary | TwinView, now: int) -> None:
+        self._observe(view.device_id, view.version, view.tags, view.desired, view.reported, view.configurations, now)
 
     def _observe(
         self,
@@ -210,6 +199,8 @@ class Reconciler:
         await self._write_dirty(int(now))
 
     async def _progress(self, now: float) -> None:
+        """One planner step per configuration in force: a decision is stored (then taken into
+        account), admissions become intents, written by `_write_dirty` this same round."""
         for cid, compiled in list(self.compiled.items()):
             configuration = compiled.configuration
             if cid in self._unscanned or configuration.state not in (
@@ -217,9 +208,9 @@ class Reconciler:
                 ConfigurationState.COMPLETED,
             ):
                 continue
-            pace = configuration.spec.rollout.max_per_minute
-            allowance = self._allowances.get(cid, Allowance(1.0, now)).refill(now, pace)
-            step = next_step(configuration, self.membership.stats(cid), UNBOUNDED, int(now))
+            in_flight = [d for d, intents in self._intents.items() if cid in intents]
+            allowance = self._allowances.get(cid) or Allowance.fresh(now)
+            step = next_step(configuration, self.membership.stats(cid), allowance, now, len(in_flight))
             if step.changed:
                 try:
                     await self.store.save(step.configuration)
@@ -229,16 +220,10 @@ class Reconciler:
                 log.info("rollout step", id=cid, notes=step.notes)
                 self.configuration_changed(step.configuration)
                 continue
-            in_flight = [d for d, intents in self._intents.items() if cid in intents]
-            admit = min(step.admit - len(in_flight), allowance.whole)  # the gap, at the pace allowed
-            self._allowances[cid] = allowance
-            if admit <= 0:
-                continue
-            chosen = self.membership.candidates(cid, admit, in_flight)
-            for device_id in chosen:
+            self._allowances[cid] = step.allowance
+            for device_id in self.membership.candidates(cid, step.admit, in_flight):
                 self._intents[device_id][cid] = step.stage
                 self._dirty.add(device_id)
-            self._allowances[cid] = allowance.spend(len(chosen))
 
     async def _recheck_stale(self, now: float) -> None:
         due = [d for d, at in self._stale.items() if at <= now]
@@ -246,7 +231,7 @@ class Reconciler:
             self._stale.pop(device_id, None)
             try:
                 view = await self.twins.get(device_id)
-            except TwinStoreError as error:
+            except (ApiError, Unreachable) as error:
                 log.warning("twin re-read failed", device_id=device_id, error=str(error))
                 self._stale[device_id] = now + self.settings.rollout_stale_after
                 continue
@@ -254,7 +239,7 @@ class Reconciler:
                 self.membership.put(device_id, None, self.compiled, int(now))
                 self._intents.pop(device_id, None)
             else:
-                self._observe(*twin_parts(view), int(now))
+                self._observe_view(view, int(now))
 
     async def _write_dirty(self, now: int) -> None:
         batch_size = self.settings.rollout_batch
@@ -282,8 +267,8 @@ class Reconciler:
     async def _write_batch(self, batch: list[TwinWrite], limit: asyncio.Semaphore, now: int) -> None:
         async with limit:
             try:
-                results = await self.twins.write(batch)
-            except TwinStoreError as error:
+                results = await self.twins.write([_item(w) for w in batch])
+            except (ApiError, Unreachable) as error:
                 log.warning("batch write failed; retrying next round", twins=len(batch), error=str(error))
                 WRITES.labels("unavailable").inc(len(batch))
                 self._dirty |= {w.device_id for w in batch}
@@ -291,12 +276,13 @@ class Reconciler:
                 return
         refused: list[TwinWrite] = []
         for write, result in zip(batch, results, strict=True):
-            WRITES.labels(str(result.status)).inc()
-            if result.status in (200, 201):
+            outcome = result.outcome
+            WRITES.labels(outcome.value).inc()
+            if result.landed:
                 self._written(write, result, now)
-            elif result.status == 409:
+            elif outcome is WriteOutcome.CONFLICT:
                 self._stale[write.device_id] = time.time() + self.settings.rollout_stale_after
-            elif result.status == 404:
+            elif outcome is WriteOutcome.NOT_FOUND:
                 self.membership.put(write.device_id, None, self.compiled, now)
                 self._intents.pop(write.device_id, None)
             elif write.admitted and result.version is not None:
@@ -311,13 +297,15 @@ class Reconciler:
         if refused:
             async with limit:
                 try:
-                    for write, result in zip(refused, await self.twins.write(refused), strict=True):
-                        if result.status in (200, 201):
-                            self._written(write, result, now)
-                except TwinStoreError:
+                    answers = await self.twins.write([_item(w) for w in refused])
+                except (ApiError, Unreachable):
                     self._dirty |= {w.device_id for w in refused}
+                    return
+            for write, result in zip(refused, answers, strict=True):
+                if result.landed:
+                    self._written(write, result, now)
 
-    def _written(self, write: TwinWrite, result: WriteResult, now: int) -> None:
+    def _written(self, write: TwinWrite, result: BatchResult, now: int) -> None:
         """Book a landed write until its `twin.changed` brings the re-evaluated twin."""
         self._intents.pop(write.device_id, None)
         old = self.membership.facts.get(write.device_id)
@@ -337,3 +325,13 @@ class Reconciler:
     def busy(self) -> bool:
         """Whether writes or scans are still under way (tests and benchmarks wait on it)."""
         return bool(self._dirty or self._intents or self._stale or self._unscanned)
+
+
+def _item(write: TwinWrite) -> BatchItem:
+    """A planned twin write as the twin-store's batch item (conditional on the version planned on)."""
+    return BatchItem(
+        device_id=write.device_id,
+        desired=write.desired or None,
+        configurations=write.configurations or None,
+        if_version=write.expected_version,
+    )

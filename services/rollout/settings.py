@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from services.platform.settings import Settings
+from services.platform.settings import LimitsSettings
 
 
-class RolloutSettings(Settings):
+class RolloutSettings(LimitsSettings):
     rollout_tick_seconds: float = 0.5
     """Seconds between planning rounds (stage progress, admissions, per-device timeouts)."""
     rollout_batch: int = 500

@@ -1,5 +1,5 @@
 """REST API for components: read, list, patch desired (If-Match), tags, create and delete twins,
-and batch writes for system apps (the rollout app).
+and batch writes for system apps (the rollout app). The shapes are `services.contracts.twins`.
 
 The device id always comes from the path; writes go through the same batch writer as MQTT.
 """
@@ -10,9 +10,22 @@ import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from services.contracts.topics import TwinAddress, valid_id
+from services.contracts.twins import (
+    MAX_BATCH,
+    BatchAnswer,
+    BatchBody,
+    BatchItem,
+    BatchResult,
+    DeletedTwin,
+    FullTwinSummary,
+    TwinPage,
+    TwinSummary,
+    TwinView,
+    batch_request_schema,
+)
 from services.contracts.wire import WireEncoding, decode_payload
 from services.domain.errors import TwinError, bad_request, not_found, too_large
 from services.domain.json_values import JsonObject
@@ -26,42 +39,19 @@ from services.domain.twin.commands import (
     TagPatch,
 )
 from services.domain.twin.document import TwinDocument
-from services.domain.twin.index import (
-    SHARDS,
-    decode_cursor,
-    encode_cursor,
-    page_from_shard,
-    shard_key,
-)
 from services.domain.twin.update import BatchWrite
+from services.platform.http import provided
+from services.platform.state import StateRepository
+from services.twin_store.listing import TwinListing
 from services.twin_store.writer import TwinWriter
 
 router = APIRouter(prefix="/v1/twins", tags=["twins"])
 
+Writer = Annotated[TwinWriter, provided(TwinWriter)]
+Listing = Annotated[TwinListing, provided(TwinListing)]
+State = Annotated[StateRepository, provided(StateRepository)]
 ShadowQuery = Annotated[str, Query(description="named shadow; empty for the classic twin")]
 IfMatch = Annotated[str | None, Header(description="expected twin version (optimistic lock)")]
-
-
-class TwinSummary(BaseModel):
-    device_id: str
-    shadow: str
-    version: int
-    timestamp: int
-    tags: JsonObject
-
-
-class FullTwinSummary(TwinSummary):
-    """A list item with `view=full`: what the rollout app evaluates conditions on."""
-
-    desired: JsonObject
-    reported: JsonObject
-    configurations: JsonObject
-
-
-class TwinPage(BaseModel):
-    items: list[TwinSummary | FullTwinSummary]
-    next: str | None
-    """Cursor for the next page; absent on the last page."""
 
 
 def _address(device_id: str, shadow: str) -> TwinAddress:
@@ -81,55 +71,46 @@ def _expected_version(if_match: str | None) -> int | None:
     return int(text)
 
 
-def _view(doc: TwinDocument) -> dict[str, Any]:
+def twin_view(doc: TwinDocument) -> TwinView:
     """The twin as REST shows it (always JSON); `wire` is how the device speaks MQTT (json/cbor)."""
     view = doc.state_view()
-    view.update(
-        deviceId=doc.device_id, shadow=doc.shadow, tags=doc.tags, configurations=doc.configurations, wire=doc.wire.value
+    return TwinView(
+        device_id=doc.device_id,
+        shadow=doc.shadow,
+        state=view["state"],
+        metadata=view["metadata"],
+        version=doc.version,
+        timestamp=doc.timestamp,
+        tags=doc.tags,
+        configurations=doc.configurations,
+        wire=doc.wire.value,
     )
-    return view
 
 
-async def _submit(request: Request, command: Command) -> TwinDocument:
-    effects = await request.app.state.writer.submit(command)
+async def _submit(writer: TwinWriter, command: Command) -> TwinDocument:
+    effects = await writer.submit(command)
     if effects.error is not None:
         raise effects.error
-    document: TwinDocument = effects.document
-    return document
+    assert effects.document is not None
+    return effects.document
 
 
 @router.get("", response_model=TwinPage)
 async def list_twins(
-    request: Request,
+    listing: Listing,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query()] = None,
     view: Annotated[
         Literal["summary", "full"], Query(description="`full` adds desired, reported, configurations")
     ] = "summary",
 ) -> TwinPage:
-    """Twins in key order, `limit` at a time; pass `next` back as `cursor` for the next page."""
+    """Live twins in key order, at most `limit` at a time; pass `next` back as `cursor` for the
+    next page (`TwinListing` says what a page guarantees)."""
     try:
-        shard, after = decode_cursor(cursor)
+        docs, next_cursor = await listing.page(cursor, limit)
     except ValueError:
         raise bad_request("cursor is not one this API returned") from None
-    sidecar = request.app.state.sidecar
-    keys: list[str] = []
-    next_cursor = None
-    while shard < SHARDS and len(keys) < limit:
-        stored = await sidecar.get(shard_key(shard))
-        members = (stored.value or {}).get("twins", [])
-        page = page_from_shard(members, after, limit - len(keys))
-        keys += page
-        if page and page[-1] != members[-1]:
-            next_cursor = encode_cursor(shard, page[-1])
-            break
-        shard, after = shard + 1, ""
-        next_cursor = encode_cursor(shard, "") if shard < SHARDS else None
-    docs = await sidecar.get_many(keys)
-    found = [
-        d for key in keys if (value := docs[key].value) is not None and (d := TwinDocument.model_validate(value)).exists
-    ]
-    items: list[TwinSummary | FullTwinSummary] = [
+    items: list[FullTwinSummary | TwinSummary] = [
         FullTwinSummary(
             device_id=d.device_id,
             shadow=d.shadow,
@@ -142,87 +123,19 @@ async def list_twins(
         )
         if view == "full"
         else TwinSummary(device_id=d.device_id, shadow=d.shadow, version=d.version, timestamp=d.timestamp, tags=d.tags)
-        for d in found
+        for d in docs
     ]
     return TwinPage(items=items, next=next_cursor)
 
 
-MAX_BATCH = 1000
-
-
-class BatchItem(BaseModel):
-    """One twin of `POST /v1/twins/batch` (the classic twin; merge patches, one version)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    device_id: str = Field(alias="deviceId")
-    create: bool = False
-    desired: JsonObject | None = None
-    tags: JsonObject | None = None
-    configurations: JsonObject | None = None
-    if_version: int | None = Field(default=None, alias="ifVersion", ge=0)
-
-
-class BatchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    items: list[BatchItem]
-
-
-class BatchResult(BaseModel):
-    """One item's answer: `status` 200/201 (written or already so; `unchanged` then), or the
-    refusal's 400/404/409/413 with `message`. `version` and `configurations` are the twin's after
-    the item, or as it stands when refused (null when there is no twin)."""
-
-    device_id: str = Field(alias="deviceId")
-    status: int
-    version: int | None = None
-    unchanged: bool = False
-    configurations: JsonObject | None = None
-    message: str | None = None
-
-
-class BatchAnswer(BaseModel):
-    results: list[BatchResult]
-    """In item order."""
-
-
-_BATCH_REQUEST_BODY = {
-    "required": True,
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {
-                    "items": {
-                        "type": "array",
-                        "minItems": 1,
-                        "maxItems": MAX_BATCH,
-                        "items": BatchItem.model_json_schema(by_alias=True),
-                    }
-                },
-                "required": ["items"],
-                "additionalProperties": False,
-            }
-        }
-    },
-}
-
-
-@router.post(
-    "/batch",
-    response_model=BatchAnswer,
-    response_model_by_alias=True,
-    openapi_extra={"requestBody": _BATCH_REQUEST_BODY},
-)
-async def batch_write(request: Request) -> BatchAnswer:
+@router.post("/batch", response_model=BatchAnswer, openapi_extra={"requestBody": batch_request_schema()})
+async def batch_write(request: Request, writer: Writer) -> BatchAnswer:
     """Write up to 1,000 classic twins in one call (desired keys, tags, configuration marks,
     optionally creating them): the items are applied concurrently and share the writer's bulk
     state round trips. Each is answered on its own (200/201/400/404/409/413), in item order; a
     write that changes nothing is `unchanged`, with no new version. The whole call is refused
     for a malformed body or a device named twice (400) and for more than 1,000 items (413)."""
     body = _batch_body(await _require_strict_json(request))
-    writer = request.app.state.writer
     return BatchAnswer(results=list(await asyncio.gather(*(_write_item(writer, item) for item in body.items))))
 
 
@@ -248,7 +161,7 @@ def _batch_body(payload: Any) -> BatchBody:
     if count > MAX_BATCH:
         raise too_large(f"{count} items; at most {MAX_BATCH} per batch")
     try:
-        body = BatchBody.model_validate(payload)
+        body = BatchBody.model_validate(payload, by_alias=True, by_name=False)
     except ValidationError as error:
         raise bad_request(_validation_message(error)) from None
     seen: set[str] = set()
@@ -273,7 +186,7 @@ def _batch_result(item: BatchItem, effects: Effects) -> BatchResult:
         return _refused(item.device_id, effects.error, doc)
     assert doc is not None
     return BatchResult(
-        deviceId=item.device_id,
+        device_id=item.device_id,
         status=201 if effects.created else 200,
         version=doc.version,
         unchanged=effects.unchanged,
@@ -283,7 +196,7 @@ def _batch_result(item: BatchItem, effects: Effects) -> BatchResult:
 
 def _refused(device_id: str, error: TwinError, doc: TwinDocument | None) -> BatchResult:
     return BatchResult(
-        deviceId=device_id,
+        device_id=device_id,
         status=int(error.code),
         version=doc.version if doc is not None else None,
         configurations=doc.configurations if doc is not None else None,
@@ -291,23 +204,23 @@ def _refused(device_id: str, error: TwinError, doc: TwinDocument | None) -> Batc
     )
 
 
-@router.get("/{device_id}")
-async def get_twin(request: Request, device_id: str, shadow: ShadowQuery = "") -> dict[str, Any]:
+@router.get("/{device_id}", response_model=TwinView)
+async def get_twin(state: State, device_id: str, shadow: ShadowQuery = "") -> TwinView:
     """The twin: desired, reported, delta, metadata, version, tags."""
     address = _address(device_id, shadow)
-    stored = await request.app.state.sidecar.get(address.key)
+    stored = await state.get(address.key)
     if stored.value is None:
         raise not_found(f"no twin exists for {device_id}")
     doc = TwinDocument.model_validate(stored.value)
     if not doc.exists:
         raise not_found(f"no twin exists for {device_id}")
-    return _view(doc)
+    return twin_view(doc)
 
 
-@router.put("/{device_id}", status_code=201)
-async def create_twin(request: Request, device_id: str, shadow: ShadowQuery = "") -> dict[str, Any]:
+@router.put("/{device_id}", status_code=201, response_model=TwinView)
+async def create_twin(writer: Writer, device_id: str, shadow: ShadowQuery = "") -> TwinView:
     """Register an empty twin; 409 if it exists."""
-    return _view(await _submit(request, CreateTwin(_address(device_id, shadow))))
+    return twin_view(await _submit(writer, CreateTwin(_address(device_id, shadow))))
 
 
 async def _require_strict_json(request: Request) -> Any:
@@ -320,38 +233,40 @@ async def _require_strict_json(request: Request) -> Any:
     return document
 
 
-@router.patch("/{device_id}/desired")
+@router.patch("/{device_id}/desired", response_model=TwinView)
 async def patch_desired(
     request: Request,
+    writer: Writer,
     device_id: str,
     patch: Annotated[JsonObject, Body(description="partial desired state; null deletes a key")],
     shadow: ShadowQuery = "",
     if_match: IfMatch = None,
-) -> dict[str, Any]:
+) -> TwinView:
     """Merge a desired-state patch; `If-Match: "<version>"` makes it conditional (409)."""
     await _require_strict_json(request)
     command = DesiredPatch(_address(device_id, shadow), patch, _expected_version(if_match))
-    return _view(await _submit(request, command))
+    return twin_view(await _submit(writer, command))
 
 
-@router.patch("/{device_id}/tags")
+@router.patch("/{device_id}/tags", response_model=TwinView)
 async def patch_tags(
     request: Request,
+    writer: Writer,
     device_id: str,
     patch: Annotated[JsonObject, Body(description="tags to set; null deletes one")],
     shadow: ShadowQuery = "",
     if_match: IfMatch = None,
-) -> dict[str, Any]:
+) -> TwinView:
     """Merge tags (never sent to the device)."""
     await _require_strict_json(request)
     command = TagPatch(_address(device_id, shadow), patch, _expected_version(if_match))
-    return _view(await _submit(request, command))
+    return twin_view(await _submit(writer, command))
 
 
-@router.delete("/{device_id}")
+@router.delete("/{device_id}", response_model=DeletedTwin)
 async def delete_twin(
-    request: Request, device_id: str, shadow: ShadowQuery = "", if_match: IfMatch = None
-) -> dict[str, Any]:
+    writer: Writer, device_id: str, shadow: ShadowQuery = "", if_match: IfMatch = None
+) -> DeletedTwin:
     """Delete the twin; its version is kept, so a re-created twin continues above it."""
-    doc = await _submit(request, DeleteTwin(_address(device_id, shadow), _expected_version(if_match)))
-    return {"deviceId": doc.device_id, "shadow": doc.shadow, "version": doc.version}
+    doc = await _submit(writer, DeleteTwin(_address(device_id, shadow), _expected_version(if_match)))
+    return DeletedTwin(device_id=doc.device_id, shadow=doc.shadow, version=doc.version)

@@ -181,7 +181,7 @@ async def test_a_full_outbox_drops_the_oldest_and_the_cloud_counts_them(
 
 
 async def _cursor_at(stack: Stack, device: str, next_seq: int) -> bool:
-    return (await cursor(stack, device)).get("next_seq") == next_seq
+    return (await cursor(stack, device)).get("nextSeq") == next_seq
 
 
 async def test_a_cbor_agent_carries_the_same_documents(

@@ -17,12 +17,12 @@ import httpx
 import redis.asyncio as redis
 
 from services.contracts.device_events import DeviceEvent, EventBatch
-from services.contracts.events import DeviceEventRecorded
+from services.contracts.events import DEVICE_EVENTS_TOPIC, DeviceEventRecorded
 from services.contracts.topics import DeviceChannels
 from services.contracts.wire import WireEncoding, encode_payload
 from services.devtools.stack import Stack
 from services.platform.cloudevents import event_json
-from services.platform.names import DEVICE_EVENTS_TOPIC, EVENTS_APP
+from services.platform.names import EVENTS_APP
 from tests.support.devices import new_device_id
 
 STACK_ENV = {"TWINFLEET_EVENTS_GAP_TIMEOUT": "300"}  # out-of-order batches are always waited for here
@@ -75,7 +75,7 @@ async def wait_for_cursor(stack: Stack, device_id: str, next_seq: int, timeout: 
     while asyncio.get_running_loop().time() < deadline:
         with contextlib.suppress(httpx.TransportError):
             last = await cursor(stack, device_id)
-        if last is not None and last["next_seq"] >= next_seq:
+        if last is not None and last["nextSeq"] >= next_seq:
             return last
         await asyncio.sleep(0.2)
     raise AssertionError(f"{device_id}: cursor never reached {next_seq}; last {last}")
@@ -124,7 +124,7 @@ async def test_out_of_order_and_repeated_batches_reach_the_sinks_exactly_once_in
     payloads = [encoded(b) for b in batches(1000, 25)]
     async with device(stack, device_id) as client:
         await publish(client, device_id, shuffled_with_duplicates(payloads, rng, extra=15))
-    assert await wait_for_cursor(stack, device_id, 1001) == {"next_seq": 1001, "lost": 0}
+    assert await wait_for_cursor(stack, device_id, 1001) == {"nextSeq": 1001, "lost": 0}
     assert sink_seqs(stack, device_id) == list(range(1, 1001))
     assert len(sink_files(stack, device_id)) == 40
     on_topic = await topic_seqs(stack, device_id)
@@ -149,7 +149,7 @@ async def test_a_device_outbox_overflow_is_counted_lost(stack: Stack) -> None:
     overflowed = EventBatch(events=events[2].events, skipped_through=20)  # 11..20 were dropped unsent
     async with device(stack, device_id) as client:
         await publish(client, device_id, [encoded(events[0]), encoded(overflowed)])
-    assert await wait_for_cursor(stack, device_id, 31) == {"next_seq": 31, "lost": 10}
+    assert await wait_for_cursor(stack, device_id, 31) == {"nextSeq": 31, "lost": 10}
     assert sink_seqs(stack, device_id) == [*range(1, 11), *range(21, 31)]
 
 
@@ -194,7 +194,7 @@ async def test_killing_the_events_app_mid_stream_loses_and_duplicates_nothing(st
     killed_at: list[int] = []
 
     async def kill_midway() -> None:
-        killed_at.append((await wait_for_cursor(stack, device_id, 200, timeout=60))["next_seq"])
+        killed_at.append((await wait_for_cursor(stack, device_id, 200, timeout=60))["nextSeq"])
         stack.procs[EVENTS_APP].kill()
         await asyncio.sleep(1.0)
         await asyncio.to_thread(stack.restart, EVENTS_APP)
@@ -211,7 +211,7 @@ async def test_killing_the_events_app_mid_stream_loses_and_duplicates_nothing(st
             f"--- {name}\n{stack.procs[name].log_tail(60)}" for name in (EVENTS_APP, f"{EVENTS_APP}-daprd")
         )
         raise AssertionError(f"{error}; killed at next_seq {killed_at[0]}\n{logs}") from None
-    assert final == {"next_seq": 1001, "lost": 0}
+    assert final == {"nextSeq": 1001, "lost": 0}
     assert sink_seqs(stack, device_id) == list(range(1, 1001))  # every file once, no overlaps
     on_topic = await topic_seqs(stack, device_id)
     assert set(on_topic) == set(range(1, 1001))

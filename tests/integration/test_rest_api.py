@@ -71,7 +71,7 @@ async def test_list_pages_through_every_twin(api: httpx.AsyncClient) -> None:
         params = {"limit": 7, **({"cursor": cursor} if cursor else {})}
         page = (await api.get("/v1/twins", params=params)).json()
         assert len(page["items"]) <= 7
-        seen += [item["device_id"] for item in page["items"]]
+        seen += [item["deviceId"] for item in page["items"]]
         cursor = page["next"]
         if not cursor:
             break
@@ -153,3 +153,15 @@ async def test_concurrent_first_writes_on_two_replicas_both_land(stack: Stack) -
             twin = (await client.get(f"{stack.api_url}/v1/twins/{device_id}")).json()
         assert twin["state"]["desired"] == {f"k{i}": i for i in range(6)}
         assert twin["version"] == 6
+
+
+async def test_every_app_is_ready_only_when_its_sidecar_and_store_answer(stack: Stack) -> None:
+    """`/readyz` asks the sidecar and the state store (`/healthz` only says the process answers)."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        for app in stack.ports:
+            ready = await client.get(f"{stack.app_url(app)}/readyz")
+            assert ready.status_code == 200, (app, ready.text)
+            checks = ready.json()["checks"]
+            assert checks["Sidecar"] == "ok", (app, checks)
+            assert checks.get("StateRepository", "ok") == "ok", (app, checks)
+            assert "StateRepository" in checks or app == "delta", (app, checks)

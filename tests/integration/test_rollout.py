@@ -12,14 +12,15 @@ from typing import Any
 import httpx
 import pytest
 
+from services.clients.base import app_url
+from services.clients.twin_store import TwinStoreClient
 from services.contracts.topics import profile
+from services.contracts.twins import BatchItem
 from services.devtools.fleet.fleet import SimulatedDevice, initial_state
 from services.devtools.fleet.link import DeviceLink
 from services.devtools.stack import Stack
 from services.domain.rollout.membership import rank
-from services.domain.rollout.twin_plan import TwinWrite
-from services.platform.names import ROLLOUT_APP
-from services.rollout.twins import TwinStoreClient
+from services.platform.names import ROLLOUT_APP, TWIN_STORE_APP
 from tests.support.cli import twin_cli
 from tests.support.waiting import eventually
 
@@ -302,11 +303,11 @@ async def test_the_twin_store_is_reachable_through_dapr_service_invocation(
     """Clusters reach the twin-store through the rollout app's sidecar (locally it is called by
     address, so stacks side by side stay apart): the invocation path works the same."""
     await create_twins(api, {"invoked-1": {"via": "dapr"}})
-    client = TwinStoreClient(stack.ports[ROLLOUT_APP].http)
+    client = TwinStoreClient(app_url(TWIN_STORE_APP, stack.ports[ROLLOUT_APP].http))
     try:
-        seen = [t["device_id"] async for page in client.pages(250) for t in page]
+        seen = [t.device_id async for page in client.pages(250) for t in page]
         assert "invoked-1" in seen
-        results = await client.write([TwinWrite("invoked-1", 2, {"via": 1}, {})])
+        results = await client.write([BatchItem(device_id="invoked-1", if_version=2, desired={"via": 1})])
         assert (results[0].status, results[0].version) == (200, 3)
     finally:
         await client.close()

@@ -21,13 +21,13 @@ import aiomqtt
 import httpx
 import pytest
 import redis.asyncio as redis
-from services.domain.software.artifacts import chunk_name
 
 from services.contracts.topics import Operation, Reply, TwinAddress, profile
 from services.devtools.agent import LocalAgent
 from services.devtools.broker import SERVICE_USER
 from services.devtools.processes import free_port
 from services.devtools.stack import Stack
+from services.domain.software.artifacts import chunk_name
 from services.platform.names import FIRMWARE_APP, ROLLOUT_APP
 from tests.support.agents import AgentFactory, agents
 from tests.support.devices import new_device_id
@@ -341,7 +341,7 @@ async def test_a_link_dropped_mid_download_resumes_with_a_range(
     assert relay.cuts == cuts + 1
     assert (agent.root / "app" / "firmware.bin").read_bytes() == data
     progress = (await firmware.get(f"/v1/artifacts/{artifact}/downloads")).json()["items"]
-    resumed = [p for p in progress if p["device"] == device_id]
+    resumed = [p for p in progress if p["deviceId"] == device_id]
     assert resumed and resumed[0]["from"] > 0, progress  # the last request asked for the rest only
     assert resumed[0]["from"] + resumed[0]["sent"] == len(data)
 

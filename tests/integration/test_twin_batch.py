@@ -129,18 +129,18 @@ async def test_the_full_view_pages_through_every_twin_exactly_once(api: httpx.As
         assert len(page["items"]) <= 97
         for item in page["items"]:
             assert {"desired", "reported", "tags", "configurations"} <= set(item)
-            if item["device_id"].startswith(prefix):
-                n = int(item["device_id"].rsplit("-", 1)[1])
+            if item["deviceId"].startswith(prefix):
+                n = int(item["deviceId"].rsplit("-", 1)[1])
                 assert item["desired"] == {"n": n} and item["reported"] == {}
                 assert item["tags"] == {"group": n % 3} and item["configurations"] == {"cfg-a": MARK_A}
-        seen += [item["device_id"] for item in page["items"]]
+        seen += [item["deviceId"] for item in page["items"]]
         cursor = page["next"]
         if not cursor:
             break
     assert len(seen) == len(set(seen))
     assert sorted(d for d in seen if d.startswith(prefix)) == [f"{prefix}-{i:03d}" for i in range(300)]
     summary = (await api.get("/v1/twins", params={"limit": 5})).json()["items"]
-    assert summary and all(set(item) == {"device_id", "shadow", "version", "timestamp", "tags"} for item in summary)
+    assert summary and all(set(item) == {"deviceId", "shadow", "version", "timestamp", "tags"} for item in summary)
 
 
 async def test_malformed_batches_are_refused_whole(api: httpx.AsyncClient) -> None:

@@ -9,7 +9,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
+
+from services.domain.errors import ErrorCode, TwinError
 from services.domain.software.artifacts import Artifact, ArtifactStatus
+from services.domain.software.grants import (
+    Grant,
+    check_credential,
+    check_device,
+    check_presigned,
+    device_password,
+    mint_credential,
+    presign,
+)
 from services.domain.software.metadata import (
     Refusal,
     UpdateRefused,
@@ -21,17 +32,6 @@ from services.domain.software.metadata import (
     verify_metadata,
 )
 from services.domain.software.ranges import ByteRange, chunk_spans, parse_range
-
-from services.domain.errors import ErrorCode, TwinError
-from services.domain.software.grants import (
-    Grant,
-    check_credential,
-    check_device,
-    check_presigned,
-    device_password,
-    mint_credential,
-    presign,
-)
 from services.domain.software.twin_key import bind_download_url, references, satisfied
 
 NOW = 1_800_000_000.0

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from services.contracts.events import DeltaRequested, TwinChanged
 from services.contracts.topics import DEFAULT, Operation, TwinAddress
 from services.contracts.wire import NotJsonCompatible, WireEncoding, decode_payload, encode_payload, sniff
-from services.delta.main import device_encodings
+from services.delta.fanout import device_encodings
 from services.domain.errors import ErrorCode, TwinError
 from services.domain.json_values import json_equal
 from services.domain.twin.commands import Context, DesiredPatch, DeviceRequest, apply_command

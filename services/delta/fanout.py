@@ -1,0 +1,91 @@
+"""The delta app's worker: plans each bulk of twin events with `plan_fanout` (coalesced per twin,
+stale versions dropped) and publishes `/update/delta` and `/update/documents` with bounded
+concurrency, each twin's messages in its device's wire encoding (carried by the events). A delta
+that carries a software reference gets a download URL minted for its device as it is sent (late
+binding)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from services.contracts.events import DeltaRequested, TwinChanged
+from services.contracts.topics import Operation, Reply, TopicProfile, TwinAddress
+from services.contracts.wire import WireEncoding
+from services.delta.metrics import PUBLISHED
+from services.domain.software.twin_key import SOFTWARE_KEY, bind_download_url, desired_artifact, download_url
+from services.domain.twin.fanout import plan_fanout
+from services.platform.names import DOWNLOAD_URL_KEY
+from services.platform.sidecar import Sidecar, gather_bounded
+
+
+class Fanout:
+    """Holds the versions already sent per twin (so stale events are dropped) and publishes."""
+
+    def __init__(
+        self,
+        sidecar: Sidecar,
+        profile: TopicProfile,
+        concurrency: int,
+        firmware_url: str = "",
+        url_ttl: int = 3600,
+    ) -> None:
+        self._sidecar = sidecar
+        self._profile = profile
+        self._limit = asyncio.Semaphore(concurrency)
+        self._sent: dict[TwinAddress, int] = {}
+        self._lock = asyncio.Lock()
+        self._firmware_url = firmware_url
+        self._url_ttl = url_ttl
+        self._url_key: bytes | None = None
+
+    async def _bind(self, address: TwinAddress, delta: dict[str, Any]) -> dict[str, Any]:
+        """Late binding: a delta with a software reference gets a download URL minted now, for
+        this device (the key is read from the secret store once, when first needed)."""
+        if not self._firmware_url or desired_artifact((delta.get("state") or {}).get(SOFTWARE_KEY)) is None:
+            return delta
+        if self._url_key is None:
+            self._url_key = (await self._sidecar.secret(DOWNLOAD_URL_KEY)).encode()
+        key, base = self._url_key, self._firmware_url
+        return bind_download_url(
+            delta, address.device_id, time.time(), self._url_ttl, lambda grant: download_url(base, key, grant)
+        )
+
+    async def handle(self, events: Sequence[TwinChanged | DeltaRequested]) -> None:
+        """Publish what `events` call for; versions count as sent only once all were published.
+        Batches run one at a time so a newer delta is never overtaken by an older one."""
+        profile = self._profile
+        async with self._lock:
+            outgoing, sent = plan_fanout(events, self._sent)
+            wires = device_encodings(events)
+            messages: list[tuple[str, dict[str, Any], WireEncoding, str]] = []
+            for out in outgoing:
+                wire = wires.get(out.address, WireEncoding.JSON)
+                if out.documents is not None:
+                    topic = profile.reply_topic(out.address, Operation.UPDATE, Reply.DOCUMENTS)
+                    messages.append((topic, out.documents, wire, "documents"))
+                if out.delta is not None:
+                    topic = profile.reply_topic(out.address, Operation.UPDATE, Reply.DELTA)
+                    messages.append((topic, await self._bind(out.address, out.delta), wire, "delta"))
+            results = await gather_bounded(
+                self._limit, [self._sidecar.publish_device(t, p, w) for t, p, w, _ in messages]
+            )
+            for (*_, kind), result in zip(messages, results, strict=True):
+                if isinstance(result, BaseException):
+                    raise result
+                PUBLISHED.labels(kind).inc()
+            self._sent = sent
+
+
+def device_encodings(events: Sequence[TwinChanged | DeltaRequested]) -> dict[TwinAddress, WireEncoding]:
+    """Each twin's device encoding as of its newest event in the batch (the later one on a tie: a
+    `get` in a new encoding is answered in it even when its version equals the last change's)."""
+    newest: dict[TwinAddress, tuple[int, WireEncoding]] = {}
+    for event in events:
+        address = TwinAddress(event.device_id, event.shadow)
+        seen = newest.get(address)
+        if seen is None or event.version >= seen[0]:
+            newest[address] = (event.version, event.wire)
+    return {address: wire for address, (_, wire) in newest.items()}
