@@ -48,7 +48,7 @@ def daprd_binary() -> str:
     if explicit:
         return explicit
     cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet")) / "bin"
-    found = sorted(cache.glob("daprd-*")) if cache.exists() else []
+    found = sorted(cache.glob("daprd-[0-9]*")) if cache.exists() else []
     if not found:
         raise FileNotFoundError("daprd not built yet: run `make setup`")
     return str(found[-1])
@@ -82,7 +82,7 @@ def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
         "--scheduler-host-address",
         "",
         "--log-level",
-        "warn",
+        os.environ.get("TWINFLEET_DAPRD_LOG_LEVEL", "warn"),
         "--dapr-graceful-shutdown-seconds",
         "2",
         "--dapr-listen-addresses",
