@@ -48,19 +48,19 @@ class AgentSidecar(Sidecar):
             raise Unreachable(f"publish to {topic} not acknowledged: {error}") from error
 
     async def load(self, key: str) -> Any:
-        response = await (await self._client).get_state(AGENT_STATE, key)
+        response = await self.call("get_state", AGENT_STATE, key)
         return json.loads(response.data) if response.data else None
 
     async def load_many(self, keys: Sequence[str]) -> dict[str, Any]:
         if not keys:
             return {}
-        response = await (await self._client).get_bulk_state(AGENT_STATE, list(keys), parallelism=4)
+        response = await self.call("get_bulk_state", AGENT_STATE, list(keys), parallelism=4)
         return {item.key: json.loads(item.data) for item in response.items if item.data}
 
     async def store(self, key: str, value: Any, ttl_seconds: int | None = None) -> None:
         metadata = {"ttlInSeconds": str(ttl_seconds)} if ttl_seconds else {}
-        await (await self._client).save_state(
-            AGENT_STATE, key, json.dumps(value, separators=(",", ":")), state_metadata=metadata
+        await self.call(
+            "save_state", AGENT_STATE, key, json.dumps(value, separators=(",", ":")), state_metadata=metadata
         )
 
     async def transact(self, upserts: dict[str, Any], deletes: Sequence[str] = ()) -> None:
@@ -71,4 +71,4 @@ class AgentSidecar(Sidecar):
         operations += [
             TransactionalStateOperation(key, operation_type=TransactionOperationType.delete) for key in deletes
         ]
-        await (await self._client).execute_state_transaction(AGENT_STATE, operations)
+        await self.call("execute_state_transaction", AGENT_STATE, operations)

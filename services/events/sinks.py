@@ -27,7 +27,7 @@ class EventsSidecar(Sidecar):
     """The shared sidecar client plus output bindings."""
 
     async def create_object(self, binding: str, metadata: dict[str, str], data: bytes) -> None:
-        await (await self._client).invoke_binding(binding, "create", data, binding_metadata=metadata)
+        await self.call("invoke_binding", binding, "create", data, binding_metadata=metadata)
 
 
 class TopicSink:

@@ -32,20 +32,18 @@ class FirmwareSidecar(Sidecar):
     async def put_object(self, name: str, data: bytes) -> None:
         # Base64 on the wire: localstorage decodes base64 whenever it can, so raw bytes that happen
         # to be base64 text would be stored decoded; Blob and S3 decode with `decodeBase64`.
-        await (await self._client).invoke_binding(
-            ARTIFACT_STORE, "create", base64.b64encode(data), binding_metadata={self._name_key: name}
+        await self.call(
+            "invoke_binding", ARTIFACT_STORE, "create", base64.b64encode(data), binding_metadata={self._name_key: name}
         )
 
     async def get_object(self, name: str) -> bytes:
-        response = await (await self._client).invoke_binding(
-            ARTIFACT_STORE, "get", b"", binding_metadata={self._name_key: name}
+        response = await self.call(
+            "invoke_binding", ARTIFACT_STORE, "get", b"", binding_metadata={self._name_key: name}
         )
         return bytes(response.data)
 
     async def delete_object(self, name: str) -> None:
-        await (await self._client).invoke_binding(
-            ARTIFACT_STORE, "delete", b"", binding_metadata={self._name_key: name}
-        )
+        await self.call("invoke_binding", ARTIFACT_STORE, "delete", b"", binding_metadata={self._name_key: name})
 
 
 class Keys:

@@ -28,6 +28,16 @@ class WriteFailed(Exception):
     """At least one conditional write was refused (lost an ETag race, or the store failed)."""
 
 
+class SidecarTimeout(Exception):
+    """A call to the sidecar did not answer within its timeout; whether it took effect is unknown
+    (a write may have landed): callers re-read, or leave it to a redelivery."""
+
+
+CALL_TIMEOUT = 15.0
+"""Seconds any one sidecar call may take: a call that never answers (a stuck channel) must not hold
+a caller — and the locks it holds — for ever."""
+
+
 @dataclass(frozen=True, slots=True)
 class Stored:
     key: str
@@ -54,8 +64,9 @@ class Sidecar:
     lifespan) once the sidecar answers, and every call awaits that.
     """
 
-    def __init__(self, grpc_address: str, http_port: int) -> None:
+    def __init__(self, grpc_address: str, http_port: int, call_timeout: float = CALL_TIMEOUT) -> None:
         self._grpc_address = grpc_address
+        self.call_timeout = call_timeout
         self._health_url = f"http://127.0.0.1:{http_port}/v1.0/healthz/outbound"
         self._client_ready: asyncio.Future[DaprClient] | None = None
 
@@ -88,6 +99,18 @@ class Sidecar:
             self._client_ready = asyncio.get_running_loop().create_future()
         return await self._client_ready
 
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """One SDK call (`method` of the Dapr client), waiting for the client first; raises
+        `SidecarTimeout` when it takes longer than `call_timeout` in all."""
+
+        async def run() -> Any:
+            return await getattr(await self._client, method)(*args, **kwargs)
+
+        try:
+            return await asyncio.wait_for(run(), self.call_timeout)
+        except TimeoutError:
+            raise SidecarTimeout(f"{method} did not answer within {self.call_timeout:g} s") from None
+
     async def close(self) -> None:
         if self._client_ready is not None and self._client_ready.done():
             await self._client_ready.result().close()  # type: ignore[no-untyped-call]
@@ -95,7 +118,7 @@ class Sidecar:
     async def get_many(self, keys: Sequence[str]) -> dict[str, Stored]:
         if not keys:
             return {}
-        response = await (await self._client).get_bulk_state(STATE_STORE, list(keys), parallelism=8)
+        response = await self.call("get_bulk_state", STATE_STORE, list(keys), parallelism=8)
         found: dict[str, Stored] = {}
         for item in response.items:
             if item.error:
@@ -124,12 +147,12 @@ class Sidecar:
             for w in writes
         ]
         try:
-            await (await self._client).save_bulk_state(STATE_STORE, items)
+            await self.call("save_bulk_state", STATE_STORE, items)
         except (grpc.aio.AioRpcError, DaprGrpcError) as error:
             raise WriteFailed(str(error.details())) from error
 
     async def delete(self, key: str) -> None:
-        await (await self._client).delete_state(STATE_STORE, key)
+        await self.call("delete_state", STATE_STORE, key)
 
     async def publish_device(
         self, topic: str, payload: dict[str, Any], encoding: WireEncoding = WireEncoding.JSON
@@ -139,21 +162,21 @@ class Sidecar:
             data: str | bytes = json.dumps(payload, separators=(",", ":"))
         else:
             data = encode_payload(payload, encoding)
-        await (await self._client).publish_event(
-            DEVICE_BROKER, topic, data, publish_metadata=_RAW, data_content_type=encoding.content_type
+        await self.call(
+            "publish_event", DEVICE_BROKER, topic, data, publish_metadata=_RAW, data_content_type=encoding.content_type
         )
 
     async def secret(self, key: str) -> str:
         """One secret from the secret store (key material never comes from code or settings)."""
-        response = await (await self._client).get_secret(SECRET_STORE, key)
+        response = await self.call("get_secret", SECRET_STORE, key)
         return str(response.secret[key])
 
     async def publish_events(self, topic: str, events: Sequence[str]) -> None:
         """Bulk-publish JSON events to the internal pub/sub; raises if any entry failed."""
         if not events:
             return
-        response = await (await self._client).publish_events(
-            INTERNAL_PUBSUB, topic, list(events), data_content_type="application/json"
+        response = await self.call(
+            "publish_events", INTERNAL_PUBSUB, topic, list(events), data_content_type="application/json"
         )
         if response.failed_entries:
             raise RuntimeError(f"{len(response.failed_entries)} event(s) to {topic} not published")

@@ -3,8 +3,9 @@ that ETag → on a lost race, a fresh read and the step again, under one retry p
 last-write-wins. Also the one "document per item plus an index of ids" collection.
 
 Writes use first-write concurrency, so a key read as absent is only created, never overwritten.
-A bulk write may land in part (stores do not roll back), so `update_many` stamps each write with
-a write id and, after a failure, re-reads to learn which of its writes landed; the stamp is
+A bulk write may land in part (stores do not roll back), and a write whose answer never came (a
+timeout) may have landed, so updates stamp each write with a write id and, after a failure,
+re-read to learn which of their writes landed — a step is never applied twice; the stamp is
 stripped again on every read, so no stored model ever sees it.
 """
 
@@ -19,11 +20,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from services.domain.json_values import JsonObject
-from services.platform.sidecar import Sidecar, Stored, Write, WriteFailed
+from services.platform.sidecar import Sidecar, SidecarTimeout, Stored, Write, WriteFailed
 
 R = TypeVar("R")
 WRITE_ID = "_writeId"
-"""The key `update_many` stamps its writes with (reserved: no stored document may use it)."""
+"""The key updates stamp their writes with (reserved: no stored document may use it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +118,12 @@ class StateRepository:
             put, result = step(stored.value)
             if put is None:
                 return result
+            write_id = uuid.uuid4().hex
             try:
-                await self.write(key, put.value, stored.etag, put.ttl_seconds)
-            except WriteFailed:
+                await self.write(key, {**put.value, WRITE_ID: write_id}, stored.etag, put.ttl_seconds)
+            except (WriteFailed, SidecarTimeout):
+                if ((await self.sidecar.get(key)).value or {}).get(WRITE_ID) == write_id:
+                    return result  # it landed after all
                 await asyncio.sleep(self.policy.delay(attempt))
                 continue
             return result
@@ -143,7 +147,7 @@ class StateRepository:
             try:
                 await self.sidecar.write_each(writes)
                 return
-            except WriteFailed:
+            except (WriteFailed, SidecarTimeout):
                 again = await self.sidecar.get_many(list(puts))
                 pending = [k for k in puts if (again[k].value or {}).get(WRITE_ID) != write_id]
             if not pending:

@@ -3,13 +3,14 @@ last-write-wins; bulk updates that land in part; the id index and the item colle
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
-from services.platform.sidecar import Stored, Write, WriteFailed
+from services.platform.sidecar import Sidecar, SidecarTimeout, Stored, Write, WriteFailed
 from services.platform.state import (
     WRITE_ID,
     DocumentCollection,
@@ -34,6 +35,8 @@ class MemoryStore:
         """Writes another writer lands just before our next write (one per write call)."""
         self.drop_after: int | None = None
         """A bulk write lands this many items, then fails (the store does not roll back)."""
+        self.lose_answers = 0
+        """Writes that land but whose answer never comes (the caller sees a timeout)."""
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         self.version += 1
@@ -62,6 +65,9 @@ class MemoryStore:
             self.put(write.key, write.value)
         if failed:
             raise WriteFailed("a write lost its race")
+        if self.lose_answers:
+            self.lose_answers -= 1
+            raise SidecarTimeout("save_bulk_state did not answer")
 
     async def delete(self, key: str) -> None:
         self.items.pop(key, None)
@@ -84,7 +90,7 @@ async def test_an_update_that_loses_its_race_is_stepped_again_on_the_fresh_value
     store.put("k", {"n": 1})
     store.interfere = [("k", {"n": 10})]
     assert await repository(store).update("k", add(1)) == 11
-    assert store.items["k"][0] == {"n": 11}  # the other writer's 10 is kept: never last-write-wins
+    assert (await repository(store).get("k")).value == {"n": 11}  # the other writer's 10 kept: not last-write-wins
 
 
 async def test_an_absent_key_is_only_created_never_overwritten() -> None:
@@ -165,3 +171,23 @@ async def test_a_collection_lists_only_items_that_exist() -> None:
     assert {k: s.value for k, s in (await items.all()).items()} == {"x": {"v": 1}}
     await items.delete("x")
     assert await items.index.ids() == ["y"] and (await items.get("x")).value is None
+
+
+async def test_a_write_whose_answer_was_lost_but_landed_is_not_applied_again() -> None:
+    store = MemoryStore()
+    store.put("k", {"n": 1})
+    store.lose_answers = 1
+    assert await repository(store).update("k", add(1)) == 2
+    assert (await repository(store).get("k")).value == {"n": 2} and store.writes == 1
+
+
+async def test_a_sidecar_call_that_never_answers_times_out() -> None:
+    class Stuck:
+        async def get_bulk_state(self, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.Event().wait()
+
+    sidecar = Sidecar("127.0.0.1:1", 1, call_timeout=0.05)
+    sidecar._client_ready = asyncio.get_running_loop().create_future()
+    sidecar._client_ready.set_result(Stuck())  # type: ignore[arg-type]
+    with pytest.raises(SidecarTimeout, match="get_bulk_state"):
+        await sidecar.get("k")
