@@ -193,14 +193,14 @@ def test_outcomes_follow_the_reported_state_and_the_timeout() -> None:
     twin.converge(configs, {"a": 0})
     c = configs["a"]
     assert twin.facts(configs).outcome(c, NOW)[0] is Outcome.PENDING
-    assert twin.facts(configs).outcome(c, NOW + 60) == (Outcome.FAILED, 0, "no success within 60s")
+    assert twin.facts(configs).outcome(c, NOW + 60)[:3] == (Outcome.FAILED, 0, "no success within 60s")
     twin.reported = {"config": {"rate": 5, "unit": "s"}}
     assert twin.facts(configs).outcome(c, NOW + 60)[0] is Outcome.SUCCEEDED
     twin.reported = {"config": {"status": "FAILED", "reason": "no"}}
     assert twin.facts(configs).outcome(c, NOW)[0] is Outcome.FAILED
     untargeted = by_id(config("a", {"config": 1}, target="false"))
     assert Twin().facts(untargeted).outcome(untargeted["a"], NOW) is None
-    assert Twin().facts(configs).outcome(c, NOW) == (Outcome.WAITING, -1, "")
+    assert Twin().facts(configs).outcome(c, NOW)[:3] == (Outcome.WAITING, -1, "")
 
 
 def test_a_custom_success_condition_replaces_conformance() -> None:
