@@ -73,7 +73,9 @@ def decide(
             when = f"opens {format_time(opens)}" if opens is not None else "none opens before the end time"
             note = f"maintenance window closed: {outside} twins wait for the next one ({when})"
             return Decision(configuration.with_history(int(now), note, hold=Hold.WINDOW), kept, notes=[note])
-        wake = _earliest(step.wake_at, opens)
+        # nothing can be admitted before a window opens, whatever the pace: wake then (or at the end)
+        end_at = schedule.end_at
+        wake = _earliest(opens, float(end_at) if end_at is not None and end_at > now else None)
         return Decision(configuration, kept, stage=step.stage, wake_at=wake, outside_window=outside)
     if configuration.hold is Hold.WINDOW:
         note = "maintenance window open: admitting again"

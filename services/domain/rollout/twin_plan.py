@@ -73,6 +73,13 @@ class Mark:
             value["cohort"] = dict(self.cohort)
         return value
 
+    def patch_from(self, old: Mark | None) -> JsonObject:
+        """This mark as a merge patch over `old` (fields it no longer has are removed)."""
+        value = self.to_json()
+        if old is not None:
+            value |= {key: None for key in old.to_json() if key not in value}
+        return value
+
     @classmethod
     def from_json(cls, value: Any) -> Mark | None:
         """A mark as stored on a twin; None for anything malformed (treated as absent)."""
@@ -441,12 +448,14 @@ def plan_twin(
         old = facts.marks.get(c.id)
         resend = old is not None and (old.attempt, old.install_at) != (mark.attempt, mark.install_at)
         if owners.get(key) != c.id or resend:
-            desired[key] = effective_value(c.configuration, key, mark)
+            desired[key] = _as_patch(effective_value(c.configuration, key, mark))
     for key in owners:
         if key not in winners:
             desired[key] = None
 
-    marks: JsonObject = {cid: m.to_json() for cid, m in new_marks.items() if m != facts.marks.get(cid)}
+    marks: JsonObject = {
+        cid: m.patch_from(facts.marks.get(cid)) for cid, m in new_marks.items() if m != facts.marks.get(cid)
+    }
     for cid, mark in facts.marks.items():
         other = configurations.get(cid)
         if other is None or cid in contributing:
@@ -466,6 +475,17 @@ def plan_twin(
         return None
     admitted = {cid: admit[cid] for cid in contributing if cid in admit and cid not in facts.marks}
     return TwinWrite(facts.device_id, facts.version, desired, marks, admitted)
+
+
+ROLLOUT_FIELDS = ("retry", "install", "autoConsentAt")
+"""What a rollout adds to a software reference (a desired value is written as a merge patch: the
+fields an attempt does not have are removed, whoever wrote them before)."""
+
+
+def _as_patch(value: Any) -> Any:
+    if desired_artifact(value) is None:
+        return value
+    return {**dict.fromkeys(ROLLOUT_FIELDS), **value}
 
 
 def _next_attempt(c: CompiledConfiguration, facts: TwinFacts, mark: Mark, now: int) -> Mark | None:
