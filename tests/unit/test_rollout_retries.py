@@ -138,7 +138,7 @@ def test_download_only_waits_for_the_trigger_then_installs() -> None:
     assert twin.converge({"fw": other_stage}, {}, NOW + 6) == 0  # stage 1 (index 0): not this twin's
     triggered = CompiledConfiguration(trigger_install(c.configuration, InstallBody(stage=2), NOW + 10))
     assert twin.converge({"fw": triggered}, {}, NOW + 10) == 1
-    assert twin.desired["software"] == {**UPDATE["software"], "autoConsentAt": NOW + 610}
+    assert twin.desired["software"] == {**UPDATE["software"], "install": "now", "autoConsentAt": NOW + 610}
     assert twin.configurations["fw"]["installAt"] == NOW + 10
     assert twin.facts({"fw": triggered}).outcome(triggered, NOW + 11).outcome is Outcome.PENDING  # installing
     twin.reported = {"software": {"artifact": "fw-2.0.0", "version": "2.0.0", "status": "UPDATED"}}

@@ -321,7 +321,7 @@ def judge_keys(c: CompiledConfiguration, mark: Mark, reported: JsonObject, varia
 def effective_value(configuration: Configuration, key: str, mark: Mark) -> Any:
     """The desired value a configuration writes for `key` on a twin with `mark`: its content, and
     for a software update the attempt's `retry`, `"install": "later"` until the install is
-    triggered (download-only), and the auto-consent deadline."""
+    triggered (download-only; then `"now"`), and the auto-consent deadline."""
     value = configuration.spec.content[key]
     if key != SOFTWARE_KEY or desired_artifact(value) is None:
         return value
@@ -330,8 +330,9 @@ def effective_value(configuration: Configuration, key: str, mark: Mark) -> Any:
         extra["retry"] = mark.attempt - 1
     install = configuration.spec.rollout.install
     if install is not None:
-        if install.later and mark.install_at is None:
-            extra["install"] = "later"
+        if install.later:
+            # "now" rather than removing "later": a removed desired key sends devices no delta
+            extra["install"] = "later" if mark.install_at is None else "now"
         if install.auto_consent_seconds is not None:
             extra["autoConsentAt"] = (mark.install_at or mark.at) + install.auto_consent_seconds
     return {**value, **extra} if extra else value

@@ -2,7 +2,8 @@
 
 desired   `{"artifact": "<artifact id>", "version": "2.1.0"}` — a reference, written by an operator
           or a configuration rollout; never a URL (URLs expire, references do not). A rollout may
-          add `"install": "later"` (download and verify only, until the install is triggered),
+          add `"install": "later"` (download and verify only, until the install is triggered:
+          then `"now"`),
           `"retry": n` (try again: the n-th retry) and `"autoConsentAt": t` (a device that asks
           for local consent installs anyway from then on).
 delta     the same, plus `url`: a download URL minted for this device when the delta is sent
