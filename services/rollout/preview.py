@@ -3,6 +3,7 @@ force) on every twin, then hand the pure projection (`domain.rollout.preview`) w
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from services.clients.twin_store import TwinStoreClient
@@ -60,7 +61,8 @@ async def preview(
                 facts[view.device_id] = found
     contests = {d: contest(f, configurations, spec.id) for d, f in facts.items()}
     superseded = frozenset(d for d, (won, _) in contests.items() if not won)
-    projection = project(
+    projection = await asyncio.to_thread(  # pure and CPU-bound: off the loop the reconciler runs on
+        project,
         candidate,
         simulated_twins(facts, spec.id),
         start,

@@ -24,7 +24,6 @@ class RolloutSettings(LimitsSettings):
     (the SQLite resolver that would keep them apart is not in the stable-components build)."""
     rollout_event_retention: float = 3600.0
     """Seconds of device events kept for health gates (at least the longest soak)."""
-    rollout_preview_page: int = 250
     rollout_stale_after: float = 5.0
     """Seconds to wait for `twin.changed` after a version conflict before re-reading the twin."""
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from services.clients.rollout import RolloutClient
+from services.contracts.rollout import ConfigurationView
 from services.contracts.topics import profile
 from services.devtools.fleet.fleet import SimulatedDevice, initial_state
 from services.devtools.fleet.link import DeviceLink
@@ -82,6 +83,22 @@ def clock(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S")
 
 
+async def start(rollouts: RolloutClient, spec: dict[str, Any]) -> None:
+    await rollouts.create(spec)
+    await rollouts.act(spec["id"], "activate")
+
+
+async def reaches(rollouts: RolloutClient, cid: str, state: str, what: str, timeout: float = 60) -> ConfigurationView:
+    """The configuration once it is in `state`."""
+
+    async def there() -> ConfigurationView | None:
+        view = await rollouts.get(cid)
+        return view if view.state.value == state else None
+
+    found: ConfigurationView = await until(there, timeout=timeout, what=what)
+    return found
+
+
 async def history(rollouts: RolloutClient, cid: str) -> list[str]:
     return [h.message for h in (await rollouts.history(cid)).items]
 
@@ -109,8 +126,7 @@ async def test_a_windowed_rollout_admits_only_inside_its_windows_even_when_kille
             },
         },
     }
-    await rollouts.create(spec)
-    await rollouts.act("windowed", "activate")
+    await start(rollouts, spec)
 
     async def admitted() -> int:
         return sum(1 for t in (await twins(api, ids)).values() if "windowed" in t["configurations"])
@@ -120,10 +136,7 @@ async def test_a_windowed_rollout_admits_only_inside_its_windows_even_when_kille
     stack.procs[ROLLOUT_APP].kill()
     stack.restart(ROLLOUT_APP)
 
-    async def completed() -> bool:
-        return (await rollouts.get("windowed")).state.value == "completed"
-
-    await until(completed, timeout=90, what="completion in the second window")
+    await reaches(rollouts, "windowed", "completed", "completion in the second window", timeout=90)
     after = await twins(api, ids)
     for device_id, twin in after.items():
         at = twin["configurations"]["windowed"]["at"]
@@ -155,8 +168,7 @@ async def test_failed_downloads_are_retried_by_policy_and_on_request_even_across
             "content": UPDATE,
             "rollout": {"retry": {"attempts": 1, "backoffSeconds": 4, "on": ["download"]}},
         }
-        await rollouts.create(spec)
-        await rollouts.act("retried", "activate")
+        await start(rollouts, spec)
 
         async def scheduled() -> bool:
             found = await twins(api, ["retry-0", "retry-1"])
@@ -169,12 +181,8 @@ async def test_failed_downloads_are_retried_by_policy_and_on_request_even_across
         stack.procs[ROLLOUT_APP].kill()  # while the retries wait for their backoff
         stack.restart(ROLLOUT_APP)
 
-        async def settled() -> dict[str, Any] | None:
-            view = await rollouts.get("retried")
-            return view.model_dump() if view.state.value == "completed" else None
-
-        done = await until(settled, timeout=60, what="completion after the retries")
-        assert done["progress"]["succeeded"] == 3 and done["progress"]["failed"] == 1  # retry-2 failed twice
+        done = await reaches(rollouts, "retried", "completed", "completion after the retries")
+        assert done.progress.succeeded == 3 and done.progress.failed == 1  # retry-2 failed twice
         found = await twins(api, ids)
         for device_id in ("retry-0", "retry-1"):
             mark = found[device_id]["configurations"]["retried"]
@@ -215,14 +223,8 @@ async def test_a_health_gated_stage_holds_when_updated_devices_send_errors(
                 "health": {"events": ["error"], "soakSeconds": 3, "label": "error rate"},
             },
         }
-        await rollouts.create(spec)
-        await rollouts.act("gated", "activate")
-
-        async def held() -> Any:
-            view = await rollouts.get("gated")
-            return view if view.state.value == "paused" else None
-
-        view = await until(held, timeout=60, what="the health hold")
+        await start(rollouts, spec)
+        view = await reaches(rollouts, "gated", "paused", "the health hold")
         assert view.reason == "stage 1 held: error rate 100.0% (6/6) vs 0.0% (0/14) in hold-out"
         assert view.health_checks and not view.health_checks[-1].passed
         assert view.progress.stages[0].succeeded == 6 and view.progress.stages[1].admitted == 0
@@ -259,14 +261,8 @@ async def test_a_failing_cohort_is_quarantined_while_the_rest_completes(stack: S
                 "cohorts": {"keys": ["tags.hw"], "minFailures": 3},
             },
         }
-        await rollouts.create(spec)
-        await rollouts.act("cohorted", "activate")
-
-        async def completed() -> Any:
-            view = await rollouts.get("cohorted")
-            return view if view.state.value == "completed" else None
-
-        view = await until(completed, timeout=60, what="completion without the cohort")
+        await start(rollouts, spec)
+        view = await reaches(rollouts, "cohorted", "completed", "completion without the cohort")
         assert [c.label() for c in view.quarantined] == ["tags.hw=B"]
         assert view.progress.quarantined == 6 and view.progress.succeeded == 18 and view.progress.failed == 0
         log = await history(rollouts, "cohorted")
@@ -285,10 +281,9 @@ async def test_a_preview_shows_the_devices_keys_and_timeline_an_activation_then_
     for device_id in ids:
         assert (await api.put(f"/v1/twins/{device_id}")).status_code == 201
         await api.patch(f"/v1/twins/{device_id}/tags", json={"ring": "preview", "big": device_id < "preview-2"})
-    await rollouts.create(
-        {"id": "holder", "targetCondition": "tags.big == true", "priority": 9, "content": {"mode": "kept"}}
+    await start(
+        rollouts, {"id": "holder", "targetCondition": "tags.big == true", "priority": 9, "content": {"mode": "kept"}}
     )
-    await rollouts.act("holder", "activate")
     await until(lambda: _has_mark(api, "preview-0", "holder"), what="the holder applied")
     spec = {
         "id": "previewed",
@@ -310,11 +305,7 @@ async def test_a_preview_shows_the_devices_keys_and_timeline_an_activation_then_
     assert (await rollouts.get("previewed")).state.value == "draft"  # nothing was stored or written
     assert all("previewed" not in t["configurations"] for t in (await twins(api, ids)).values())
     await rollouts.act("previewed", "activate")
-
-    async def completed() -> bool:
-        return (await rollouts.get("previewed")).state.value == "completed"
-
-    await until(completed, timeout=60, what="the previewed rollout")
+    await reaches(rollouts, "previewed", "completed", "the previewed rollout")
     marks = {d: t["configurations"]["previewed"] for d, t in (await twins(api, ids)).items()}
     assert {d for d, m in marks.items() if m["stage"] == 0} == first  # the stages the preview said
     assert all(marks[d]["keys"] == by_device[d].wins for d in ids)
