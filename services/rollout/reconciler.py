@@ -38,6 +38,7 @@ from services.domain.rollout.twin_plan import (
     evaluate_twin,
     parse_marks,
     plan_twin,
+    same_attempt,
 )
 from services.platform.sidecar import WriteFailed
 from services.rollout.metrics import EVALUATIONS, EVENTS_KEPT, WRITES, record_decision, record_mark, record_stats
@@ -357,7 +358,9 @@ class Reconciler:
         changed = {cid for cid in set(marks) | set(old.marks) if marks.get(cid) != old.marks.get(cid)}
         for cid in changed:
             record_mark(old.marks.get(cid), marks.get(cid), cid)
-        hits = {cid: h.unjudged() if cid in changed else h for cid, h in old.hits.items()}
+        # the device has yet to answer what changed for it (a scheduled retry changes nothing for it)
+        asked = {cid for cid in changed if not same_attempt(old.marks.get(cid), marks.get(cid))}
+        hits = {cid: h.unjudged() if cid in asked else h for cid, h in old.hits.items()}
         facts = TwinFacts(write.device_id, result.version, marks, hits)
         self.membership.put(write.device_id, facts, self.compiled, now)
 

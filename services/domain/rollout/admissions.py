@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from services.contracts.rollout import Hold
+from services.contracts.rollout import ConfigurationState, Hold
 from services.domain.rollout.configuration import CompiledConfiguration, Configuration
 from services.domain.rollout.health import EventLog, HealthVerdict, Rate, judge
 from services.domain.rollout.membership import Membership
@@ -53,7 +53,7 @@ def decide(
     rounds and are still being written; device events before `observing_since` are unknown."""
     configuration = compiled.configuration
     health = None
-    if soak_due(configuration, now, observing_since):
+    if configuration.state is ConfigurationState.ACTIVE and soak_due(configuration, now, observing_since):
         health = health_verdict(compiled, membership, events, now, observing_since)
     stats = membership.stats(compiled.id)
     step = next_step(configuration, stats, allowance, now, len(in_flight), health, observing_since)

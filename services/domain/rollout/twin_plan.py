@@ -528,6 +528,14 @@ def _installing(configuration: Configuration, device_id: str, mark: Mark, now: i
     return None
 
 
+def same_attempt(a: Mark | None, b: Mark | None) -> bool:
+    """Whether two marks ask the device the same (status, keys, attempt, install): a mark that
+    only scheduled a retry leaves the device's answer standing."""
+    if a is None or b is None:
+        return a is b
+    return (a.status, a.keys, a.attempt, a.install_at) == (b.status, b.keys, b.attempt, b.install_at)
+
+
 def error_marks(write: TwinWrite, reason: str, now: int) -> JsonObject:
     """Marks recording that the twin-store refused `write` for the configurations it admitted: they
     count the twin as failed instead of trying again and again."""
