@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from services.cli.suite import console, print_json, rollouts
 from services.clients.rollout import Action
-from services.contracts.rollout import ConfigurationSpec
+from services.contracts.rollout import ConfigurationSpec, InstallBody, PreviewBody, PreviewView
 
 configs = typer.Typer(help="Configurations: staged rollouts of desired state to twins.", no_args_is_help=True)
 
@@ -39,6 +40,101 @@ def _json_option(name: str, text: str | None) -> Any:
         raise typer.BadParameter(f"{name} is not JSON: {error}") from None
 
 
+def parse_time(text: str) -> int:
+    """Unix seconds, or an ISO 8601 time (`2025-03-01T00:00:00Z`; no zone means UTC)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: unix seconds or an ISO time such as 2025-03-01T00:00:00Z") from None
+    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp())
+
+
+def parse_window(text: str) -> dict[str, Any]:
+    """`22:00-02:00`, `sat,sun 10:00-16:00` (weekly) or `cron:0 2 * * 1-5@120` (cron, minutes open)."""
+    if text.startswith("cron:"):
+        expression, sep, minutes = text.removeprefix("cron:").rpartition("@")
+        if not sep or not minutes.isdigit():
+            raise typer.BadParameter(f"window {text!r}: write cron:EXPRESSION@MINUTES")
+        return {"cron": expression.strip(), "durationMinutes": int(minutes)}
+    days, _, span = text.strip().rpartition(" ")
+    start, sep, end = span.partition("-")
+    if not sep:
+        raise typer.BadParameter(f"window {text!r}: write [DAYS ]HH:MM-HH:MM, e.g. 'sat,sun 22:00-02:00'")
+    window: dict[str, Any] = {"start": start, "end": end}
+    if days:
+        window["days"] = [d.strip().lower()[:3] for d in days.split(",") if d.strip()]
+    return window
+
+
+def policy_from_options(
+    *,
+    start: str | None = None,
+    end: str | None = None,
+    windows: list[str] | None = None,
+    timezone: str | None = None,
+    timezone_tag: str | None = None,
+    install_seconds: int | None = None,
+    retries: int | None = None,
+    retry_backoff: int | None = None,
+    retry_on: list[str] | None = None,
+    download_only: bool = False,
+    auto_consent: int | None = None,
+    ramp: str | None = None,
+    health: str | None = None,
+    health_events: list[str] | None = None,
+    soak: int | None = None,
+    health_margin: float | None = None,
+    cohorts: list[str] | None = None,
+    cohort_min_failures: int | None = None,
+) -> dict[str, Any]:
+    """The rollout policy's schedule, retry, install, ramp, health and cohort parts the options give."""
+    policy: dict[str, Any] = {}
+    schedule: dict[str, Any] = {}
+    for key, value in (
+        ("startAt", parse_time(start) if start else None),
+        ("endAt", parse_time(end) if end else None),
+        ("windows", [parse_window(w) for w in windows or []] or None),
+        ("timezone", timezone),
+        ("timezoneTag", timezone_tag),
+        ("installSeconds", install_seconds),
+    ):
+        if value is not None:
+            schedule[key] = value
+    if schedule:
+        policy["schedule"] = schedule
+    if retries is not None or retry_backoff is not None or retry_on:
+        retry: dict[str, Any] = {"attempts": retries if retries is not None else 3}
+        if retry_backoff is not None:
+            retry["backoffSeconds"] = retry_backoff
+        if retry_on:
+            retry["on"] = [kind for item in retry_on for kind in item.split(",") if kind]
+        policy["retry"] = retry
+    if download_only or auto_consent is not None:
+        policy["install"] = {"later": download_only, **({"autoConsentSeconds": auto_consent} if auto_consent else {})}
+    if ramp is not None:
+        try:
+            base, factor, every = ramp.split(",")
+            policy["ramp"] = {"basePerMinute": int(base), "factor": float(factor), "every": int(every)}
+        except ValueError:
+            raise typer.BadParameter(f"ramp {ramp!r}: write BASE_PER_MINUTE,FACTOR,EVERY (e.g. 10,2,50)") from None
+    if health is not None or health_events:
+        gate: dict[str, Any] = {"events": health_events or []}
+        options: tuple[tuple[str, object], ...] = (
+            ("unhealthy", health),
+            ("soakSeconds", soak),
+            ("marginPercent", health_margin),
+        )
+        for key, option in options:
+            if option is not None:
+                gate[key] = option
+        policy["health"] = gate
+    if cohorts:
+        policy["cohorts"] = {"keys": cohorts, **({"minFailures": cohort_min_failures} if cohort_min_failures else {})}
+    return policy
+
+
 def spec_from_options(
     configuration_id: str,
     target: str,
@@ -54,9 +150,11 @@ def spec_from_options(
     fail_count: int | None,
     on_failure: str,
     rollback: str | None,
+    policy: dict[str, Any] | None = None,
 ) -> ConfigurationSpec:
-    """The configuration spec the `create` options describe (a malformed one: `BadParameter`)."""
-    rollout: dict[str, Any] = {"stages": [parse_stage(s) for s in stages] or [{"percent": 100}]}
+    """The configuration spec the `create` options describe (a malformed one: `BadParameter`);
+    `policy` adds the rollout policy's further parts (`policy_from_options`)."""
+    rollout: dict[str, Any] = {"stages": [parse_stage(s) for s in stages] or [{"percent": 100}], **(policy or {})}
     for key, value in (
         ("maxPerMinute", max_per_minute),
         ("successCondition", success),
@@ -106,17 +204,42 @@ def create_configuration(
     fail_count: int | None = typer.Option(None, "--fail-count", help="halt a stage above this many failed"),
     on_failure: str = typer.Option("pause", "--on-failure", help="pause or abort"),
     rollback: str | None = typer.Option(None, "--rollback", help="content written back on abort, JSON"),
+    start: str | None = typer.Option(None, "--start", help="admit nothing before (ISO time or unix seconds)"),
+    end: str | None = typer.Option(None, "--end", help="admit nothing after (ISO time or unix seconds)"),
+    window: list[str] = typer.Option(
+        [], "--window", help="maintenance window: '22:00-02:00', 'sat,sun 10:00-16:00', 'cron:0 2 * * *@120'"
+    ),
+    timezone: str | None = typer.Option(None, "--timezone", help="zone of the windows (default UTC)"),
+    timezone_tag: str | None = typer.Option(None, "--timezone-tag", help="tag holding each device's IANA zone"),
+    install_seconds: int | None = typer.Option(None, "--install-seconds", help="an install must fit in the window"),
+    retries: int | None = typer.Option(None, "--retries", help="retry failed twins up to N more times"),
+    retry_backoff: int | None = typer.Option(None, "--retry-backoff", help="seconds before the first retry"),
+    retry_on: list[str] = typer.Option([], "--retry-on", help="failure kinds to retry (download, timeout, ...)"),
+    download_only: bool = typer.Option(False, "--download-only", help="install later, on `twin config install`"),
+    auto_consent: int | None = typer.Option(None, "--auto-consent", help="seconds after which consent is assumed"),
+    ramp: str | None = typer.Option(None, "--ramp", help="exponential pace BASE_PER_MINUTE,FACTOR,EVERY"),
+    health: str | None = typer.Option(None, "--health", help="CEL: the twin is unhealthy (promotion gate)"),
+    health_event: list[str] = typer.Option([], "--health-event", help="device event type that means unhealthy"),
+    soak: int | None = typer.Option(None, "--soak", help="seconds a stage is watched before promotion"),
+    health_margin: float | None = typer.Option(None, "--health-margin", help="points worse than the hold-out allowed"),
+    cohort: list[str] = typer.Option([], "--cohort", help="quarantine a failing cohort by this key (tags.hwRev)"),
 ) -> None:
-    """Create a configuration (a draft: `activate` starts its rollout)."""
+    """Create a configuration (a draft: `activate` starts its rollout; `preview` shows what it would do)."""
     spec: ConfigurationSpec | dict[str, Any]
     if file is not None:
         spec = yaml.safe_load(file.read_text())  # the whole spec as written: the API checks it
     elif configuration_id is None:
         raise typer.BadParameter("give a spec file or --id with the options")
     else:
+        policy = policy_from_options(
+            start=start, end=end, windows=window, timezone=timezone, timezone_tag=timezone_tag,
+            install_seconds=install_seconds, retries=retries, retry_backoff=retry_backoff, retry_on=retry_on,
+            download_only=download_only, auto_consent=auto_consent, ramp=ramp, health=health,
+            health_events=health_event, soak=soak, health_margin=health_margin, cohorts=cohort,
+        )  # fmt: skip
         spec = spec_from_options(
             configuration_id, target, priority, content, metric, stage, max_per_minute, success, failure,
-            timeout, fail_percent, fail_count, on_failure, rollback,
+            timeout, fail_percent, fail_count, on_failure, rollback, policy,
         )  # fmt: skip
     print_json(rollouts(lambda api: api.create(spec)))
 
@@ -124,12 +247,16 @@ def create_configuration(
 @configs.command("list")
 def list_configurations() -> None:
     """Every configuration with where its rollout stands."""
-    table = Table("id", "state", "priority", "stage", "targeted", "applied", "succeeded", "failed", "pending")
+    table = Table(
+        "id", "state", "hold", "priority", "stage", "targeted", "applied", "succeeded", "failed", "retrying",
+        "pending", "quarantined",
+    )  # fmt: skip
     for view in rollouts(lambda api: api.configurations()):
         m = view.progress
         table.add_row(
-            view.id, view.state.value, str(view.priority), f"{view.stage + 1}/{len(view.rollout.stages)}",
-            *(str(n) for n in (m.targeted, m.applied, m.succeeded, m.failed, m.pending)),
+            view.id, view.state.value, view.hold.value or "-", str(view.priority),
+            f"{view.stage + 1}/{len(view.rollout.stages)}",
+            *(str(n) for n in (m.targeted, m.applied, m.succeeded, m.failed, m.retrying, m.pending, m.quarantined)),
         )  # fmt: skip
     console.print(table)
 
@@ -179,35 +306,129 @@ def delete_configuration(configuration_id: str) -> None:
 
 @configs.command("metrics")
 def configuration_metrics(configuration_id: str) -> None:
-    """Targeted, applied, succeeded, failed, pending, custom metrics, and per-stage counts."""
-    m = rollouts(lambda api: api.metrics(configuration_id))
-    totals = Table("targeted", "waiting", "applied", "succeeded", "failed", "pending", *m.custom)
-    counts = (m.targeted, m.waiting, m.applied, m.succeeded, m.failed, m.pending)
+    """Targeted, applied, succeeded, failed, retrying, pending, quarantined, outside their window,
+    awaiting consent or the install, custom metrics; per-stage counts; holds, cohorts, health checks."""
+    view = rollouts(lambda api: api.get(configuration_id))
+    m = view.progress
+    totals = Table(
+        "targeted", "waiting", "applied", "succeeded", "failed", "retrying", "pending", "quarantined",
+        "outside window", "awaiting consent", "awaiting install", "installed", "retries", *m.custom,
+    )  # fmt: skip
+    counts = (
+        m.targeted, m.waiting, m.applied, m.succeeded, m.failed, m.retrying, m.pending, m.quarantined,
+        m.outside_window, m.awaiting_consent, m.awaiting_install, m.installed, m.attempts,
+    )  # fmt: skip
     totals.add_row(*(str(n) for n in counts), *(str(v) for v in m.custom.values()))
     console.print(totals)
-    stages = Table("stage", "size", "admitted", "succeeded", "failed", "pending", "state")
+    stages = Table("stage", "size", "admitted", "succeeded", "failed", "retrying", "pending", "state")
     for s in m.stages:
-        stages.add_row(
-            str(s.index + 1), *(str(n) for n in (s.target, s.admitted, s.succeeded, s.failed, s.pending)), s.state
-        )
+        numbers = (s.target, s.admitted, s.succeeded, s.failed, s.retrying, s.pending)
+        stages.add_row(str(s.index + 1), *(str(n) for n in numbers), s.state)
     console.print(stages)
+    pace = "unpaced" if m.rate_per_minute is None else f"{m.rate_per_minute:g}/min"
+    console.print(f"state {view.state.value}; hold {view.hold.value or 'none'}; pace {pace}")
+    for c in view.quarantined:
+        console.print(f"quarantined {c.label()}: {c.failed}/{c.admitted} failed ({_when(c.at)})")
+    for check in view.health_checks:
+        console.print(f"health {_when(check.at)}: {check.message}")
+
+
+def _when(at: int | None) -> str:
+    return "-" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))
 
 
 @configs.command("history")
 def configuration_history(configuration_id: str) -> None:
     """Every decision of the rollout, with its reason."""
     for entry in rollouts(lambda api: api.history(configuration_id)).items:
-        console.print(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(entry.at))}  {entry.message}")
+        console.print(f"{_when(entry.at)}  {entry.message}")
 
 
 @configs.command("devices")
 def configuration_devices(
     configuration_id: str,
-    status: str | None = typer.Option(None, help="waiting, pending, succeeded, failed, superseded, rolled_back"),
+    status: str | None = typer.Option(
+        None, help="waiting, quarantined, pending, succeeded, failed, retrying, superseded, rolled_back"
+    ),
     limit: int = typer.Option(100),
 ) -> None:
-    """Targeted twins and where each stands."""
-    table = Table("device", "status", "stage", "reason")
+    """Targeted twins and where each stands, with their attempts and next retry."""
+    table = Table("device", "status", "stage", "attempts", "failure", "retry at", "phase", "reason")
     for item in rollouts(lambda api: api.members(configuration_id, status, limit)).items:
-        table.add_row(item.device_id, item.status, "-" if item.stage < 0 else str(item.stage + 1), item.reason)
+        table.add_row(
+            item.device_id, item.status, "-" if item.stage < 0 else str(item.stage + 1), str(item.attempts or "-"),
+            item.failure or "-", _when(item.retry_at) if item.retry_at else "-", item.phase or "-", item.reason,
+        )  # fmt: skip
     console.print(table)
+
+
+@configs.command("retry")
+def retry_configuration(
+    configuration_id: str,
+    device: list[str] = typer.Option([], "--device", help="retry only this twin (repeatable); default: all failed"),
+) -> None:
+    """Try failed twins again now, once each (whatever their failure kind and attempts so far)."""
+    view = rollouts(lambda api: api.retry(configuration_id, device or None))
+    asked = ", ".join(device) if device else "every failed twin"
+    console.print(
+        f"{view.id}: retry asked for {asked}; {view.progress.retrying} retrying, {view.progress.failed} failed"
+    )
+
+
+@configs.command("install")
+def install_configuration(
+    configuration_id: str,
+    device: list[str] = typer.Option([], "--device", help="install on this twin (repeatable)"),
+    stage: int | None = typer.Option(None, "--stage", help="install on the twins of this stage (1-based)"),
+    all_twins: bool = typer.Option(False, "--all", help="install on every twin, now and admitted later"),
+) -> None:
+    """Install a download-only update (downloaded and verified, waiting for this trigger)."""
+    trigger = InstallBody(devices=device or None, stage=stage, all=all_twins)
+    view = rollouts(lambda api: api.install(configuration_id, trigger))
+    t = view.install_triggers
+    console.print(f"{view.id}: installs asked for all={t.all}, stages={[s + 1 for s in t.stages]}, devices={t.devices}")
+
+
+@configs.command("release")
+def release_configuration(configuration_id: str, cohort: str) -> None:
+    """Admit a quarantined cohort (`key=value`, as `metrics` shows it) again."""
+    view = rollouts(lambda api: api.release(configuration_id, cohort))
+    console.print(f"{view.id}: released {cohort}; quarantined: {[c.label() for c in view.quarantined] or 'none'}")
+
+
+@configs.command("preview")
+def preview_configuration(
+    what: str = typer.Argument(..., help="a stored draft's id, or a JSON/YAML spec file"),
+    start: str | None = typer.Option(None, "--start", help="as if activated then (default now)"),
+    assume: int = typer.Option(60, "--assume", help="seconds each twin takes to succeed"),
+    limit: int = typer.Option(20, "--limit", help="twins listed"),
+    as_json: bool = typer.Option(False, "--json", help="the whole answer as JSON"),
+) -> None:
+    """A dry run: the twins it would select, the keys each would win or lose, the stage timeline."""
+    options = PreviewBody(start_at=parse_time(start) if start else None, assume_seconds=assume, limit=limit)
+    path = Path(what)
+    target: str | dict[str, Any] = yaml.safe_load(path.read_text()) if path.is_file() else what
+    shown = rollouts(lambda api: api.preview(target, options))
+    if as_json:
+        print_json(shown)
+        return
+    print_preview(shown)
+
+
+def print_preview(shown: PreviewView) -> None:
+    stages = Table("stage", "size", "starts", "all admitted", "done")
+    for s in shown.stages:
+        stages.add_row(str(s.index + 1), str(s.target), _when(s.starts_at), _when(s.admitted_by), _when(s.done_at))
+    console.print(f"{shown.targeted} twins targeted; completes {_when(shown.completes_at)}")
+    console.print(stages)
+    devices = Table("device", "stage", "admitted", "wins", "loses")
+    for d in shown.devices:
+        loses = ", ".join(f"{k} to {w}" for k, w in d.loses.items()) or "-"
+        stage = "-" if d.stage is None else str(d.stage + 1)
+        devices.add_row(d.device_id, stage, _when(d.admit_at), ", ".join(d.wins) or "-", loses)
+    console.print(devices)
+    if shown.truncated:
+        console.print(f"(first {len(shown.devices)} of {shown.targeted} listed)")
+    for entry in shown.history:
+        console.print(f"{_when(entry.at)}  {entry.message}")
+    console.print(f"assuming {shown.assumptions}")

@@ -39,3 +39,23 @@ class AgentStatus(ApiModel):
     view: JsonObject
     """The desired and reported state the agent has taken, and the twin version it is from."""
     outbox: OutboxStatus
+
+
+class ConsentBody(ApiModel):
+    """`POST /v1/software/consent`: answer the update waiting for local consent (`artifact`, or
+    whichever waits): `accept` installs it, `false` refuses it (the attempt fails: `consent`)."""
+
+    artifact: str | None = None
+    accept: bool = True
+
+
+class ConsentAnswer(ApiModel):
+    artifact: str
+    accepted: bool
+
+
+class SoftwareStatus(ApiModel):
+    """`GET /v1/software`: what the software handler reports (status, running version, attempt)."""
+
+    software: JsonObject | None
+    require_consent: bool

@@ -147,6 +147,10 @@ class DeviceAgent:
             await asyncio.sleep(self.probe_interval)
             self._wake.set()
 
+    def request_reconcile(self) -> None:
+        """Reconcile soon (a handler's wait ended: consent given, a deadline passed)."""
+        self._wake.set()
+
     def lost(self) -> None:
         """The broker stopped acknowledging: probe until it is back, then reconcile."""
         if self.connected:

@@ -9,13 +9,22 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
-from services.contracts.agent import MAX_EVENTS_PER_REQUEST, AgentStatus, LocalEvent, QueuedEvents
+from services.contracts.agent import (
+    MAX_EVENTS_PER_REQUEST,
+    AgentStatus,
+    ConsentAnswer,
+    ConsentBody,
+    LocalEvent,
+    QueuedEvents,
+    SoftwareStatus,
+)
 from services.contracts.commands import CommandMessage
 from services.contracts.device_events import EventsAck
 from services.contracts.topics import Reply
 from services.contracts.wire import decode_payload
 from services.device_agent.agent import DeviceAgent
-from services.domain.errors import TwinError, bad_request
+from services.device_agent.software import NotWaiting, SoftwareHandler
+from services.domain.errors import TwinError, bad_request, conflict, not_found
 from services.platform.cloudevents import event_payload
 from services.platform.http import provided
 
@@ -39,6 +48,31 @@ async def record_events(agent: Agent, events: LocalEvent | list[LocalEvent]) -> 
 async def status(agent: Agent) -> AgentStatus:
     """Whether the cloud is reachable, what the agent knows of its twin, the outbox."""
     return agent.status()
+
+
+def _software(agent: DeviceAgent) -> SoftwareHandler:
+    handler = agent.handlers.get("software")
+    if not isinstance(handler, SoftwareHandler):
+        raise not_found("this device has no software handler (TWINFLEET_SOFTWARE_INSTALLER)")
+    return handler
+
+
+@router.get("/software", response_model=SoftwareStatus)
+async def software_status(agent: Agent) -> SoftwareStatus:
+    """The software handler's report: what runs, and how the last attempt stands."""
+    handler = _software(agent)
+    return SoftwareStatus(software=await handler.current(), require_consent=handler.require_consent)
+
+
+@router.post("/software/consent", response_model=ConsentAnswer)
+async def software_consent(agent: Agent, body: ConsentBody) -> ConsentAnswer:
+    """Local consent for the update waiting for it (WAITING_FOR_CONSENT): install it, or refuse it.
+    409 when none waits."""
+    try:
+        artifact = await _software(agent).consent(body.artifact, body.accept)
+    except NotWaiting as error:
+        raise conflict(str(error)) from None
+    return ConsentAnswer(artifact=artifact, accepted=body.accept)
 
 
 def _decode(event: dict[str, Any]) -> Any:

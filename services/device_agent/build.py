@@ -53,6 +53,8 @@ def software_handler(settings: AgentSettings, data_dir: Path) -> SoftwareHandler
         installer,
         data_dir / "software",
         settings.software_version,
+        require_consent=settings.software_require_consent,
+        auto_consent_seconds=settings.software_auto_consent_seconds,
     )
 
 
@@ -70,8 +72,9 @@ def build_agent(settings: AgentSettings) -> DeviceAgent:
     handlers: list[Handler] = [
         ConfigurationHandler(settings.agent_config_key, config_file, configmap, settings.agent_apply_delay)
     ]
-    if settings.software_installer:
-        handlers.append(software_handler(settings, data_dir))
+    software = software_handler(settings, data_dir) if settings.software_installer else None
+    if software is not None:
+        handlers.append(software)
     info = {"version": AGENT_VERSION, "wire": settings.wire_encoding, "handles": [h.key for h in handlers]}
     handlers.append(AgentInfoHandler("agent", info))
     outbox = Outbox(
@@ -81,7 +84,7 @@ def build_agent(settings: AgentSettings) -> DeviceAgent:
         settings.agent_event_batch,
         settings.agent_ack_timeout,
     )
-    return DeviceAgent(
+    agent = DeviceAgent(
         settings.device_id,
         settings.topics(),
         sidecar,
@@ -92,3 +95,6 @@ def build_agent(settings: AgentSettings) -> DeviceAgent:
         resync_interval=settings.agent_resync_interval,
         heartbeat_interval=settings.agent_heartbeat_interval,
     )
+    if software is not None:
+        software.wake = agent.request_reconcile
+    return agent

@@ -59,6 +59,11 @@ class AgentSettings(Settings):
     software_rollback_command: str = ""
     software_health_command: str = ""
     """Exit 0 = healthy after installing (`file`, `command`); empty: healthy once installed."""
+    software_require_consent: bool = False
+    """The install of a downloaded update waits for `POST /v1/software/consent` on the device."""
+    software_auto_consent_seconds: float = 0.0
+    """Consent is assumed this long after an update began waiting for it (0: never; a rollout's
+    `autoConsentAt` deadline applies as well, the earlier wins)."""
     software_deployment: str = ""
     """`k3s`: the Deployment (in `agent_namespace`) whose container image a release sets."""
     software_container: str = ""

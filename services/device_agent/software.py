@@ -2,13 +2,19 @@
 
 verify the signed metadata (trusted keys, expiry, right artifact, no rollback) → download with
 resume (HTTP Range, the late-bound URL from the delta or a temporary credential got with the
-device's own credentials) → check length and SHA-256 → install through an installer → health
-check → commit or roll back. Each step is reported under `software` as it happens:
-DOWNLOADING → DOWNLOADED → VERIFIED → INSTALLING → UPDATED | FAILED(reason) | ROLLED_BACK.
+device's own credentials) → check length and SHA-256 → [wait: for the install trigger of a
+download-only update, or for local consent] → install through an installer → health check →
+commit or roll back. Each step is reported under `software` as it happens: DOWNLOADING →
+DOWNLOADED → VERIFIED → [WAITING_FOR_INSTALL | WAITING_FOR_CONSENT →] INSTALLING → UPDATED |
+FAILED(failure, reason) | ROLLED_BACK, with the desired `retry` it answers.
 
-A failed attempt keeps the running version and says why; the same artifact is not tried again
-until the twin desires another one. The last outcome survives restarts (a state file); a download
-cut short resumes where it stopped, after a dropped link or an agent restart alike.
+A failed attempt keeps the running version and says why (`failure` names the kind: download,
+metadata, signature, …); the same artifact is not tried again until the twin desires another one
+or a new `retry`. A device that asks for consent (`software_require_consent`) waits, downloaded and
+verified, until someone on the device answers `POST /v1/software/consent`, or until the
+auto-consent deadline (the rollout's `autoConsentAt`, or its own `software_auto_consent_seconds`).
+The last outcome and the consent answers survive restarts (state files); a verified download waits
+on disk; a download cut short resumes where it stopped, after a dropped link or an agent restart.
 """
 
 from __future__ import annotations
@@ -37,7 +43,15 @@ from services.domain.software.metadata import (
     check_offer,
     verify_metadata,
 )
-from services.domain.software.twin_key import UpdateStatus, desired_artifact, satisfied
+from services.domain.software.twin_key import (
+    FailureKind,
+    Gate,
+    UpdateStatus,
+    desired_artifact,
+    install_gate,
+    retry_of,
+    satisfied,
+)
 
 log = structlog.get_logger()
 Report = Callable[[Any], Awaitable[None]]
@@ -47,6 +61,30 @@ class InstallFailed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class UpdateFailed(Exception):
+    """An attempt failed for a reason of `kind` (reported as `failure`, what rollouts retry by)."""
+
+    def __init__(self, kind: FailureKind, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+REFUSAL_KINDS = {
+    Refusal.MALFORMED: FailureKind.METADATA,
+    Refusal.MISMATCH: FailureKind.METADATA,
+    Refusal.SIGNATURE: FailureKind.SIGNATURE,
+    Refusal.EXPIRED: FailureKind.EXPIRED,
+    Refusal.ROLLBACK: FailureKind.VERSION,
+    Refusal.LENGTH: FailureKind.INTEGRITY,
+    Refusal.HASH: FailureKind.INTEGRITY,
+}
+
+
+class NotWaiting(Exception):
+    """Consent was given while no update waits for it."""
 
 
 class Installer(Protocol):
@@ -252,15 +290,22 @@ class Firmware:
         return httpx.AsyncClient(timeout=self.timeout)
 
     async def metadata(self, artifact: str) -> Any:
-        async with self.client() as client:
-            response = await client.get(f"{self.base_url}/v1/artifacts/{artifact}/metadata")
+        try:
+            async with self.client() as client:
+                response = await client.get(f"{self.base_url}/v1/artifacts/{artifact}/metadata")
+        except httpx.HTTPError as error:
+            raise UpdateFailed(FailureKind.METADATA, f"metadata of {artifact}: {error!r}") from None
         if response.status_code != 200:
-            raise HandlerFailed(f"metadata of {artifact}: {response.status_code} {_message(response)}")
+            reason = f"metadata of {artifact}: {response.status_code} {_message(response)}"
+            raise UpdateFailed(FailureKind.METADATA, reason)
         return response.json()
 
     async def credential(self, artifact: str) -> str:
-        async with self.client() as client:
-            response = await client.post(f"{self.base_url}/v1/artifacts/{artifact}/credentials", auth=self.auth)
+        try:
+            async with self.client() as client:
+                response = await client.post(f"{self.base_url}/v1/artifacts/{artifact}/credentials", auth=self.auth)
+        except httpx.HTTPError as error:
+            raise HandlerFailed(f"download credential not got: {error!r}") from None
         if response.status_code != 200:
             raise HandlerFailed(f"download credential refused: {response.status_code} {_message(response)}")
         return str(response.json()["credential"])
@@ -285,19 +330,90 @@ class SoftwareHandler:
         factory_version: str = "",
         retries: int = 20,
         retry_delay: float = 1.0,
+        require_consent: bool = False,
+        auto_consent_seconds: float = 0.0,
     ) -> None:
         self.firmware = firmware
         self.trusted = trusted
         self.installer = installer
         self.work_dir = work_dir
         self.state_file = work_dir / "software.json"
+        self.consent_file = work_dir / "consent.json"
         self.factory_version = factory_version
         self.retries = retries
         self.retry_delay = retry_delay
+        self.require_consent = require_consent
+        self.auto_consent_seconds = auto_consent_seconds
+        """Consent is assumed this long after the device started waiting for it (0: never)."""
         self.report: Report | None = None
         """Set by the agent: sends an intermediate value of the key (progress) to the twin."""
+        self.wake: Callable[[], None] | None = None
+        """Set by the agent: asks for a reconcile (consent given, auto-consent deadline)."""
+        self._timer: asyncio.TimerHandle | None = None
 
-    satisfied = staticmethod(satisfied)
+    def satisfied(self, current: Any, desired: Any) -> bool:
+        """Nothing to do now (see `twin_key.satisfied`); a consent answer for the waiting attempt
+        means there is: install, or fail it as refused."""
+        return satisfied(current, desired, self._answer(desired) is not None, time.time())
+
+    # -- consent ---------------------------------------------------------------------------
+    def _answers(self) -> dict[str, bool]:
+        try:
+            value = json.loads(self.consent_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return {str(k): bool(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+    @staticmethod
+    def _consent_key(artifact: str, retry: int) -> str:
+        return f"{artifact}#{retry}"
+
+    def _answer(self, desired: Any) -> bool | None:
+        artifact = desired_artifact(desired)
+        if artifact is None:
+            return None
+        return self._answers().get(self._consent_key(artifact, retry_of(desired)))
+
+    async def consent(self, artifact: str | None, accept: bool) -> str:
+        """Answer the update waiting for consent (the one named, or whichever waits); returns its
+        artifact. Raises `NotWaiting` when none does."""
+        current = await self.current()
+        waiting = (
+            isinstance(current, dict)
+            and current.get("status") == UpdateStatus.WAITING_FOR_CONSENT
+            and (artifact is None or current.get("attempt") == artifact)
+        )
+        if not waiting:
+            raise NotWaiting(f"no update of {artifact or 'any artifact'} waits for consent")
+        assert isinstance(current, dict)
+        name = str(current["attempt"])
+        answers = self._answers() | {self._consent_key(name, retry_of(current)): accept}
+        await asyncio.to_thread(write_atomically, self.consent_file, json.dumps(answers, sort_keys=True))
+        log.info("consent answered", artifact=name, accept=accept)
+        if self.wake is not None:
+            self.wake()
+        return name
+
+    def _deadline(self, artifact: str, retry: int, running: Any, now: float) -> float | None:
+        """The device's own auto-consent time for this attempt (kept from when it began waiting)."""
+        if not self.auto_consent_seconds:
+            return None
+        if (
+            isinstance(running, dict)
+            and running.get("status") == UpdateStatus.WAITING_FOR_CONSENT
+            and running.get("attempt") == artifact
+            and retry_of(running) == retry
+            and isinstance(running.get("autoConsentAt"), (int, float))
+        ):
+            return float(running["autoConsentAt"])
+        return now + self.auto_consent_seconds
+
+    def _wake_at(self, at: float) -> None:
+        if self.wake is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, at - time.time()) + 0.2, self.wake)
 
     async def current(self) -> Any:
         try:
@@ -315,21 +431,33 @@ class SoftwareHandler:
             raise HandlerFailed('software must be {"artifact": "<id>", ...}')
         running = await self.current() or {}
         kept = {k: running[k] for k in ("artifact", "version") if isinstance(running, dict) and k in running}
-        attempt = {**kept, "attempt": artifact}
+        retry = retry_of(desired)
+        attempt: dict[str, Any] = {**kept, "attempt": artifact, **({"retry": retry} if retry else {})}
         try:
             release = verify_metadata(await self.firmware.metadata(artifact), self.trusted, time.time())
             check_offer(release, artifact, kept.get("version"))
             attempt["attemptVersion"] = release.version
-            await self._progress({**attempt, "status": UpdateStatus.DOWNLOADING.value, "progress": 0})
-            path = await self._download(artifact, release, str(desired.get("url") or ""), attempt)
-            await self._progress({**attempt, "status": UpdateStatus.DOWNLOADED.value})
+            path = self._partial(artifact)
+            if not path.exists() or path.stat().st_size != release.length:
+                await self._progress({**attempt, "status": UpdateStatus.DOWNLOADING.value, "progress": 0})
+                try:
+                    path = await self._download(artifact, release, str(desired.get("url") or ""), attempt)
+                except HandlerFailed as error:
+                    raise UpdateFailed(FailureKind.DOWNLOAD, error.reason) from None
+                await self._progress({**attempt, "status": UpdateStatus.DOWNLOADED.value})
             check_download(release, *await asyncio.to_thread(_digest, path))
             await self._progress({**attempt, "status": UpdateStatus.VERIFIED.value})
+            waiting = await self._gate(desired, attempt, running)
+            if waiting is not None:
+                return waiting  # downloaded and verified: the file waits on disk
             await self._progress({**attempt, "status": UpdateStatus.INSTALLING.value})
             await self.installer.install(path, release)
-        except (UpdateRefused, InstallFailed, HandlerFailed) as error:
-            self._discard(artifact)
-            return await self._finish({**attempt, "status": UpdateStatus.FAILED.value, "reason": error.reason})
+        except UpdateRefused as error:
+            return await self._failed(artifact, attempt, REFUSAL_KINDS[error.refusal], error.reason)
+        except UpdateFailed as error:
+            return await self._failed(artifact, attempt, error.kind, error.reason)
+        except InstallFailed as error:
+            return await self._failed(artifact, attempt, FailureKind.INSTALL, error.reason)
         if not await self.installer.healthy(release):
             await self.installer.rollback()
             self._discard(artifact)
@@ -337,8 +465,33 @@ class SoftwareHandler:
             return await self._finish({**attempt, "status": UpdateStatus.ROLLED_BACK.value, "reason": reason})
         await self.installer.commit()
         self._discard(artifact)
+        done = {"artifact": artifact, "version": release.version, "status": UpdateStatus.UPDATED.value}
+        return await self._finish(done | ({"retry": retry} if retry else {}))
+
+    async def _gate(self, desired: Any, attempt: dict[str, Any], running: Any) -> dict[str, Any] | None:
+        """The waiting report when the install must wait (trigger or consent), else None; a
+        refused consent fails the attempt."""
+        artifact, retry, now = str(attempt["attempt"]), retry_of(desired), time.time()
+        answer = self._answer(desired)
+        if answer is False:
+            raise UpdateFailed(FailureKind.CONSENT, "the install was refused on the device")
+        deadline = self._deadline(artifact, retry, running, now)
+        gate = install_gate(desired, self.require_consent, answer is True, deadline, now)
+        if gate is Gate.WAIT_FOR_INSTALL:
+            return await self._finish({**attempt, "status": UpdateStatus.WAITING_FOR_INSTALL.value})
+        if gate is Gate.WAIT_FOR_CONSENT:
+            deadlines = [d for d in (deadline, desired.get("autoConsentAt")) if isinstance(d, (int, float))]
+            value = {**attempt, "status": UpdateStatus.WAITING_FOR_CONSENT.value}
+            if deadlines:
+                value["autoConsentAt"] = min(deadlines)
+                self._wake_at(min(deadlines))
+            return await self._finish(value)
+        return None
+
+    async def _failed(self, artifact: str, attempt: dict[str, Any], kind: FailureKind, reason: str) -> Any:
+        self._discard(artifact)
         return await self._finish(
-            {"artifact": artifact, "version": release.version, "status": UpdateStatus.UPDATED.value}
+            {**attempt, "status": UpdateStatus.FAILED.value, "failure": kind.value, "reason": reason}
         )
 
     async def _finish(self, value: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 
 from services.clients.base import app_url
 from services.clients.twin_store import TwinStoreClient
-from services.contracts.events import TWIN_CHANGED_TOPIC, TwinChanged
+from services.contracts.events import DEVICE_EVENTS_TOPIC, TWIN_CHANGED_TOPIC, DeviceEventRecorded, TwinChanged
 from services.platform.cloudevents import handle_bulk, subscription
 from services.platform.http import install_common
 from services.platform.lifecycle import register_platform, running, running_sidecar
@@ -25,6 +25,7 @@ from services.rollout.settings import RolloutSettings, get_rollout_settings
 from services.rollout.store import ConfigurationStore
 
 TWIN_CHANGED_ROUTE = "/events/twin-changed"
+DEVICE_EVENTS_ROUTE = "/events/device-events"
 
 
 @svcs.fastapi.lifespan
@@ -50,10 +51,19 @@ app.include_router(router)
 
 @app.get("/dapr/subscribe", include_in_schema=False)
 async def subscriptions() -> list[dict[str, Any]]:
-    return [subscription(INTERNAL_PUBSUB, TWIN_CHANGED_TOPIC, TWIN_CHANGED_ROUTE, bulk=500, bulk_wait_ms=20)]
+    return [
+        subscription(INTERNAL_PUBSUB, TWIN_CHANGED_TOPIC, TWIN_CHANGED_ROUTE, bulk=500, bulk_wait_ms=20),
+        subscription(INTERNAL_PUBSUB, DEVICE_EVENTS_TOPIC, DEVICE_EVENTS_ROUTE, bulk=500, bulk_wait_ms=50),
+    ]
 
 
 @app.post(TWIN_CHANGED_ROUTE, include_in_schema=False)
 async def twin_changed(request: Request, reconciler: Rollouts) -> dict[str, Any]:
     """A bulk delivery of `twin.changed`."""
     return await handle_bulk(await request.json(), TwinChanged, reconciler.twin_changed)
+
+
+@app.post(DEVICE_EVENTS_ROUTE, include_in_schema=False)
+async def device_events(request: Request, reconciler: Rollouts) -> dict[str, Any]:
+    """A bulk delivery of `device.events` (health gates count the types they name)."""
+    return await handle_bulk(await request.json(), DeviceEventRecorded, reconciler.device_events)

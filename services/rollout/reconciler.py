@@ -2,9 +2,12 @@
 planner each round, and carries out its decisions as batched, conditional twin writes.
 
 One loop does the work (planning rounds and writes), so decisions never interleave; event handlers
-only update the membership and mark twins to look at. Everything it holds in memory can be lost:
-configurations and their stage are stored, and each twin records what was applied to it, so after a
-restart a scan of the fleet rebuilds the same picture and the same next step.
+only update the membership (and the recent device events health gates count) and mark twins to look
+at. Everything it holds in memory can be lost: configurations, their stage, holds, soaks, cohorts
+and operator requests are stored, and each twin records what was applied to it (attempts, scheduled
+retries, triggered installs), so after a restart a scan of the fleet rebuilds the same picture and
+the same next step. Device events from before the restart are unknown: a health soak under way
+runs on until it has watched its full length.
 """
 
 from __future__ import annotations
@@ -20,23 +23,25 @@ import structlog
 
 from services.clients.base import ApiError, Unreachable
 from services.clients.twin_store import TwinStoreClient
-from services.contracts.events import TwinChanged
+from services.contracts.events import DeviceEventRecorded, TwinChanged
 from services.contracts.rollout import ConfigurationState
 from services.contracts.twins import BatchItem, BatchResult, FullTwinSummary, TwinView, WriteOutcome
+from services.domain.rollout.admissions import decide
 from services.domain.rollout.configuration import CompiledConfiguration, Configuration
+from services.domain.rollout.health import EventLog
 from services.domain.rollout.membership import Membership
-from services.domain.rollout.planner import Allowance, next_step
+from services.domain.rollout.planner import Allowance
 from services.domain.rollout.twin_plan import (
-    Hit,
     TwinFacts,
     TwinWrite,
     error_marks,
     evaluate_twin,
     parse_marks,
     plan_twin,
+    same_attempt,
 )
 from services.platform.sidecar import WriteFailed
-from services.rollout.metrics import EVALUATIONS, WRITES
+from services.rollout.metrics import EVALUATIONS, EVENTS_KEPT, WRITES, record_decision, record_mark, record_stats
 from services.rollout.settings import RolloutSettings
 from services.rollout.store import ConfigurationStore
 
@@ -63,6 +68,13 @@ class Reconciler:
         """Twins whose write met a newer version: when to re-read them if no event comes."""
         self._allowances: dict[str, Allowance] = {}
         self._wake = asyncio.Event()
+        self.events = EventLog(retention=settings.rollout_event_retention)
+        """Recent device events of the types health gates count."""
+        self.observing_since = time.time()
+        """Device events from before this instant are unknown (this process started)."""
+        self.outside_window: dict[str, int] = {}
+        """Per configuration: waiting twins not admissible in the last round."""
+        self._pruned = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -146,6 +158,25 @@ class Reconciler:
             )
         self._wake.set()
 
+    async def device_events(self, events: Iterable[DeviceEventRecorded]) -> None:
+        """Keep the device events some health gate counts (by when they arrived, not device time)."""
+        await self.ready.wait()
+        wanted = self.counted_event_types()
+        if not wanted:
+            return
+        now = time.time()
+        for event in events:
+            if event.type in wanted:
+                self.events.add(event.device_id, event.seq, event.type, now)
+
+    def counted_event_types(self) -> set[str]:
+        return {
+            kind
+            for c in self.compiled.values()
+            if c.configuration.state.live and (gate := c.configuration.spec.rollout.health) is not None
+            for kind in gate.events
+        }
+
     def _observe_view(self, view: FullTwinSummary | TwinView, now: int) -> None:
         self._observe(view.device_id, view.version, view.tags, view.desired, view.reported, view.configurations, now)
 
@@ -176,14 +207,14 @@ class Reconciler:
         previous = self.compiled.get(configuration.id)
         if configuration.state is ConfigurationState.DRAFT:
             return
-        self.compiled[configuration.id] = CompiledConfiguration(configuration)
+        compiled = CompiledConfiguration(configuration)
+        self.compiled[configuration.id] = compiled
         if scan:
             self.start_scan({configuration.id})
-        if configuration.state is ConfigurationState.ABORTED and (
-            previous is None or previous.configuration.state is not ConfigurationState.ABORTED
-        ):
-            # its keys go to the next configuration in line, or its rollback content is written
-            self._dirty |= {d for d, _ in self.membership.members(configuration.id)}
+        if previous is not None and _replaces_members(previous.configuration, configuration):
+            # placements depend on these (quarantine, retries, installs, state): place every member
+            # again and look at each (an abort hands its keys on or rolls back; a trigger installs)
+            self._dirty |= self.membership.replace(compiled, int(time.time()))
         self._wake.set()
 
     def configuration_deleted(self, configuration_id: str) -> None:
@@ -193,10 +224,20 @@ class Reconciler:
     # -- one round -----------------------------------------------------------------------------
     async def round(self) -> None:
         now = time.time()
-        self.membership.refresh(self.compiled, int(now))
+        self._dirty |= self.membership.refresh(self.compiled, int(now))
+        for cid in self.compiled:
+            self._dirty.update(self.membership.due_retries(cid, now))
+        if now - self._pruned > 30:
+            soaks = [g.soak_seconds for c in self.compiled.values() if (g := c.configuration.spec.rollout.health)]
+            self.events.retention = max([self.settings.rollout_event_retention, *soaks])
+            self.events.prune(now)
+            self._pruned = now
+            EVENTS_KEPT.set(sum(1 for _ in self.events.devices()))
         await self._progress(now)
         await self._recheck_stale(now)
         await self._write_dirty(int(now))
+        for cid, compiled in self.compiled.items():
+            record_stats(compiled.configuration, self.membership.stats(cid), self.outside_window.get(cid, 0))
 
     async def _progress(self, now: float) -> None:
         """One planner step per configuration in force: a decision is stored (then taken into
@@ -208,21 +249,23 @@ class Reconciler:
                 ConfigurationState.COMPLETED,
             ):
                 continue
-            in_flight = [d for d, intents in self._intents.items() if cid in intents]
+            in_flight = {d for d, intents in self._intents.items() if cid in intents}
             allowance = self._allowances.get(cid) or Allowance.fresh(now)
-            step = next_step(configuration, self.membership.stats(cid), allowance, now, len(in_flight))
-            if step.changed:
+            decision = decide(compiled, self.membership, self.events, allowance, now, in_flight, self.observing_since)
+            self._allowances[cid] = decision.allowance
+            self.outside_window[cid] = decision.outside_window
+            if decision.changed:
                 try:
-                    await self.store.save(step.configuration)
+                    await self.store.save(decision.configuration)
                 except WriteFailed as error:
                     log.warning("configuration changed meanwhile; next round", id=cid, error=str(error))
                     continue
-                log.info("rollout step", id=cid, notes=step.notes)
-                self.configuration_changed(step.configuration)
+                log.info("rollout step", id=cid, notes=decision.notes)
+                record_decision(configuration, decision.configuration)
+                self.configuration_changed(decision.configuration)
                 continue
-            self._allowances[cid] = step.allowance
-            for device_id in self.membership.candidates(cid, step.admit, in_flight):
-                self._intents[device_id][cid] = step.stage
+            for device_id in decision.admit:
+                self._intents[device_id][cid] = decision.stage
                 self._dirty.add(device_id)
 
     async def _recheck_stale(self, now: float) -> None:
@@ -313,7 +356,11 @@ class Reconciler:
             return
         marks = parse_marks(result.configurations or {})
         changed = {cid for cid in set(marks) | set(old.marks) if marks.get(cid) != old.marks.get(cid)}
-        hits = {cid: Hit(h.targeted, metrics=h.metrics) if cid in changed else h for cid, h in old.hits.items()}
+        for cid in changed:
+            record_mark(old.marks.get(cid), marks.get(cid), cid)
+        # the device has yet to answer what changed for it (a scheduled retry changes nothing for it)
+        asked = {cid for cid in changed if not same_attempt(old.marks.get(cid), marks.get(cid))}
+        hits = {cid: h.unjudged() if cid in asked else h for cid, h in old.hits.items()}
         facts = TwinFacts(write.device_id, result.version, marks, hits)
         self.membership.put(write.device_id, facts, self.compiled, now)
 
@@ -325,6 +372,16 @@ class Reconciler:
     def busy(self) -> bool:
         """Whether writes or scans are still under way (tests and benchmarks wait on it)."""
         return bool(self._dirty or self._intents or self._stale or self._unscanned)
+
+
+def _replaces_members(before: Configuration, after: Configuration) -> bool:
+    """Whether a change of the configuration changes where its members stand or what they need."""
+    return (
+        before.state is not after.state
+        or before.quarantined != after.quarantined
+        or before.retry_serial != after.retry_serial
+        or before.install_triggers != after.install_triggers
+    )
 
 
 def _item(write: TwinWrite) -> BatchItem:

@@ -22,6 +22,8 @@ class RolloutSettings(LimitsSettings):
     app. Local stacks set their own twin-store's address: self-hosted daprd resolves app ids by
     mDNS across the whole machine, so two stacks side by side would reach each other's twin-store
     (the SQLite resolver that would keep them apart is not in the stable-components build)."""
+    rollout_event_retention: float = 3600.0
+    """Seconds of device events kept for health gates (at least the longest soak)."""
     rollout_stale_after: float = 5.0
     """Seconds to wait for `twin.changed` after a version conflict before re-reading the twin."""
 

@@ -30,6 +30,7 @@ from services.devtools.stack import Stack
 from services.domain.software.artifacts import chunk_name
 from services.platform.names import FIRMWARE_APP, ROLLOUT_APP
 from tests.support.agents import AgentFactory, agents
+from tests.support.cli import twin_cli
 from tests.support.devices import new_device_id
 from tests.support.waiting import eventually
 
@@ -471,3 +472,109 @@ async def test_artifact_api_refuses_bad_input_and_keeps_nothing_of_it(
     assert (await rollouts.delete("/v1/configurations/uses-dup")).status_code == 204
     assert (await firmware.delete(f"/v1/artifacts/{kept['id']}")).status_code == 204
     assert (await firmware.get(f"/v1/artifacts/{kept['id']}")).status_code == 404
+
+
+async def _configure(rollouts: httpx.AsyncClient, spec: dict[str, Any]) -> None:
+    assert (await rollouts.post("/v1/configurations", json=spec)).status_code == 201
+    assert (await rollouts.post(f"/v1/configurations/{spec['id']}/activate")).status_code == 200
+
+
+async def _status(api: httpx.AsyncClient, device_id: str, status: str, timeout: float = 60) -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        value = await software(api, device_id)
+        return value if value.get("status") == status else None
+
+    found: dict[str, Any] = await eventually(reached, timeout=timeout, what=f"{device_id} reporting {status}")
+    return found
+
+
+async def test_a_download_only_update_waits_verified_and_installs_on_the_trigger(
+    stack: Stack,
+    api: httpx.AsyncClient,
+    firmware: httpx.AsyncClient,
+    rollouts: httpx.AsyncClient,
+    start_agent: AgentFactory,
+) -> None:
+    devices = [new_device_id("later-a"), new_device_id("later-b")]
+    agents = {d: start_agent(d) for d in devices}
+    for device_id in devices:
+        await eventually(lambda d=device_id: software(api, d), what="factory version reported")
+        await api.patch(f"/v1/twins/{device_id}/tags", json={"ring": "later"})
+    data = image("7.0.0")
+    artifact = (await upload(firmware, "later", "7.0.0", data))["id"]
+    spec = {
+        "id": "download-first",
+        "targetCondition": 'tags.ring == "later"',
+        "content": {"software": {"artifact": artifact, "version": "7.0.0"}},
+        "rollout": {"install": {"later": True}},
+    }
+    await _configure(rollouts, spec)
+    for device_id in devices:
+        waiting = await _status(api, device_id, "WAITING_FOR_INSTALL")
+        assert waiting["attempt"] == artifact and waiting["version"] == "1.0.0"
+        assert (agents[device_id].root / "app" / "firmware.bin").read_bytes() != data  # downloaded, not installed
+
+    async def downloaded() -> dict[str, Any] | None:
+        view = (await rollouts.get("/v1/configurations/download-first")).json()
+        return view if view["state"] == "completed" and view["progress"]["awaitingInstall"] == 2 else None
+
+    await eventually(downloaded, what="the download-only rollout done, both waiting")
+    one = await asyncio.to_thread(twin_cli, stack, "config", "install", "download-first", "--device", devices[0])
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert (await finished(api, devices[0], artifact))["status"] == "UPDATED"
+    assert (agents[devices[0]].root / "app" / "firmware.bin").read_bytes() == data
+    await asyncio.sleep(1)
+    assert (await software(api, devices[1]))["status"] == "WAITING_FOR_INSTALL"  # not triggered yet
+    rest = await asyncio.to_thread(twin_cli, stack, "config", "install", "download-first", "--all")
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert (await finished(api, devices[1], artifact))["status"] == "UPDATED"
+
+    async def installed() -> bool:
+        progress = (await rollouts.get("/v1/configurations/download-first/metrics")).json()
+        return bool(progress["installed"] == 2 and progress["succeeded"] == 2)
+
+    await eventually(installed, what="both counted installed")
+    history = [h["message"] for h in (await rollouts.get("/v1/configurations/download-first/history")).json()["items"]]
+    assert f"install triggered by operator for {devices[0]}" in history
+    assert "install triggered by operator for all twins" in history
+
+
+async def test_an_install_waits_for_local_consent_or_its_auto_consent_deadline(
+    stack: Stack,
+    api: httpx.AsyncClient,
+    firmware: httpx.AsyncClient,
+    rollouts: httpx.AsyncClient,
+    start_agent: AgentFactory,
+) -> None:
+    asking, deadline = new_device_id("consent-ask"), new_device_id("consent-auto")
+    agents = {d: start_agent(d, TWINFLEET_SOFTWARE_REQUIRE_CONSENT="true") for d in (asking, deadline)}
+    data = image("8.0.0")
+    artifact = (await upload(firmware, "consent", "8.0.0", data))["id"]
+    for device_id in (asking, deadline):
+        await eventually(lambda d=device_id: software(api, d), what="factory version reported")
+    async with httpx.AsyncClient(base_url=agents[asking].url, timeout=10) as local:
+        nothing = await local.post("/v1/software/consent", json={})
+        assert nothing.status_code == 409  # nothing waits yet
+        await _desire(api, asking, artifact, "8.0.0")
+        waiting = await _status(api, asking, "WAITING_FOR_CONSENT")
+        assert waiting["attempt"] == artifact and "autoConsentAt" not in waiting
+        assert (await local.get("/v1/software")).json()["software"]["status"] == "WAITING_FOR_CONSENT"
+        await asyncio.sleep(2)
+        assert (await software(api, asking))["status"] == "WAITING_FOR_CONSENT"  # waits as long as it takes
+        given = await local.post("/v1/software/consent", json={"artifact": artifact})
+        assert given.status_code == 200 and given.json() == {"artifact": artifact, "accepted": True}
+    assert (await finished(api, asking, artifact))["status"] == "UPDATED"
+    assert (agents[asking].root / "app" / "firmware.bin").read_bytes() == data
+    # a rollout's auto-consent deadline: the device installs without anyone answering
+    await api.patch(f"/v1/twins/{deadline}/tags", json={"ring": "consent-auto"})
+    spec = {
+        "id": "auto-consent",
+        "targetCondition": 'tags.ring == "consent-auto"',
+        "content": {"software": {"artifact": artifact, "version": "8.0.0"}},
+        "rollout": {"install": {"autoConsentSeconds": 4}},
+    }
+    await _configure(rollouts, spec)
+    waiting = await _status(api, deadline, "WAITING_FOR_CONSENT")
+    assert isinstance(waiting.get("autoConsentAt"), int)
+    report = await finished(api, deadline, artifact)
+    assert report["status"] == "UPDATED" and report["ts"] >= waiting["autoConsentAt"]

@@ -243,7 +243,7 @@ def test_membership_refresh_turns_timed_out_twins_into_failures() -> None:
     assert members.stats("cfg").stage(0).pending == 1
     members.refresh(compiled, NOW + 30)
     assert members.stats("cfg").stage(0).failed == 1
-    assert dict(members.members("cfg"))["d"] == (Outcome.FAILED, 0, "no success within 30s")
+    assert dict(members.members("cfg"))["d"][:3] == (Outcome.FAILED, 0, "no success within 30s")
 
 
 def test_stage_states_are_decided_in_the_core() -> None:

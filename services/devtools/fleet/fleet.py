@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from services.contracts.topics import TopicProfile
+from services.contracts.device_events import DeviceEvent, EventBatch
+from services.contracts.topics import DeviceChannels, TopicProfile
 from services.devtools.fleet.link import DeviceLink, Rejected
+from services.devtools.fleet.software import SimulatedSoftware
 from services.domain.device.core import (
+    Applied,
     ApplyPlan,
     DeviceView,
     Failed,
@@ -24,6 +28,7 @@ from services.domain.device.core import (
     take_document,
     took_report,
 )
+from services.domain.software.twin_key import SOFTWARE_KEY
 
 log = structlog.get_logger()
 
@@ -59,6 +64,14 @@ class SimulatedDevice:
     view: DeviceView = field(default_factory=DeviceView)
     refuses: frozenset[str] = frozenset()
     """Keys this device refuses to apply (it reports them FAILED): faulty devices for rollouts."""
+    software: SimulatedSoftware | None = None
+    """Takes the `software` key like the agent does (download-only, retries, failures on demand);
+    an unhealthy version is reported under `health` and announced with an `error` event."""
+    events_sent: int = 0
+
+    def __post_init__(self) -> None:
+        if self.software is not None:
+            self.state = {**self.state, SOFTWARE_KEY: self.software.report, "health": {"errors": 0}}
 
     async def run(self) -> None:
         await self._report(self.state)
@@ -75,13 +88,34 @@ class SimulatedDevice:
         if view is None:  # stale: not newer than what this device already took
             return
         self.view = view
-        plan = plan_apply(view, self.state, supported=view.desired.keys() | self.state.keys())
-        self.state, outcomes = apply_in_memory(self.state, refuse(plan, self.refuses))
-        outcomes |= {key: Failed("refused by this simulated device") for key in plan.apply if key in self.refuses}
+        done = {SOFTWARE_KEY: self.software.satisfied} if self.software is not None else None
+        plan = plan_apply(view, self.state, supported=view.desired.keys() | self.state.keys(), satisfied=done)
+        update = plan.apply.get(SOFTWARE_KEY) if self.software is not None else None
+        plain = ApplyPlan(
+            {k: v for k, v in plan.apply.items() if k != SOFTWARE_KEY or update is None}, plan.unsupported
+        )
+        if update is not None:
+            plain = ApplyPlan({k: v for k, v in plain.apply.items() if k != SOFTWARE_KEY}, plan.unsupported)
+        self.state, outcomes = apply_in_memory(self.state, refuse(plain, self.refuses))
+        outcomes |= {key: Failed("refused by this simulated device") for key in plain.apply if key in self.refuses}
+        if update is not None and self.software is not None:
+            value = await self.software.apply(update)
+            self.state[SOFTWARE_KEY] = value
+            outcomes[SOFTWARE_KEY] = Applied(value)
+            if self.software.unhealthy and self.state["health"]["errors"] == 0:
+                self.state["health"] = {"errors": 1}
+                await self.emit("error", {"after": value.get("version")})
         patch = report_for(view, self.state, outcomes, plan.unsupported)
         if patch:
             with contextlib.suppress(Rejected, TimeoutError):
                 await self._report(patch)
+
+    async def emit(self, kind: str, data: dict[str, Any]) -> None:
+        """Send one device event (the next sequence number; the cloud's acknowledgement is not
+        waited for: a simulated device does not resend)."""
+        self.events_sent += 1
+        batch = EventBatch(events=[DeviceEvent(seq=self.events_sent, ts=time.time(), type=kind, data=data)])
+        await self.link.send(DeviceChannels(self.link.address.device_id).events, batch.model_dump(mode="json"))
 
     async def _report(self, patch: dict[str, Any]) -> None:
         await self.link.report(patch)

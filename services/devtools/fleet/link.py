@@ -105,6 +105,10 @@ class DeviceLink:
         body = payload if isinstance(payload, bytes) else encode_payload(payload, self.encoding)
         await self._client.publish(self.profile.request_topic(self.address, op), body, qos=1)
 
+    async def send(self, topic: str, payload: dict[str, Any]) -> None:
+        """Publish a document on one of the device's other topics (events, …), in the link's encoding."""
+        await self._client.publish(topic, encode_payload(payload, self.encoding), qos=1)
+
     async def request(
         self, op: Operation, payload: dict[str, Any] | None = None, timeout: float = 15.0
     ) -> dict[str, Any]:

@@ -19,9 +19,23 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from services.contracts.rollout import ConfigurationSpec, ConfigurationState, HistoryEntry
-from services.domain.errors import TwinError, bad_request, conflict
+from services.contracts.rollout import (
+    Cohort,
+    ConfigurationSpec,
+    ConfigurationState,
+    HealthComparison,
+    HistoryEntry,
+    Hold,
+    InstallBody,
+    InstallTriggers,
+    RetryRequest,
+)
+from services.domain.errors import TwinError, bad_request, conflict, not_found
+from services.domain.rollout.cohorts import check_cohort_policy
 from services.domain.rollout.conditions import TargetCondition, compile_condition
+from services.domain.rollout.retries import check_retry_policy
+from services.domain.rollout.schedule import check_schedule
+from services.domain.software.twin_key import SOFTWARE_KEY, desired_artifact
 from services.domain.twin.limits import Limits, check_section
 
 CONFIGURATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -29,6 +43,9 @@ METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MAX_METRICS = 20
 MAX_HISTORY = 200
 """History entries kept per configuration (the oldest are dropped)."""
+MAX_HEALTH_CHECKS = 20
+MAX_DEVICE_REQUESTS = 10_000
+"""Per-device retry requests and install triggers kept (the oldest are dropped: use a stage or all)."""
 
 
 class _Model(BaseModel):
@@ -54,10 +71,29 @@ class Configuration(_Model):
     revision: int = 0
     """Bumped on every stored change; lets readers tell a stale copy."""
     history: list[HistoryEntry] = Field(default_factory=list)
+    hold: Hold = Hold.NONE
+    """Why the active rollout admits nothing although twins wait (start time, windows, end time)."""
+    soak_since: int | None = None
+    """When the current stage settled and its health soak began (health-gated rollouts)."""
+    health_checks: list[HealthComparison] = Field(default_factory=list)
+    quarantined: list[Cohort] = Field(default_factory=list)
+    install_triggers: InstallTriggers = Field(default_factory=InstallTriggers)
+    retry_serial: int = 0
+    retry_all: RetryRequest | None = None
+    retry_devices: dict[str, RetryRequest] = Field(default_factory=dict)
 
     @property
     def id(self) -> str:
         return self.spec.id
+
+    def retry_request(self, device_id: str) -> RetryRequest | None:
+        """The newest operator retry covering `device_id` (all failed twins, or this one)."""
+        found = [r for r in (self.retry_all, self.retry_devices.get(device_id)) if r is not None]
+        return max(found, key=lambda r: r.serial, default=None)
+
+    def in_quarantine(self, values: dict[str, str]) -> Cohort | None:
+        """The quarantined cohort a twin with these cohort values belongs to, if any."""
+        return next((c for c in self.quarantined if values.get(c.key) == c.value), None)
 
     def with_history(self, now: int, *messages: str, **changes: object) -> Configuration:
         """A copy with `changes` applied, `messages` appended to the history and the revision bumped."""
@@ -80,6 +116,8 @@ class CompiledConfiguration:
         self.success = _compile_optional("success condition", policy.success_condition)
         self.failure = _compile_optional("failure condition", policy.failure_condition)
         self.metrics = {name: _compile_metric(name, text) for name, text in spec.metrics.items()}
+        health = policy.health
+        self.unhealthy = _compile_optional("health condition", health.unhealthy if health else None)
 
     @property
     def id(self) -> str:
@@ -123,6 +161,15 @@ def validate_spec(spec: ConfigurationSpec, limits: Limits) -> CompiledConfigurat
     for name in spec.metrics:
         if not METRIC_NAME.match(name):
             raise bad_request(f"metric name {name!r} must be a letter then letters, digits or _ (at most 64)")
+    policy = spec.rollout
+    if policy.schedule is not None:
+        check_schedule(policy.schedule)
+    if policy.retry is not None:
+        check_retry_policy(policy.retry)
+    if policy.cohorts is not None:
+        check_cohort_policy(policy.cohorts)
+    if policy.install is not None and desired_artifact(spec.content.get(SOFTWARE_KEY)) is None:
+        raise bad_request('rollout.install needs a software update in the content: {"software": {"artifact": …}}')
     return CompiledConfiguration(Configuration(spec=spec))
 
 
@@ -181,6 +228,61 @@ def cancel(configuration: Configuration, now: int, rollback: bool = True) -> Con
     rolls_back = rollback and configuration.spec.rollout.rollback_content is not None
     reason = "cancelled by operator" + ("; rolling back" if rolls_back else "")
     return configuration.with_history(now, reason, state=ConfigurationState.ABORTED, reason=reason, rollback=rolls_back)
+
+
+def request_retry(configuration: Configuration, devices: list[str] | None, now: int) -> Configuration:
+    """An operator's retry of failed twins (`devices`, or all): each is tried once more now,
+    whatever its failure and attempts (the policy's limits are for automatic retries)."""
+    _require(configuration, "retry", ConfigurationState.ACTIVE, ConfigurationState.PAUSED, ConfigurationState.COMPLETED)
+    request = RetryRequest(serial=configuration.retry_serial + 1, at=now)
+    if devices is None:
+        return configuration.with_history(
+            now, "retry of every failed twin asked by operator", retry_serial=request.serial, retry_all=request
+        )
+    if not devices:
+        raise bad_request("devices is empty: leave it out to retry every failed twin")
+    kept = {d: r for d, r in configuration.retry_devices.items() if d not in devices}
+    kept |= dict.fromkeys(devices, request)
+    newest = dict(sorted(kept.items(), key=lambda item: item[1].serial)[-MAX_DEVICE_REQUESTS:])
+    named = ", ".join(devices[:5]) + (f" and {len(devices) - 5} more" if len(devices) > 5 else "")
+    return configuration.with_history(
+        now, f"retry asked by operator for {named}", retry_serial=request.serial, retry_devices=newest
+    )
+
+
+def trigger_install(configuration: Configuration, body: InstallBody, now: int) -> Configuration:
+    """Install a download-only update: on some devices, one stage (1-based) or all twins."""
+    install = configuration.spec.rollout.install
+    if install is None or not install.later:
+        raise conflict(f"configuration {configuration.id} installs as it downloads (rollout.install.later is off)")
+    _require(
+        configuration, "install", ConfigurationState.ACTIVE, ConfigurationState.PAUSED, ConfigurationState.COMPLETED
+    )
+    triggers = configuration.install_triggers
+    stages = len(configuration.spec.rollout.stages)
+    if body.all:
+        what, triggers = "all twins", triggers.model_copy(update={"all": True})
+    elif body.stage is not None:
+        if body.stage > stages:
+            raise bad_request(f"stage {body.stage}: the configuration has {stages} stages")
+        what = f"stage {body.stage}"
+        triggers = triggers.model_copy(update={"stages": sorted({*triggers.stages, body.stage - 1})})
+    elif body.devices:
+        devices = [d for d in triggers.devices if d not in body.devices] + body.devices
+        what = ", ".join(body.devices[:5]) + (f" and {len(body.devices) - 5} more" if len(body.devices) > 5 else "")
+        triggers = triggers.model_copy(update={"devices": devices[-MAX_DEVICE_REQUESTS:]})
+    else:
+        raise bad_request("say what to install: devices, stage or all")
+    return configuration.with_history(now, f"install triggered by operator for {what}", install_triggers=triggers)
+
+
+def release_cohort(configuration: Configuration, label: str, now: int) -> Configuration:
+    """Admit a quarantined cohort (`key=value`) again; its failures count again."""
+    kept = [c for c in configuration.quarantined if c.label() != label]
+    if len(kept) == len(configuration.quarantined):
+        shown = ", ".join(c.label() for c in configuration.quarantined) or "none"
+        raise not_found(f"configuration {configuration.id} has no quarantined cohort {label!r} (quarantined: {shown})")
+    return configuration.with_history(now, f"cohort {label} released by operator", quarantined=kept)
 
 
 def check_deletable(configuration: Configuration) -> None:

@@ -2,7 +2,10 @@
 a time (from `twin.changed`, or a page of a scan) — never by re-reading the fleet per change.
 
 Pure in-memory bookkeeping: `put` replaces one twin's facts and adjusts every configuration's
-counts by the difference; `refresh` moves applied twins whose per-device timeout passed to failed.
+counts by the difference; `refresh` moves applied twins whose per-device timeout passed to failed
+(or retrying); `replace` re-places a configuration's members when its quarantined cohorts change.
+Twins in a quarantined cohort are counted apart: they are not admitted, and neither their stage
+shares nor their failures move the rollout.
 """
 
 from __future__ import annotations
@@ -10,14 +13,16 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+from services.domain.rollout.cohorts import CohortCounts
 from services.domain.rollout.configuration import CompiledConfiguration
-from services.domain.rollout.twin_plan import Outcome, TwinFacts
+from services.domain.rollout.twin_plan import Outcome, Placement, TwinFacts
+from services.domain.software.twin_key import UpdateStatus
 
-Placement = tuple[Outcome, int, str]
-"""(outcome, stage, reason) of one twin in one configuration."""
+ADMITTED = frozenset({Outcome.PENDING, Outcome.SUCCEEDED, Outcome.FAILED, Outcome.RETRYING})
+"""Outcomes of twins the rollout reached that count for cohorts."""
 
 
 @dataclass(slots=True)
@@ -26,9 +31,25 @@ class ConfigurationCounts:
 
     members: dict[str, Placement] = field(default_factory=dict)
     by_stage: Counter[tuple[Outcome, int]] = field(default_factory=Counter)
+    quarantined: Counter[Outcome] = field(default_factory=Counter)
     metrics: Counter[str] = field(default_factory=Counter)
+    phases: Counter[str] = field(default_factory=Counter)
+    cohorts: Counter[tuple[str, str, bool]] = field(default_factory=Counter)
+    """(key, value, failed) → admitted twins outside quarantine."""
+    attempts: int = 0
+    """Retries made (attempts beyond the first) over the members."""
+    installed: int = 0
     waiting: set[str] = field(default_factory=set)
     pending: set[str] = field(default_factory=set)
+    retrying: set[str] = field(default_factory=set)
+    zones: Counter[str] = field(default_factory=Counter)
+    """Waiting twins per time zone."""
+    order: list[str] = field(default_factory=list)
+    """Waiting twins in rollout order; may still hold twins that stopped waiting (skipped)."""
+    ordered: set[str] = field(default_factory=set)
+    """The twins `order` holds."""
+    unordered: list[str] = field(default_factory=list)
+    """Waiting twins not yet sorted into `order`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,16 +60,29 @@ class StageCounts:
     pending: int = 0
     superseded: int = 0
     rolled_back: int = 0
+    retrying: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class ConfigurationStats:
-    """A snapshot of one configuration's counts (what the rollout planner decides from)."""
+    """A snapshot of one configuration's counts (what the rollout planner decides from). Twins in
+    quarantined cohorts are only in `quarantined`."""
 
     targeted: int
     waiting: int
     stages: Mapping[int, StageCounts]
     metrics: Mapping[str, int]
+    quarantined: int = 0
+    cohorts: Mapping[tuple[str, str], CohortCounts] = field(default_factory=dict)
+    phases: Mapping[str, int] = field(default_factory=dict)
+    attempts: int = 0
+    installed: int = 0
+
+    @property
+    def settling(self) -> int:
+        """Admitted twins not yet settled: pending, or failed and to be tried again."""
+        total = self.total()
+        return total.pending + total.retrying
 
     def stage(self, index: int) -> StageCounts:
         return self.stages.get(index, StageCounts())
@@ -65,7 +99,9 @@ _FIELD = {
     Outcome.PENDING: "pending",
     Outcome.SUPERSEDED: "superseded",
     Outcome.ROLLED_BACK: "rolled_back",
+    Outcome.RETRYING: "retrying",
 }
+_COUNTED_PHASES = frozenset({UpdateStatus.WAITING_FOR_CONSENT.value, UpdateStatus.WAITING_FOR_INSTALL.value})
 
 
 def rank(configuration_id: str, device_id: str) -> bytes:
@@ -104,8 +140,10 @@ class Membership:
             if placement is not None:
                 self._add(cid, device_id, placement, facts)
 
-    def refresh(self, configurations: Mapping[str, CompiledConfiguration], now: int) -> None:
-        """Re-place pending twins whose per-device timeout may have passed."""
+    def refresh(self, configurations: Mapping[str, CompiledConfiguration], now: int) -> set[str]:
+        """Re-place pending twins whose per-device timeout may have passed; returns the twins whose
+        placement changed (a retry may now be scheduled for them)."""
+        moved: set[str] = set()
         for cid, c in configurations.items():
             if c.configuration.spec.rollout.device_timeout_seconds is None:
                 continue
@@ -115,9 +153,31 @@ class Membership:
             for device_id in list(counts.pending):
                 facts = self.facts[device_id]
                 placement = facts.outcome(c, now)
-                if placement is not None and placement[0] is not Outcome.PENDING:
+                if placement is not None and placement.outcome is not Outcome.PENDING:
                     self._remove(cid, device_id, facts)
                     self._add(cid, device_id, placement, facts)
+                    moved.add(device_id)
+        return moved
+
+    def replace(self, configuration: CompiledConfiguration, now: int) -> set[str]:
+        """Re-place every member of a configuration (its quarantine, retry requests or state
+        changed); returns the members."""
+        cid = configuration.id
+        members = [d for d, _ in self.members(cid)]
+        for device_id in members:
+            facts = self.facts[device_id]
+            self._remove(cid, device_id, facts)
+            placement = facts.outcome(configuration, now)
+            if placement is not None:
+                self._add(cid, device_id, placement, facts)
+        return set(members)
+
+    def due_retries(self, configuration_id: str, now: float) -> list[str]:
+        """Retrying twins whose retry is to be scheduled, or due."""
+        counts = self.counts.get(configuration_id)
+        if counts is None:
+            return []
+        return [d for d in counts.retrying if (at := counts.members[d].retry_at) is None or at <= now]
 
     def forget(self, configuration_id: str) -> None:
         """Drop a configuration's counts (deleted); the twins' facts are refreshed by the next scan."""
@@ -131,46 +191,117 @@ class Membership:
                 continue
             stages[stage]["admitted"] += n
             stages[stage][_FIELD[outcome]] += n
+        cohorts: dict[tuple[str, str], CohortCounts] = {}
+        for (key, value, failed), n in counts.cohorts.items():
+            if n:
+                was = cohorts.get((key, value), CohortCounts())
+                cohorts[(key, value)] = CohortCounts(was.admitted + n, was.failed + (n if failed else 0))
+        quarantined = sum(counts.quarantined.values())
         return ConfigurationStats(
-            targeted=len(counts.members),
+            targeted=len(counts.members) - quarantined,
             waiting=len(counts.waiting),
             stages={s: StageCounts(**v) for s, v in stages.items()},
             metrics=dict(counts.metrics),
+            quarantined=quarantined,
+            cohorts=cohorts,
+            phases={p: n for p, n in counts.phases.items() if n},
+            attempts=counts.attempts,
+            installed=counts.installed,
         )
 
-    def candidates(self, configuration_id: str, n: int, exclude: Iterable[str] = ()) -> list[str]:
-        """Up to `n` waiting twins, first in the configuration's rollout order."""
+    def candidates(
+        self,
+        configuration_id: str,
+        n: int,
+        exclude: Iterable[str] = (),
+        admissible: Callable[[str], bool] | None = None,
+    ) -> list[str]:
+        """Up to `n` waiting twins, first in the configuration's rollout order; with `admissible`
+        (a twin's zone → whether it may be admitted now), only those."""
         counts = self.counts.get(configuration_id)
         if counts is None or n <= 0:
             return []
+        if counts.unordered:
+            fresh = sorted(counts.unordered, key=lambda d: rank(configuration_id, d))
+            counts.order = list(heapq.merge(counts.order, fresh, key=lambda d: rank(configuration_id, d)))
+            counts.unordered.clear()
         skip = set(exclude)
-        pool = (d for d in counts.waiting if d not in skip)
-        return heapq.nsmallest(n, pool, key=lambda d: rank(configuration_id, d))
+        chosen: list[str] = []
+        stale_front = 0  # twins at the front of the order that stopped waiting: dropped below
+        seen_waiting = False
+        for device_id in counts.order:
+            if device_id not in counts.waiting:
+                stale_front += not seen_waiting
+                continue
+            seen_waiting = True
+            if device_id in skip or (
+                admissible is not None and not admissible(self.facts[device_id].hits[configuration_id].zone)
+            ):
+                continue
+            chosen.append(device_id)
+            if len(chosen) >= n:
+                break
+        if stale_front > 256:
+            counts.ordered.difference_update(counts.order[:stale_front])
+            del counts.order[:stale_front]
+        return chosen
+
+    def waiting_zones(self, configuration_id: str) -> Mapping[str, int]:
+        """Waiting twins per time zone (what admissions are decided over)."""
+        counts = self.counts.get(configuration_id)
+        return {} if counts is None else {z: n for z, n in counts.zones.items() if n}
 
     def members(self, configuration_id: str) -> Iterator[tuple[str, Placement]]:
         counts = self.counts.get(configuration_id)
         return iter(()) if counts is None else iter(counts.members.items())
 
     def _add(self, cid: str, device_id: str, placement: Placement, facts: TwinFacts) -> None:
-        counts = self.counts[cid]
-        outcome, stage, _ = placement
-        counts.members[device_id] = placement
-        counts.by_stage[(outcome, stage)] += 1
-        if outcome is Outcome.WAITING:
-            counts.waiting.add(device_id)
-        elif outcome is Outcome.PENDING:
-            counts.pending.add(device_id)
-        counts.metrics.update(facts.hits[cid].metrics)
+        self._count(cid, device_id, placement, facts, 1)
 
     def _remove(self, cid: str, device_id: str, facts: TwinFacts) -> None:
         counts = self.counts.get(cid)
         if counts is None:
             return
-        placement = counts.members.pop(device_id, None)
-        if placement is None:
-            return
-        outcome, stage, _ = placement
-        counts.by_stage[(outcome, stage)] -= 1
-        counts.waiting.discard(device_id)
-        counts.pending.discard(device_id)
-        counts.metrics.subtract(facts.hits[cid].metrics)
+        placement = counts.members.get(device_id)
+        if placement is not None:
+            self._count(cid, device_id, placement, facts, -1)
+
+    def _count(self, cid: str, device_id: str, placement: Placement, facts: TwinFacts, sign: int) -> None:
+        """Add (`sign` 1) or take away (-1) one member's placement from the counts."""
+        counts = self.counts[cid]
+        outcome = placement.outcome
+        if sign > 0:
+            counts.members[device_id] = placement
+        else:
+            del counts.members[device_id]
+        if placement.quarantined:
+            counts.quarantined[outcome] += sign
+        else:
+            counts.by_stage[(outcome, placement.stage)] += sign
+            mark = facts.marks.get(cid)
+            if outcome in ADMITTED and mark is not None:
+                for key, value in mark.cohort.items():
+                    counts.cohorts[(key, value, outcome is Outcome.FAILED)] += sign
+        for members, wanted in (
+            (counts.waiting, Outcome.WAITING),
+            (counts.pending, Outcome.PENDING),
+            (counts.retrying, Outcome.RETRYING),
+        ):
+            if outcome is wanted:
+                (members.add if sign > 0 else members.discard)(device_id)
+        if outcome is Outcome.WAITING:
+            counts.zones[facts.hits[cid].zone] += sign
+            if sign > 0 and device_id not in counts.ordered:
+                counts.ordered.add(device_id)
+                counts.unordered.append(device_id)
+        if placement.phase in _COUNTED_PHASES:
+            counts.phases[placement.phase] += sign
+        counts.attempts += sign * max(0, placement.attempt - 1)
+        mark = facts.marks.get(cid)
+        if mark is not None and mark.install_at is not None and outcome is Outcome.SUCCEEDED:
+            counts.installed += sign
+        hit = facts.hits[cid]
+        if sign > 0:
+            counts.metrics.update(hit.metrics)
+        else:
+            counts.metrics.subtract(hit.metrics)
