@@ -165,22 +165,6 @@ def covers(outer: Scope, inner: Scope) -> bool:
     return all(inner.get(tag) == value for tag, value in outer.items())
 
 
-def scope_condition(scope: Scope) -> str:
-    """The CEL condition a scope stands for (`tags.region == "eu"`); `true` for no scope."""
-    if not scope:
-        return "true"
-    return " && ".join(f"tags[{_cel_string(tag)}] == {_cel_string(value)}" for tag, value in sorted(scope.items()))
-
-
-def within_scope(condition: str, scope: Scope) -> str:
-    """A target condition narrowed to `scope`: what it selects AND the scope's tags."""
-    return condition if not scope else f"({condition}) && {scope_condition(scope)}"
-
-
-def _cel_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def refusal(error: TwinError) -> bool:
     """Whether an error is an authentication or authorization refusal."""
     return int(error.code) in (401, 403)

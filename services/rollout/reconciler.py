@@ -35,6 +35,7 @@ from services.domain.rollout.twin_plan import (
     parse_marks,
     plan_twin,
 )
+from services.platform.lifecycle import TimeSlices
 from services.platform.sidecar import WriteFailed
 from services.rollout.metrics import EVALUATIONS, WRITES
 from services.rollout.settings import RolloutSettings
@@ -63,6 +64,7 @@ class Reconciler:
         """Twins whose write met a newer version: when to re-read them if no event comes."""
         self._allowances: dict[str, Allowance] = {}
         self._wake = asyncio.Event()
+        self._slices = TimeSlices()
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -113,6 +115,7 @@ class Reconciler:
                                 continue
                             self._observe_view(view, now)
                             seen += 1
+                            await self._slices.pause()
                         await asyncio.sleep(0)
                     break
                 except (ApiError, Unreachable) as error:
@@ -127,6 +130,7 @@ class Reconciler:
         await self.ready.wait()
         now = int(time.time())
         for event in events:
+            await self._slices.pause()
             if event.shadow:
                 continue
             if event.current is None:

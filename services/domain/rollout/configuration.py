@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from services.contracts.rollout import ConfigurationSpec, ConfigurationState, HistoryEntry
+from services.domain.access import Scope
 from services.domain.errors import TwinError, bad_request, conflict
 from services.domain.rollout.conditions import TargetCondition, compile_condition
 from services.domain.twin.limits import Limits, check_section
@@ -54,6 +55,8 @@ class Configuration(_Model):
     revision: int = 0
     """Bumped on every stored change; lets readers tell a stale copy."""
     history: list[HistoryEntry] = Field(default_factory=list)
+    scope: dict[str, str] = Field(default_factory=dict)
+    """The tag scope of whoever created it: its target condition selects only twins within it."""
 
     @property
     def id(self) -> str:
@@ -76,6 +79,8 @@ class CompiledConfiguration:
         spec = configuration.spec
         self.configuration = configuration
         self.target = compile_condition(spec.target_condition)
+        self.scope: Scope = configuration.scope
+        """Its creator's tag scope, ANDed with the target condition (`evaluate_twin`)."""
         policy = spec.rollout
         self.success = _compile_optional("success condition", policy.success_condition)
         self.failure = _compile_optional("failure condition", policy.failure_condition)
@@ -130,8 +135,17 @@ def validate_spec(spec: ConfigurationSpec, limits: Limits) -> CompiledConfigurat
 Action = Literal["activate", "pause", "resume", "cancel"]
 
 
-def new_configuration(spec: ConfigurationSpec, now: int) -> Configuration:
-    return Configuration(spec=spec, created_at=now, updated_at=now, history=[HistoryEntry(at=now, message="created")])
+def new_configuration(spec: ConfigurationSpec, now: int, scope: Scope | None = None) -> Configuration:
+    """A draft; created by a scoped caller, it keeps that scope, and its target condition is ANDed
+    with it (a twin is targeted only if its tags are within the scope and the condition holds), so
+    it can never select a twin outside the scope, whatever the condition says."""
+    return Configuration(
+        spec=spec,
+        created_at=now,
+        updated_at=now,
+        history=[HistoryEntry(at=now, message="created")],
+        scope=dict(scope or {}),
+    )
 
 
 def replace_spec(configuration: Configuration, spec: ConfigurationSpec, now: int) -> Configuration:

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.contracts.rollout import ConfigurationState
+from services.domain.access import in_scope
 from services.domain.device.core import FAILED, UNSUPPORTED
 from services.domain.json_values import JsonObject
 from services.domain.rollout.conditions import matches, twin_variables
@@ -157,7 +158,7 @@ def evaluate_twin(
     variables = twin_variables(device_id, tags, reported, desired)
     hits: dict[str, Hit] = {}
     for c in compiled:
-        targeted = matches(c.target, variables)
+        targeted = in_scope(tags, c.scope) and matches(c.target, variables)
         mark = marks.get(c.id)
         if not targeted and mark is None:
             continue
