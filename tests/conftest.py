@@ -38,5 +38,5 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture(scope="module")
 async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=20) as client:
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=stack.headers, timeout=20) as client:
         yield client

@@ -37,7 +37,7 @@ def render(target: str, params: dict[str, str] | None = None) -> dict[str, str]:
         text = env.get_template("component.yaml.j2").render(common, name=name, component=component)
         files[f"{name}.yaml"] = text
     settings = {k: v for k, v in values.items() if k not in common}
-    if values.get("cloud", False):
+    if "mtls" in values:  # the caller's app id comes from its certificate: no mTLS, no access control
         settings["access_control"] = yaml.safe_load((ROOT / "access-control.yaml").read_text())
     files["resiliency.yaml"] = env.get_template("resiliency.yaml.j2").render(common, **settings)
     files["configuration.yaml"] = env.get_template("configuration.yaml.j2").render(common, **settings)

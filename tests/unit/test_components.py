@@ -56,9 +56,9 @@ def test_every_target_renders_the_same_components(target: str) -> None:
         assert "secretKeyRef" in broker["url"]
 
 
-@pytest.mark.parametrize("target", ["local", "k3s", "aks"])
-def test_every_target_limits_who_may_invoke_what_and_clusters_use_mtls(target: str) -> None:
-    files = components.render(target, {"redis_port": "1", "mqtt_port": "2", "broker_user": "u", "broker_password": "p"})
+@pytest.mark.parametrize("target", ["k3s", "aks"])
+def test_clusters_limit_who_may_invoke_what_over_mtls(target: str) -> None:
+    files = components.render(target, {})
     control = yaml.safe_load(files["configuration.yaml"])["spec"]["accessControl"]
     assert control["defaultAction"] == "deny"
     policies = {p["appId"]: p for p in control["policies"]}
@@ -69,15 +69,20 @@ def test_every_target_limits_who_may_invoke_what_and_clusters_use_mtls(target: s
     for app in (names.TWIN_STORE_APP, names.DELTA_APP):  # they invoke nobody
         assert app not in policies
     assert all(op["httpVerb"] == ["GET"] for op in policies[names.FIRMWARE_APP]["operations"])
+    mtls = yaml.safe_load(files["daprsystem.yaml"])["spec"]["mtls"]
+    assert mtls["enabled"] is True and mtls["workloadCertTTL"] == "24h"
+
+
+@pytest.mark.parametrize("target", ["local", "k3s", "aks"])
+def test_every_app_that_checks_api_keys_reads_one_store(target: str) -> None:
+    files = components.render(target, {"redis_port": "1", "mqtt_port": "2", "broker_user": "u", "broker_password": "p"})
     auth = yaml.safe_load(files[f"{names.AUTH_STORE}.yaml"])
     meta = {m["name"]: m.get("value") for m in auth["spec"]["metadata"]}
-    assert meta["keyPrefix"] == "name"  # every app reads the same key records
+    assert meta["keyPrefix"] == "name"  # not prefixed by app id: every app reads the same key records
     assert names.DELTA_APP not in auth["scopes"]
-    if target == "local":
-        assert "daprsystem.yaml" not in files  # loopback only, no Sentry
-    else:
-        mtls = yaml.safe_load(files["daprsystem.yaml"])["spec"]["mtls"]
-        assert mtls["enabled"] is True and mtls["workloadCertTTL"] == "24h"
+    if target == "local":  # loopback only, no Sentry: no mTLS, so no access control either
+        assert "daprsystem.yaml" not in files
+        assert "accessControl" not in yaml.safe_load(files["configuration.yaml"])["spec"]
 
 
 def test_local_placeholders_must_be_filled() -> None:
