@@ -78,7 +78,9 @@ def secret_digest(secret: str) -> str:
 # -- tokens -----------------------------------------------------------------------------------------
 class Jwks:
     """The issuer's signing keys, cached; fetched again on a `kid` it does not know (a rotated key)
-    at most once per `min_refresh` seconds, and after `max_age` seconds regardless."""
+    and after `max_age` seconds regardless. Fetches on unknown kids are at most one per
+    `min_refresh` seconds (a flood of forged kids cannot hammer the issuer): a call that meets the
+    limit waits for the next fetch instead of being refused."""
 
     def __init__(self, url: str, issuer: str = "", min_refresh: float = 1.0, max_age: float = 300.0) -> None:
         self._url = url
@@ -93,8 +95,11 @@ class Jwks:
         if time.monotonic() - self._fetched > self._max_age:
             await self._refresh()
         found = self._find(kid)
-        if found is None and time.monotonic() - self._fetched >= self._min_refresh:
-            await self._refresh()
+        if found is None:  # a rotated key, or a forged kid: fetch again, at most once per min_refresh
+            seen = self._fetched
+            await asyncio.sleep(max(0.0, seen + self._min_refresh - time.monotonic()))
+            if self._fetched == seen:
+                await self._refresh()
             found = self._find(kid)
         if found is None:
             raise unauthorized(f"the token's signing key {kid!r} is not one of the issuer's keys")
