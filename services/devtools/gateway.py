@@ -69,6 +69,9 @@ class Gateway:
         if scope["path"] == "/healthz":
             await _answer(send, 200, {"status": "ok"})
             return
+        if not _forwardable(scope["path"]):
+            await _answer(send, 400, {"code": 400, "message": "the path holds characters no resource name has"})
+            return
         if app is None or app not in self.sidecars:
             await _answer(send, 404, {"code": 404, "message": f"no API serves {scope['path']}"})
             return
@@ -100,6 +103,12 @@ class Gateway:
             await send({"type": "http.response.body", "body": b""})
         finally:
             await response.aclose()
+
+
+def _forwardable(path: str) -> bool:
+    """Whether daprd can pass the (decoded) path on: it answers 500 to one holding `%` or a control
+    character (it re-parses the path as a URL), and no id the APIs take has them or non-ASCII."""
+    return all(32 <= ord(c) < 127 and c != "%" for c in path)
 
 
 async def _body(receive: Receive) -> bytes | AsyncIterator[bytes]:
