@@ -63,9 +63,7 @@ def run(
         token_file = stack.run_dir / "token"
         console.print(f"[bold green]Twinfleet is up[/] — REST API (every app) {stack.api_url}")
         console.print(f"admin token in {token_file} (the `twin` CLI uses it): ", end="")
-        console.print(
-            f'curl -H "Authorization: Bearer $(cat {token_file})" {stack.api_url}/v1/twins', soft_wrap=True
-        )
+        console.print(f'curl -H "Authorization: Bearer $(cat {token_file})" {stack.api_url}/v1/twins', soft_wrap=True)
         console.print(f"MQTT broker 127.0.0.1:{stack.mqtt_port}; {fleet} simulated devices (sim-00000…)")
         for name in stack.ports:
             console.print(f"{name} API schema: {stack.direct_url(name)}/docs")
