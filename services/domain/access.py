@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from services.domain.errors import TwinError, bad_request, forbidden, unauthorized
 
@@ -185,7 +185,7 @@ def check_role_names(values: Iterable[str]) -> list[str]:
     return names
 
 
-def key_state(expires_at: int, revoked_at: int | None, now: float) -> str:
+def key_state(expires_at: int, revoked_at: int | None, now: float) -> Literal["active", "expired", "revoked"]:
     """`revoked`, `expired` or `active`."""
     if revoked_at is not None:
         return "revoked"

@@ -8,6 +8,7 @@ index document; buckets leave the store `retention` seconds after they were writ
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -49,7 +50,7 @@ class AuditLog:
             by_bucket[bucket_id(record.at)].append(record)
         for bucket, entries in sorted(by_bucket.items()):
             await self._index(bucket)
-            await self.repository.update(bucket_key(bucket), lambda value, e=entries: self._add(value, e))
+            await self.repository.update(bucket_key(bucket), functools.partial(self._add, entries=entries))
 
     def _add(self, value: JsonObject | None, entries: list[AuditRecorded]) -> tuple[Put | None, None]:
         kept: list[dict[str, Any]] = list((value or {}).get("items", []))

@@ -83,7 +83,7 @@ def _view(record: ApiKeyRecord, now: float) -> ApiKeyView:
         created_by=record.created_by,
         expires_at=record.expires_at,
         revoked_at=record.revoked_at,
-        state=key_state(record.expires_at, record.revoked_at, now),  # type: ignore[arg-type]
+        state=key_state(record.expires_at, record.revoked_at, now),
     )
 
 

@@ -234,7 +234,8 @@ async def test_the_batch_api_takes_bad_items_one_by_one(http: httpx.Client, seed
 
 
 async def test_range_headers_and_credentials_on_downloads(stack: Stack, http: httpx.Client, seeded: None) -> None:
-    minted = http.post("/v1/artifacts/fuzz-art-1.0.0/urls", json={"deviceId": "fuzz-twin", "ttl": 600}).json()["url"]
+    body = {"deviceId": "fuzz-twin", "ttl": 600}
+    minted = (await asyncio.to_thread(http.post, "/v1/artifacts/fuzz-art-1.0.0/urls", json=body)).json()["url"]
 
     @FUZZ
     @given(

@@ -35,13 +35,13 @@ class Poly(tuple[float, ...]):
     def of(constant: float = 0.0, linear: float = 0.0) -> Poly:
         return Poly((constant, linear) if linear else (constant,))
 
-    def __add__(self, other: Any) -> Poly:  # type: ignore[override]
+    def __add__(self, other: Any) -> Poly:
         length = max(len(self), len(other))
         return Poly(
             tuple((self[i] if i < len(self) else 0) + (other[i] if i < len(other) else 0) for i in range(length))
         )
 
-    def __mul__(self, other: Any) -> Poly:  # type: ignore[override]
+    def __mul__(self, other: Any) -> Poly:
         out = [0.0] * (len(self) + len(other) - 1)
         for i, a in enumerate(self):
             for j, b in enumerate(other):
