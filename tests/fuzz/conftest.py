@@ -7,6 +7,8 @@ from collections import Counter
 import pytest
 
 TRIED: Counter[str] = Counter()
+FIGURES: list[str] = []
+"""Measured along the way (printed with the counts)."""
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -15,3 +17,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for surface, count in sorted(TRIED.items()):
             terminalreporter.write_line(f"{count:>7}  {surface}")
         terminalreporter.write_line(f"{sum(TRIED.values()):>7}  in all")
+    for figure in FIGURES:
+        terminalreporter.write_line(figure)

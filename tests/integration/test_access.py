@@ -38,6 +38,7 @@ RULES = {
     FIRMWARE_APP: FIRMWARE,
 }
 ROLES = [Role.VIEWER, Role.OPERATOR, Role.RELEASE_MANAGER, Role.ADMIN]
+STACK_IDENTITY = "hydra"
 PARAMS = {
     "device_id": "matrix-none",
     "command_id": "cmd-none",
@@ -55,16 +56,6 @@ def hydra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hydra]:
         yield provider
     finally:
         provider.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(hydra: Hydra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    run = Stack(Path(tmp_path_factory.mktemp("stack")), identity=hydra)
-    try:
-        run.start()
-        yield run
-    finally:
-        run.stop()
 
 
 @pytest.fixture(scope="module")
