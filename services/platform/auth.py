@@ -216,7 +216,7 @@ class ApiKeyVerifier:
 
     async def verify(self, key: str) -> Principal:
         key_id, sep, secret = key.removeprefix(API_KEY_PREFIX).partition("_")
-        if not sep or not key_id or not secret:
+        if not sep or not key_id.isalnum() or not key_id.isascii() or len(key_id) > 32 or not secret:
             raise unauthorized("malformed API key")
         stored = await self._repository.get(api_key_key(key_id))
         if stored.value is None:

@@ -102,3 +102,33 @@ def test_a_scoped_configuration_never_targets_a_twin_outside_its_scope() -> None
     untagged = evaluate_twin("d3", 1, {}, {}, {}, {}, [compiled])
     assert inside.hits["eu-only"].targeted
     assert "eu-only" not in outside.hits and "eu-only" not in untagged.hits
+
+
+def test_a_route_without_a_rule_is_refused_to_everyone_and_the_app_token_is_checked() -> None:
+    from fastapi.testclient import TestClient
+
+    from services.domain.access import SIDECAR
+    from services.platform.http import install_common
+    from services.platform.settings import Settings
+
+    app = FastAPI()
+    install_common(app, {"POST /deliveries": SIDECAR}, "test", Settings(APP_API_TOKEN="app-secret"))
+
+    @app.post("/deliveries")
+    async def deliveries() -> dict[str, str]:
+        return {"status": "SUCCESS"}
+
+    @app.post("/forgotten")
+    async def forgotten() -> dict[str, str]:
+        return {"status": "open"}
+
+    with TestClient(app) as client:
+        sidecar = {"dapr-api-token": "app-secret"}
+        assert client.post("/deliveries", headers=sidecar).json() == {"status": "SUCCESS"}
+        bypass = client.post("/deliveries", headers={"dapr-api-token": "guess"})
+        assert bypass.status_code == 401 and "sidecar" in bypass.json()["message"]
+        refused = client.post("/forgotten", headers=sidecar)
+        assert refused.status_code == 403 and "no access rule" in refused.json()["message"]
+        unknown = client.get("/nothing-here")
+        assert unknown.status_code == 404 and unknown.json() == {"code": 404, "message": "Not Found"}
+        assert client.get("/healthz").status_code == 200
