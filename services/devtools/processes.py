@@ -23,8 +23,8 @@ thousand connections) cannot take a port between its choice and the bind."""
 
 
 def free_port() -> int:
-    """A loopback port free now and not handed out
-    before by this process: ports are chosen long before the processes bind them."""
+    """A loopback port free now and not handed out before by this process: ports are chosen
+    long before the processes bind them."""
     for _ in range(200):
         port = random.choice(LISTEN_PORTS)
         if port in _HANDED_OUT:
