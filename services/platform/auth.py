@@ -466,8 +466,8 @@ class SidecarGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in self.paths:
-            sent = _header(scope, b"dapr-api-token")
-            if not self.token or sent is None or not hmac.compare_digest(sent.encode("latin-1"), self.token):
+            sent = next((value for key, value in scope["headers"] if key == b"dapr-api-token"), b"")
+            if not self.token or not hmac.compare_digest(sent, self.token):
                 await _refuse(send, unauthorized("calls reach this app only through its Dapr sidecar"))
                 return
         await self.app(scope, receive, send)
