@@ -80,7 +80,10 @@ def measure(stack: Stack, devices: int, seconds: float, rate: float, prefix: str
 
 async def delta_latency(stack: Stack, samples: int) -> list[float]:
     timings = []
-    async with fleet(stack, 10, "bench-delta") as links, httpx.AsyncClient(base_url=stack.api_url) as api:
+    async with (
+        fleet(stack, 10, "bench-delta") as links,
+        httpx.AsyncClient(base_url=stack.api_url, headers=stack.headers) as api,
+    ):
         for link in links:
             await link.report({"setpoint": -1})
         for i in range(samples):

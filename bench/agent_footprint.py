@@ -47,7 +47,7 @@ def measure_agent(stack: Stack, events: int = 1000) -> dict[str, Footprint]:
         _wait_connected(agent)
         assert agent.app.pid is not None and agent.daprd.pid is not None
         figures = {"agent (boot)": footprint(agent.app.pid), "daprd (boot)": footprint(agent.daprd.pid)}
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(headers=stack.headers, timeout=30) as client:
             for start in range(0, events, 100):
                 batch = [{"type": "telemetry", "data": {"i": i, "t": 21.5}} for i in range(start, start + 100)]
                 client.post(f"{agent.url}/v1/events", json=batch).raise_for_status()

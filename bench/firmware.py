@@ -205,12 +205,14 @@ def floor_read(path: Path, readers: int, expected: str) -> float:
 
 
 async def suite_figures(stack: Stack, data: bytes, devices: int) -> FirmwareFigures:
-    base = stack.app_url(FIRMWARE_APP)
+    base = stack.direct_url(FIRMWARE_APP)  # where devices download (minted URLs point there)
     app_pid = stack.procs[FIRMWARE_APP].pid
     daprd_pid = stack.procs[f"{FIRMWARE_APP}-daprd"].pid
     assert app_pid is not None and daprd_pid is not None
     expected = hashlib.sha256(data).hexdigest()
-    async with httpx.AsyncClient(base_url=base, timeout=HTTP_TIMEOUT) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.app_url(FIRMWARE_APP), headers=stack.headers, timeout=HTTP_TIMEOUT
+    ) as client:
         artifact_id, upload_mb_s = await upload(client, data)
         urls = await mint_urls(client, artifact_id, devices, base)
     await asyncio.sleep(0.5)

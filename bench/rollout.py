@@ -124,8 +124,8 @@ async def seed(api: httpx.AsyncClient, twins: int) -> None:
 
 async def write_figure(stack: Stack, twins: int) -> tuple[float, float, int, int]:
     async with (
-        httpx.AsyncClient(base_url=stack.api_url, timeout=60) as api,
-        httpx.AsyncClient(base_url=stack.app_url(ROLLOUT_APP), timeout=60) as rollouts,
+        httpx.AsyncClient(base_url=stack.api_url, headers=stack.headers, timeout=60) as api,
+        httpx.AsyncClient(base_url=stack.app_url(ROLLOUT_APP), headers=stack.headers, timeout=60) as rollouts,
     ):
         started = time.perf_counter()
         await seed(api, twins)

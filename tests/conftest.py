@@ -21,13 +21,17 @@ settings.load_profile("twinfleet")
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A whole suite on free loopback ports, private to one test module.
 
-    A module may set `STACK_PROFILE` (topic profile) and `STACK_ENV` (app settings) to vary it.
+    A module may set `STACK_PROFILE` (topic profile) and `STACK_ENV` (app settings) to vary it,
+    and `STACK_IDENTITY`, the name of a fixture giving the identity provider (default: the
+    stack's own issuer).
     """
+    identity_fixture = getattr(request.module, "STACK_IDENTITY", None)
     run = Stack(
         Path(tmp_path_factory.mktemp("stack")),
         topic_profile=getattr(request.module, "STACK_PROFILE", "default"),
         app_env=getattr(request.module, "STACK_ENV", None),
         redis_fsync=getattr(request.module, "STACK_REDIS_FSYNC", "everysec"),
+        identity=request.getfixturevalue(identity_fixture) if identity_fixture else None,
     )
     try:
         run.start()
@@ -38,5 +42,5 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture(scope="module")
 async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=20) as client:
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=stack.headers, timeout=20) as client:
         yield client

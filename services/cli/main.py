@@ -1,14 +1,14 @@
 """`twin`: the command line for twins and devices (talks to the REST API of a running suite).
 
 One module per command group: `twins` (get, desire, tag, list, delete), `devices`, `commands`,
-`config`; `suite` finds the running suite and calls it.
+`config`, `access` (keys, audit), `login`; `suite` finds the running suite and calls it.
 """
 
 from __future__ import annotations
 
 import typer
 
-from services.cli import twins
+from services.cli import access, login, twins
 from services.cli.commands import commands
 from services.cli.config import configs
 from services.cli.devices import devices
@@ -17,6 +17,10 @@ app = typer.Typer(add_completion=False, help="Work with Twinfleet twins and devi
 app.add_typer(devices, name="devices")
 app.add_typer(commands, name="commands")
 app.add_typer(configs, name="config")
+app.add_typer(access.keys, name="keys")
+app.command()(access.audit)
+app.command()(login.login)
+app.command()(login.logout)
 app.command()(twins.get)
 app.command()(twins.desire)
 app.command()(twins.tag)

@@ -14,8 +14,11 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 
+from services.cli.login import credential
+from services.clients.access import AccessClient
 from services.clients.base import ApiClient, ApiError, Unreachable
 from services.clients.commands import CommandsClient
+from services.clients.credentials import CredentialError
 from services.clients.rollout import RolloutClient
 from services.clients.twin_store import TwinStoreClient
 from services.platform.names import COMMANDS_APP, ROLLOUT_APP, TWIN_STORE_APP
@@ -50,20 +53,43 @@ def app_api(app: str) -> str:
     return str(url)
 
 
+def _token_file() -> str | None:
+    path = run_dir() / "stack.json"
+    return str(json.loads(path.read_text()).get("token_file", "")) if path.exists() else None
+
+
+REFUSED = {
+    401: "not authenticated",
+    403: "refused",
+}
+"""How a refusal is introduced: 401 (no, or a bad, credential: `twin login`), 403 (the credential
+lacks the role or the scope the call needs)."""
+
+
 def calling(client: type[C], app: str, use: Callable[[C], Awaitable[R]]) -> R:
-    """Run `use` with a client of `app`; a refusal or an unreachable app is printed, exit 1."""
+    """Run `use` with a client of `app`, sending the login's credential; a refusal or an
+    unreachable app is printed, exit 1."""
 
     async def go() -> R:
-        async with client(app_api(app)) as api:
+        async with client(app_api(app), auth=credential(_token_file())) as api:
             return await use(api)
 
     try:
         return asyncio.run(go())
     except ApiError as error:
-        console.print(f"[red]{error.status}[/] {error.message}")
+        why = REFUSED.get(error.status)
+        if why is None:
+            console.print(f"[red]{error.status}[/] {error.message}")
+        else:
+            console.print(f"[red]{error.status} {why}:[/] {error.message}")
+            if error.status == 401:
+                console.print("log in with `twin login` (client credentials, or a token or API key)")
         raise typer.Exit(1) from None
     except Unreachable as error:
         console.print(f"[red]unreachable[/] {error}")
+        raise typer.Exit(1) from None
+    except CredentialError as error:
+        console.print(f"[red]login failed:[/] {error}")
         raise typer.Exit(1) from None
 
 
@@ -77,6 +103,10 @@ def rollouts(use: Callable[[RolloutClient], Awaitable[R]]) -> R:
 
 def commands(use: Callable[[CommandsClient], Awaitable[R]]) -> R:
     return calling(CommandsClient, COMMANDS_APP, use)
+
+
+def access(use: Callable[[AccessClient], Awaitable[R]]) -> R:
+    return calling(AccessClient, TWIN_STORE_APP, use)
 
 
 def print_json(model: BaseModel) -> None:

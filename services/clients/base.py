@@ -29,8 +29,14 @@ class Unreachable(Exception):
 class ApiClient:
     """One app's REST API over httpx; a refusal raises `ApiError`, no answer `Unreachable`."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0, headers: dict[str, str] | None = None) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=headers)
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 30.0,
+        headers: dict[str, str] | None = None,
+        auth: httpx.Auth | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=headers, auth=auth)
 
     async def __aenter__(self) -> Self:
         return self

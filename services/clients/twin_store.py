@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from services.clients.base import ApiClient, ApiError
+from services.clients.base import ApiClient, ApiError, app_url
+from services.clients.credentials import service_auth
 from services.contracts.twins import (
     BatchAnswer,
     BatchBody,
@@ -18,6 +19,8 @@ from services.contracts.twins import (
     TwinView,
 )
 from services.domain.json_values import JsonObject
+from services.platform.names import TWIN_STORE_APP
+from services.platform.settings import Settings
 
 
 def _if_match(version: int | None) -> dict[str, str]:
@@ -34,6 +37,16 @@ class TwinStoreClient(ApiClient):
                 return None
             raise
         return TwinView.model_validate(response.json())
+
+    async def tags(self, device_id: str) -> JsonObject | None:
+        """The twin's tags, or None when there is no such twin (or no valid id)."""
+        try:
+            twin = await self.get(device_id)
+        except ApiError as error:
+            if error.status == 400:
+                return None
+            raise
+        return twin.tags if twin is not None else None
 
     async def create(self, device_id: str) -> TwinView:
         return TwinView.model_validate((await self.call("PUT", f"/v1/twins/{device_id}")).json())
@@ -71,3 +84,10 @@ class TwinStoreClient(ApiClient):
         """One batch write (at most 1,000 twins); each item answered on its own, in item order."""
         body = BatchBody(items=list(items)).model_dump(mode="json", exclude_none=True)
         return BatchAnswer.model_validate((await self.call("POST", "/v1/twins/batch", json=body)).json()).results
+
+
+def twin_store_client(settings: Settings, timeout: float = 30.0) -> TwinStoreClient:
+    """The twin-store as another app calls it: through the sidecar (or the address the settings
+    name in `twin_store_url`), with the app's own identity."""
+    url = app_url(TWIN_STORE_APP, settings.dapr_http_port, str(getattr(settings, "twin_store_url", "")))
+    return TwinStoreClient(url, timeout=timeout, headers=settings.sidecar_headers(), auth=service_auth(settings))

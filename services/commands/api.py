@@ -20,11 +20,12 @@ from services.contracts.topics import valid_id
 from services.contracts.wire import decode_payload
 from services.domain.commands.requests import result_topic_command, sync_topic_device, valid_command_id
 from services.domain.errors import bad_request, too_large
+from services.platform.auth import DeviceInScope
 from services.platform.cloudevents import event_payload
 from services.platform.http import provided
 
 log = structlog.get_logger()
-router = APIRouter(prefix="/v1/devices/{device_id}/commands", tags=["commands"])
+router = APIRouter(prefix="/v1/devices/{device_id}/commands", tags=["commands"], dependencies=[DeviceInScope])
 deliveries = APIRouter(include_in_schema=False)
 Commands = Annotated[CommandService, provided(CommandService)]
 MAX_BODY_BYTES = 16 * 1024

@@ -13,10 +13,13 @@ from typing import Any
 import svcs
 from fastapi import FastAPI
 
+from services.clients.twin_store import twin_store_client
+from services.commands.access import RULES
 from services.commands.api import RESULTS_ROUTE, SYNC_ROUTE, deliveries, router
 from services.commands.service import CommandService
 from services.commands.settings import get_commands_settings
 from services.contracts.topics import COMMAND_RESULTS_FILTER, COMMANDS_SYNC_FILTER
+from services.platform.auth import DeviceTags
 from services.platform.cloudevents import shared, subscription
 from services.platform.http import install_common
 from services.platform.lifecycle import register_platform, running, running_sidecar
@@ -27,8 +30,12 @@ from services.platform.sidecar import Sidecar
 @svcs.fastapi.lifespan
 async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None]:
     settings = get_commands_settings()
-    async with running_sidecar(COMMANDS_APP, Sidecar(*settings.sidecar_args())) as sidecar:
+    async with (
+        running_sidecar(COMMANDS_APP, Sidecar(*settings.sidecar_args())) as sidecar,
+        twin_store_client(settings) as twins,
+    ):
         register_platform(registry, sidecar)
+        registry.register_value(DeviceTags, DeviceTags(twins.tags))
         service = CommandService(sidecar, settings)
         registry.register_value(CommandService, service)
         async with running(service.run_sweeper()):
@@ -36,7 +43,7 @@ async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None
 
 
 app = FastAPI(title="Twinfleet commands", version="0.1.0", lifespan=lifespan)
-install_common(app)
+install_common(app, RULES, COMMANDS_APP)
 app.include_router(router)
 app.include_router(deliveries)
 

@@ -8,6 +8,9 @@ from services.platform.settings import Settings
 
 
 class CommandsSettings(Settings):
+    twin_store_url: str = ""
+    """The twin-store's base URL (a device's tags, to check a scoped caller); empty: Dapr service
+    invocation (local stacks set it, see the rollout app's)."""
     commands_retention: float = 7 * 24 * 3600.0
     """Seconds a finished command stays readable (then the store drops it: a state TTL)."""
     commands_max_pending: int = 100

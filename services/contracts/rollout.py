@@ -365,6 +365,8 @@ class ConfigurationView(ConfigurationSpec):
     activated_at: int | None
     updated_at: int
     progress: RolloutProgress
+    scope: dict[str, str] = Field(default_factory=dict)
+    """The creator's tag scope, ANDed into the target condition (empty: the whole fleet)."""
 
 
 class ConfigurationList(ApiModel):

@@ -12,6 +12,7 @@ import svcs
 from fastapi import FastAPI, Request
 
 from services.contracts.events import DELTA_REQUESTED_TOPIC, TWIN_CHANGED_TOPIC, DeltaRequested, TwinChanged
+from services.delta.access import RULES
 from services.delta.fanout import Fanout
 from services.delta.settings import get_delta_settings
 from services.platform.cloudevents import handle_bulk, subscription
@@ -41,7 +42,7 @@ async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None
 
 
 app = FastAPI(title="Twinfleet delta", version="0.1.0", lifespan=lifespan)
-install_common(app)
+install_common(app, RULES, DELTA_APP)
 
 
 @app.get("/dapr/subscribe", include_in_schema=False)

@@ -10,6 +10,7 @@ import svcs
 from fastapi import FastAPI
 
 from services.contracts.topics import DeviceChannels, Operation, Reply, TwinAddress
+from services.device_agent.access import RULES
 from services.device_agent.agent import DeviceAgent
 from services.device_agent.api import COMMANDS_ROUTE, DELTA_ROUTE, EVENTS_ACK_ROUTE, REPLIES_ROUTE, deliveries, router
 from services.device_agent.build import AGENT_VERSION, build_agent
@@ -33,7 +34,7 @@ async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None
 
 
 app = FastAPI(title="Twinfleet device agent", version=AGENT_VERSION, lifespan=lifespan)
-install_common(app)
+install_common(app, RULES, DEVICE_AGENT_APP)
 app.include_router(router)
 app.include_router(deliveries)
 

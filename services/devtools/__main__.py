@@ -20,7 +20,7 @@ from services.devtools.agent import LocalAgent
 from services.devtools.fleet.fleet import fleet_ids
 from services.devtools.processes import ManagedProcess
 from services.devtools.stack import Stack
-from services.platform.names import COMMANDS_APP, EVENTS_APP, FIRMWARE_APP, ROLLOUT_APP
+from services.platform.names import FIRMWARE_APP
 
 app = typer.Typer(add_completion=False, help="Run Twinfleet locally as real processes.")
 console = Console()
@@ -60,11 +60,13 @@ def run(
         agent_urls = [start_agent(stack, f"agent-{i:05d}").url for i in range(agents)]
         stack.write_state()
         (stack.run_dir / "ready").write_text(str(os.getpid()))
-        console.print(f"[bold green]Twinfleet is up[/] — REST API {stack.api_url} (docs: {stack.api_url}/docs)")
+        token_file = stack.run_dir / "token"
+        console.print(f"[bold green]Twinfleet is up[/] — REST API (every app) {stack.api_url}")
+        console.print(f"admin token in {token_file} (the `twin` CLI uses it): ", end="")
+        console.print(f'curl -H "Authorization: Bearer $(cat {token_file})" {stack.api_url}/v1/twins', soft_wrap=True)
         console.print(f"MQTT broker 127.0.0.1:{stack.mqtt_port}; {fleet} simulated devices (sim-00000…)")
-        for name in (COMMANDS_APP, EVENTS_APP, ROLLOUT_APP, FIRMWARE_APP):
-            if name in stack.ports:
-                console.print(f"{name} API {stack.app_url(name)} (docs: {stack.app_url(name)}/docs)")
+        for name in stack.ports:
+            console.print(f"{name} API schema: {stack.direct_url(name)}/docs")
         for index, url in enumerate(agent_urls):
             console.print(f"device agent agent-{index:05d}: {url}/v1/status (post events to {url}/v1/events)")
         console.print(f"Try: TWINFLEET_RUN_DIR={run_dir} twin list   ·   logs in {stack.run_dir / 'logs'}")
@@ -92,7 +94,7 @@ def start_agent(stack: Stack, device_id: str) -> LocalAgent:
             "TWINFLEET_DEVICE_PASSWORD": password,
             "TWINFLEET_SOFTWARE_INSTALLER": "file",
             "TWINFLEET_SOFTWARE_TARGET": str(root / "app" / "firmware.bin"),
-            "TWINFLEET_SOFTWARE_FIRMWARE_URL": stack.app_url(FIRMWARE_APP),
+            "TWINFLEET_SOFTWARE_FIRMWARE_URL": stack.direct_url(FIRMWARE_APP),
             "TWINFLEET_SOFTWARE_TRUSTED_KEYS": stack.metadata_public_key,
             "TWINFLEET_SOFTWARE_VERSION": "1.0.0",
         }

@@ -3,6 +3,7 @@ its own broker credentials and client id, its own SQLite store, its own data dir
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from services.devtools import components
@@ -21,7 +22,10 @@ class LocalAgent:
         self.device_id = device_id
         self.ports = AppPorts(free_port(), free_port(), free_port(), free_port())
         self.data_dir = root / "data"
+        tokens = {"APP_API_TOKEN": secrets.token_urlsafe(24), "DAPR_API_TOKEN": secrets.token_urlsafe(24)}
+        """The device's own sidecar tokens: its app takes cloud messages only from that sidecar."""
         self.env = {
+            **tokens,
             "TWINFLEET_DEVICE_ID": device_id,
             "TWINFLEET_AGENT_DATA_DIR": str(self.data_dir),
             "DAPR_GRPC_PORT": str(self.ports.grpc),
@@ -43,7 +47,10 @@ class LocalAgent:
             f"agent-{device_id}", uvicorn_args(AGENT_APP, self.ports.app), root / "agent.log", env=self.env
         )
         self.daprd = ManagedProcess(
-            f"agent-{device_id}-daprd", daprd_args(DEVICE_AGENT_APP, self.ports, root / "dapr"), root / "daprd.log"
+            f"agent-{device_id}-daprd",
+            daprd_args(DEVICE_AGENT_APP, self.ports, root / "dapr"),
+            root / "daprd.log",
+            env=tokens,
         )
 
     @property

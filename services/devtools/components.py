@@ -37,8 +37,12 @@ def render(target: str, params: dict[str, str] | None = None) -> dict[str, str]:
         text = env.get_template("component.yaml.j2").render(common, name=name, component=component)
         files[f"{name}.yaml"] = text
     settings = {k: v for k, v in values.items() if k not in common}
+    if "mtls" in values:  # the caller's app id comes from its certificate: no mTLS, no access control
+        settings["access_control"] = yaml.safe_load((ROOT / "access-control.yaml").read_text())
     files["resiliency.yaml"] = env.get_template("resiliency.yaml.j2").render(common, **settings)
     files["configuration.yaml"] = env.get_template("configuration.yaml.j2").render(common, **settings)
+    if "mtls" in values:
+        files["daprsystem.yaml"] = env.get_template("daprsystem.yaml.j2").render(common, **settings)
     return files
 
 
@@ -58,6 +62,8 @@ def write(target: str, directory: Path, params: dict[str, str] | None = None) ->
     resources = directory / "resources"
     resources.mkdir(parents=True, exist_ok=True)
     for file_name, text in render(target, params).items():
-        path = directory / file_name if file_name == "configuration.yaml" else resources / file_name
+        path = (
+            directory / file_name if file_name in ("configuration.yaml", "daprsystem.yaml") else resources / file_name
+        )
         path.write_text(text)
     return resources

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -15,16 +16,27 @@ from pathlib import Path
 _HANDED_OUT: set[int] = set()
 
 
+LISTEN_PORTS = range(20000, 32768)
+"""Where listening ports are chosen: below the kernel's ephemeral range (32768..60999), from which
+every outgoing connection on the machine takes its local port, so a busy machine (a benchmark's
+thousand connections) cannot take a port between its choice and the bind."""
+
+
 def free_port() -> int:
     """A loopback port free now and not handed out before by this process: ports are chosen
-    long before the processes bind them, so the kernel may offer the same one twice meanwhile."""
-    while True:
+    long before the processes bind them."""
+    for _ in range(200):
+        port = random.choice(LISTEN_PORTS)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port in {LISTEN_PORTS}")
 
 
 def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:

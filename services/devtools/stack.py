@@ -17,6 +17,7 @@ from pathlib import Path
 
 from services.devtools import components
 from services.devtools.broker import SERVICE_USER, BrokerAccounts, config_text, new_secret
+from services.devtools.identity import Identity, LocalIssuer
 from services.devtools.processes import ManagedProcess, free_port, wait_for_http, wait_for_port
 from services.domain.software.grants import device_password
 from services.domain.software.metadata import load_private_key, public_key_hex
@@ -27,6 +28,7 @@ from services.platform.names import (
     EVENTS_APP,
     FIRMWARE_APP,
     FLEET_SECRET,
+    INGRESS_APP,
     METADATA_SIGNING_KEY,
     ROLLOUT_APP,
     TWIN_STORE_APP,
@@ -52,6 +54,12 @@ def daprd_binary() -> str:
     if not found:
         raise FileNotFoundError("daprd not built yet: run `make setup`")
     return str(found[-1])
+
+
+GATEWAY = "services.devtools.gateway:app"
+MAX_BODY = {FIRMWARE_APP: "2Gi"}
+"""Request bodies a sidecar takes beyond daprd's 4 MiB default: artifact uploads stream through
+the firmware app's."""
 
 
 def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
@@ -87,6 +95,8 @@ def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
         "2",
         "--dapr-listen-addresses",
         "127.0.0.1",
+        "--max-body-size",
+        MAX_BODY.get(app, "4Mi"),
     ]
 
 
@@ -146,6 +156,7 @@ class Stack:
         apps: Iterable[str] = (TWIN_STORE_APP, DELTA_APP, EVENTS_APP, COMMANDS_APP, ROLLOUT_APP, FIRMWARE_APP),
         app_env: dict[str, str] | None = None,
         redis_fsync: str = "everysec",
+        identity: Identity | None = None,
     ) -> None:
         self.run_dir = run_dir.resolve()
         self.topic_profile = topic_profile
@@ -170,6 +181,23 @@ class Stack:
             secrets_file.chmod(0o600)
         self.signing_seed = self.secrets.setdefault("signing", os.urandom(32).hex())
         self.download_key = self.secrets.setdefault("download", new_secret())
+        self.dapr_token = self.secrets.setdefault("dapr_api_token", new_secret())
+        """The sidecars' API token (one per stack, as one Kubernetes secret serves a namespace)."""
+        self.identity: Identity = identity or LocalIssuer(self.run_dir / "identity")
+        self.admin_token = self.identity.token("local-admin", ["admin"])
+        """A token with the admin role, what `make run` prints and the CLI uses by default."""
+        self.gateway_port = free_port()
+
+    def app_token(self, app: str) -> str:
+        """What `app`'s sidecar sends it (`APP_API_TOKEN`): one per app id."""
+        token: str = self.secrets.setdefault(f"app_token:{app_id(app)}", new_secret())
+        return token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a caller of the stack's APIs sends: the admin token (and the sidecars' API token,
+        for calls straight to a sidecar)."""
+        return {"Authorization": f"Bearer {self.admin_token}", "dapr-api-token": self.dapr_token}
 
     # -- whole stack -------------------------------------------------------------------------
     def start(self) -> None:
@@ -217,6 +245,7 @@ class Stack:
             self.start_daprd(app)
         for app in self.app_ids:
             self.wait_app(app)
+        self.start_gateway()
         self.write_state()
 
     def stop(self) -> None:
@@ -225,13 +254,18 @@ class Stack:
 
     @property
     def api_url(self) -> str:
-        """The twin-store's REST API ("" when this stack runs no twin-store)."""
-        return self.app_url(TWIN_STORE_APP) if TWIN_STORE_APP in self.ports else ""
+        """Every app's REST API, through the stack's ingress (the gateway)."""
+        return f"http://127.0.0.1:{self.gateway_port}"
 
     def write_state(self) -> None:
+        token_file = self.run_dir / "token"
+        token_file.write_text(self.admin_token + "\n")
+        token_file.chmod(0o600)
         state = {
             "api": self.api_url,
-            "apps": {name: self.app_url(name) for name in self.ports},
+            "apps": {name: self.api_url for name in self.ports},
+            "sidecars": {name: self.app_url(name) for name in self.ports},
+            "token_file": str(token_file),
             "mqtt": {"host": "127.0.0.1", "port": self.mqtt_port},
             "redis_port": self.redis_port,
             "topic_profile": self.topic_profile,
@@ -305,7 +339,25 @@ class Stack:
         return name
 
     def app_url(self, name: str) -> str:
+        """One instance's API through its own sidecar (Dapr service invocation of its own app id):
+        what the stack's apps call each other by, and how a test reaches one replica."""
+        return f"http://127.0.0.1:{self.ports[name].http}/v1.0/invoke/{app_id(name)}/method"
+
+    def direct_url(self, name: str) -> str:
+        """One instance's own port, past its sidecar: only device routes and probes answer there."""
         return f"http://127.0.0.1:{self.ports[name].app}"
+
+    def start_gateway(self) -> None:
+        sidecars = {app_id(n): f"http://127.0.0.1:{p.http}" for n, p in self.ports.items() if "#" not in n}
+        proc = ManagedProcess(
+            INGRESS_APP,
+            uvicorn_args(GATEWAY, self.gateway_port),
+            self.run_dir / "logs" / "gateway.log",
+            env={"TWINFLEET_GATEWAY_APPS": json.dumps(sidecars), "DAPR_API_TOKEN": self.dapr_token},
+        )
+        proc.start()
+        wait_for_http(f"{self.api_url}/healthz", 30, proc.process)
+        self.procs[INGRESS_APP] = proc
 
     def start_app(self, app: str) -> None:
         ports = self.ports[app]
@@ -313,6 +365,9 @@ class Stack:
             "DAPR_GRPC_PORT": str(ports.grpc),
             "DAPR_HTTP_PORT": str(ports.http),
             "TWINFLEET_TOPIC_PROFILE": self.topic_profile,
+            "APP_API_TOKEN": self.app_token(app),
+            "DAPR_API_TOKEN": self.dapr_token,
+            **self.identity.app_env(app_id(app)),
             **self._local_addresses(app_id(app)),
             **self.app_env,
         }
@@ -327,16 +382,17 @@ class Stack:
         self.procs[app] = proc
 
     def _local_addresses(self, app: str) -> dict[str, str]:
-        """Where an app finds the others of this stack. The rollout app calls the twin-store by its
-        address: daprd's mDNS resolution spans the machine and would mix up stacks running side by
-        side (tests next to `make run`, benches)."""
+        """Where an app finds the others of this stack: through the callee's own sidecar (its app
+        id invoked there is served by its own app, past no name resolution), since daprd's mDNS
+        resolution spans the machine and would mix up stacks running side by side (tests next to
+        `make run`, benches)."""
         found: dict[str, str] = {}
-        if app in (ROLLOUT_APP, FIRMWARE_APP) and TWIN_STORE_APP in self.ports:
+        if app in (ROLLOUT_APP, FIRMWARE_APP, COMMANDS_APP, EVENTS_APP) and TWIN_STORE_APP in self.ports:
             found["TWINFLEET_TWIN_STORE_URL"] = self.app_url(TWIN_STORE_APP)
         if app == FIRMWARE_APP and ROLLOUT_APP in self.ports:
             found["TWINFLEET_ROLLOUT_URL"] = self.app_url(ROLLOUT_APP)
-        if app == DELTA_APP and FIRMWARE_APP in self.ports:
-            found["TWINFLEET_FIRMWARE_PUBLIC_URL"] = self.app_url(FIRMWARE_APP)
+        if app == DELTA_APP and FIRMWARE_APP in self.ports:  # devices reach downloads directly
+            found["TWINFLEET_FIRMWARE_PUBLIC_URL"] = self.direct_url(FIRMWARE_APP)
         return found
 
     def start_daprd(self, app: str) -> None:
@@ -345,7 +401,11 @@ class Stack:
             f"{app}-daprd",
             daprd_args(app_id(app), ports, self.run_dir / "dapr"),
             self.run_dir / "logs" / f"{instance_slug(app)}-daprd.log",
-            env={"POD_NAME": instance_slug(app) if "#" in app else f"{app}-0"},
+            env={
+                "POD_NAME": instance_slug(app) if "#" in app else f"{app}-0",
+                "APP_API_TOKEN": self.app_token(app),
+                "DAPR_API_TOKEN": self.dapr_token,
+            },
         )
         proc.start()
         self.procs[f"{app}-daprd"] = proc
@@ -363,6 +423,8 @@ class Stack:
             self.start_redis()
         elif name == "mosquitto":
             self.start_broker()
+        elif name == INGRESS_APP:
+            self.start_gateway()
         elif name.endswith("-daprd"):
             app = name.removesuffix("-daprd")
             self.start_daprd(app)

@@ -9,6 +9,7 @@ class ErrorCode(IntEnum):
     """Rejection codes shared by the MQTT contract (`/rejected` payloads) and the REST API."""
 
     BAD_REQUEST = 400
+    UNAUTHORIZED = 401
     FORBIDDEN = 403
     NOT_FOUND = 404
     CONFLICT = 409
@@ -16,6 +17,7 @@ class ErrorCode(IntEnum):
     RANGE_NOT_SATISFIABLE = 416
     TOO_MANY_REQUESTS = 429
     INTERNAL = 500
+    UNAVAILABLE = 503
 
 
 class TwinError(Exception):
@@ -56,3 +58,11 @@ def forbidden(message: str) -> TwinError:
 
 def range_not_satisfiable(message: str) -> TwinError:
     return TwinError(ErrorCode.RANGE_NOT_SATISFIABLE, message)
+
+
+def unauthorized(message: str) -> TwinError:
+    return TwinError(ErrorCode.UNAUTHORIZED, message)
+
+
+def unavailable(message: str) -> TwinError:
+    return TwinError(ErrorCode.UNAVAILABLE, message)

@@ -10,9 +10,10 @@ from services.contracts.device_events import EventCursorView
 from services.contracts.topics import valid_id
 from services.domain.errors import bad_request, not_found
 from services.events.ingest import EventIngest
+from services.platform.auth import DeviceInScope
 from services.platform.http import provided
 
-router = APIRouter(prefix="/v1/devices/{device_id}/events", tags=["events"])
+router = APIRouter(prefix="/v1/devices/{device_id}/events", tags=["events"], dependencies=[DeviceInScope])
 Ingest = Annotated[EventIngest, provided(EventIngest)]
 
 

@@ -14,12 +14,15 @@ import svcs
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from services.clients.twin_store import twin_store_client
 from services.contracts.topics import EVENTS_FILTER, channel_device
+from services.events.access import RULES
 from services.events.api import Ingest, router
 from services.events.ingest import EventIngest, Outcome
 from services.events.metrics import BATCHES
 from services.events.settings import get_events_settings
 from services.events.sinks import BatchFileSink, EventSink, EventsSidecar, TopicSink
+from services.platform.auth import DeviceTags
 from services.platform.cloudevents import event_payload, shared, subscription
 from services.platform.http import install_common
 from services.platform.lifecycle import register_platform, running_sidecar
@@ -31,8 +34,12 @@ DEVICE_EVENTS_ROUTE = "/device-events"
 @svcs.fastapi.lifespan
 async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None]:
     settings = get_events_settings()
-    async with running_sidecar(EVENTS_APP, EventsSidecar(*settings.sidecar_args())) as sidecar:
+    async with (
+        running_sidecar(EVENTS_APP, EventsSidecar(*settings.sidecar_args())) as sidecar,
+        twin_store_client(settings) as twins,
+    ):
         register_platform(registry, sidecar)
+        registry.register_value(DeviceTags, DeviceTags(twins.tags))
         sinks: list[EventSink] = [
             TopicSink(sidecar),
             BatchFileSink(sidecar, EVENTS_SINK, settings.events_sink_name_key),
@@ -42,7 +49,7 @@ async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None
 
 
 app = FastAPI(title="Twinfleet events", version="0.1.0", lifespan=lifespan)
-install_common(app)
+install_common(app, RULES, EVENTS_APP)
 app.include_router(router)
 
 

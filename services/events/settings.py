@@ -8,6 +8,9 @@ from services.platform.settings import Settings
 
 
 class EventsSettings(Settings):
+    twin_store_url: str = ""
+    """The twin-store's base URL (a device's tags, to check a scoped caller); empty: Dapr service
+    invocation (local stacks set it, see the rollout app's)."""
     events_gap_timeout: float = 30.0
     """Seconds a batch waits for an earlier missing batch before it is taken and the gap counted lost."""
     events_sink_name_key: str = "fileName"

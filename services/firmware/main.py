@@ -9,8 +9,10 @@ import svcs
 from fastapi import FastAPI
 
 from services.clients.base import app_url
+from services.clients.credentials import service_auth
 from services.clients.rollout import RolloutClient
-from services.clients.twin_store import TwinStoreClient
+from services.clients.twin_store import TwinStoreClient, twin_store_client
+from services.firmware.access import RULES
 from services.firmware.api import artifacts, downloads_router, keys_router
 from services.firmware.downloads import Downloads
 from services.firmware.releases import Releases
@@ -18,18 +20,18 @@ from services.firmware.settings import FirmwareSettings, get_firmware_settings
 from services.firmware.storage import Catalog, ChunkCache, FirmwareSidecar, Keys
 from services.platform.http import install_common
 from services.platform.lifecycle import register_platform, running_sidecar
-from services.platform.names import FIRMWARE_APP, ROLLOUT_APP, TWIN_STORE_APP
+from services.platform.names import FIRMWARE_APP, ROLLOUT_APP
 
 
 @svcs.fastapi.lifespan
 async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None]:
     settings = get_firmware_settings()
     sidecar = FirmwareSidecar(*settings.sidecar_args(), settings.firmware_name_key)
-    port = settings.dapr_http_port
+    port, headers, auth = settings.dapr_http_port, settings.sidecar_headers(), service_auth(settings)
     async with (
         running_sidecar(FIRMWARE_APP, sidecar),
-        RolloutClient(app_url(ROLLOUT_APP, port, settings.rollout_url)) as rollout,
-        TwinStoreClient(app_url(TWIN_STORE_APP, port, settings.twin_store_url)) as twins,
+        RolloutClient(app_url(ROLLOUT_APP, port, settings.rollout_url), headers=headers, auth=auth) as rollout,
+        twin_store_client(settings) as twins,
     ):
         state = register_platform(registry, sidecar)
         cache = ChunkCache(sidecar, settings.firmware_cache_chunks)
@@ -43,7 +45,7 @@ async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None
 
 
 app = FastAPI(title="Twinfleet firmware", version="0.1.0", lifespan=lifespan)
-install_common(app)
+install_common(app, RULES, FIRMWARE_APP)
 app.include_router(artifacts)
 app.include_router(downloads_router)
 app.include_router(keys_router)

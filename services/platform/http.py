@@ -1,16 +1,26 @@
-"""HTTP glue shared by the apps: domain errors to responses, typed dependencies, liveness,
-readiness and metrics endpoints."""
+"""HTTP glue shared by the apps: one error body everywhere (`{"code", "message"}`, for domain
+errors, malformed requests, unknown routes and failures alike), typed dependencies, the access
+guard, liveness, readiness and metrics endpoints."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import structlog
 import svcs
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 
+from services.domain.access import Rule
 from services.domain.errors import TwinError
+from services.platform.auth import AccessPolicy, Guard
+from services.platform.settings import Settings
+
+log = structlog.get_logger()
 
 T = TypeVar("T")
 
@@ -25,14 +35,42 @@ def provided(kind: type[T]) -> Any:
     return Depends(get)
 
 
-def install_common(app: FastAPI) -> None:
-    """Map `TwinError` to its status code; add `/healthz` (liveness: the process answers),
-    `/readyz` (readiness: every registered service's ping — the sidecar, the store — passes) and
-    `/metrics`."""
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The one error body of every app."""
+    return JSONResponse({"code": status, "message": message}, status_code=status, headers=headers)
+
+
+def validation_message(errors: Any) -> str:
+    """The first problem of a malformed request, located (`query.limit: Input should be …`)."""
+    first = errors[0] if errors else {}
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first.get('msg', 'invalid')}{more}"
+
+
+def install_common(app: FastAPI, rules: Mapping[str, Rule], app_name: str, settings: Settings | None = None) -> None:
+    """Guard every route by its rule in `rules` (`services.platform.auth`); answer every error with
+    `{"code", "message"}` (a malformed request is a 400, not FastAPI's 422); add `/healthz`
+    (liveness: the process answers), `/readyz` (readiness: every registered service's ping — the
+    sidecar, the store — passes) and `/metrics`."""
+    app.add_middleware(Guard, api=app, policy=AccessPolicy(rules), app_name=app_name, settings=settings or Settings())
 
     @app.exception_handler(TwinError)
     async def twin_error(_: Request, error: TwinError) -> JSONResponse:
-        return JSONResponse({"code": int(error.code), "message": error.message}, status_code=int(error.code))
+        return error_response(int(error.code), error.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_: Request, error: RequestValidationError) -> JSONResponse:
+        return error_response(400, validation_message(error.errors()))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        return error_response(error.status_code, str(error.detail), error.headers)
+
+    @app.exception_handler(Exception)
+    async def failure(request: Request, error: Exception) -> JSONResponse:
+        log.error("request failed", path=request.url.path, error=repr(error))
+        return error_response(500, f"internal error ({type(error).__name__}); the call may be retried")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

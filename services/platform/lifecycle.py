@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -53,3 +54,18 @@ async def running(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class TimeSlices:
+    """Long CPU-bound loops (evaluating conditions over a page of twins) hand the event loop back
+    every `slice_seconds`, so requests and deliveries are answered meanwhile rather than after."""
+
+    def __init__(self, slice_seconds: float = 0.005) -> None:
+        self.slice_seconds = slice_seconds
+        self._since = time.monotonic()
+
+    async def pause(self) -> None:
+        now = time.monotonic()
+        if now - self._since >= self.slice_seconds:
+            await asyncio.sleep(0)
+            self._since = time.monotonic()

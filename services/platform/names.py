@@ -2,12 +2,18 @@
 
 STATE_STORE = "twin-state"
 """Twin documents (state.redis locally; Redis/PostgreSQL/Cosmos DB in clouds)."""
+AUTH_STORE = "twin-auth"
+"""What every cloud app reads alike (API key records): one state component whose keys are not
+prefixed by app id (`keyPrefix: name`); only the twin-store writes it."""
 INTERNAL_PUBSUB = "twin-events"
 """Internal events between cloud apps (pubsub.redis Streams locally)."""
 DEVICE_BROKER = "device-broker"
 """The MQTT broker devices connect to (pubsub.mqtt3)."""
 
 TWIN_STORE_APP = "twin-store"
+"""Also owns API keys (`/v1/api-keys`) and keeps the audit trail (`/v1/audit`)."""
+INGRESS_APP = "ingress"
+"""The Dapr-enabled ingress operators reach the APIs through (the local stack's gateway)."""
 DELTA_APP = "delta"
 SHARED_SUBSCRIPTION_GROUP = "twin-store"
 COMMANDS_APP = "commands"

@@ -115,10 +115,10 @@ class Sidecar:
         if self._client_ready is not None and self._client_ready.done():
             await self._client_ready.result().close()  # type: ignore[no-untyped-call]
 
-    async def get_many(self, keys: Sequence[str]) -> dict[str, Stored]:
+    async def get_many(self, keys: Sequence[str], store: str = STATE_STORE) -> dict[str, Stored]:
         if not keys:
             return {}
-        response = await self.call("get_bulk_state", STATE_STORE, list(keys), parallelism=8)
+        response = await self.call("get_bulk_state", store, list(keys), parallelism=8)
         found: dict[str, Stored] = {}
         for item in response.items:
             if item.error:
@@ -127,10 +127,10 @@ class Sidecar:
             found[item.key] = Stored(item.key, value, item.etag or None)
         return {key: found.get(key, Stored(key, None, None)) for key in keys}
 
-    async def get(self, key: str) -> Stored:
-        return (await self.get_many([key]))[key]
+    async def get(self, key: str, store: str = STATE_STORE) -> Stored:
+        return (await self.get_many([key], store))[key]
 
-    async def write_each(self, writes: Sequence[Write]) -> None:
+    async def write_each(self, writes: Sequence[Write], store: str = STATE_STORE) -> None:
         """Write every item, each conditional on its own ETag (first-write concurrency, so an item
         without an ETag is only created, never overwritten). Raises `WriteFailed` when any item was
         refused; the others may have landed (stores do not roll back), so callers re-read."""
@@ -147,12 +147,12 @@ class Sidecar:
             for w in writes
         ]
         try:
-            await self.call("save_bulk_state", STATE_STORE, items)
+            await self.call("save_bulk_state", store, items)
         except (grpc.aio.AioRpcError, DaprGrpcError) as error:
             raise WriteFailed(str(error.details())) from error
 
-    async def delete(self, key: str) -> None:
-        await self.call("delete_state", STATE_STORE, key)
+    async def delete(self, key: str, store: str = STATE_STORE) -> None:
+        await self.call("delete_state", store, key)
 
     async def publish_device(
         self, topic: str, payload: dict[str, Any], encoding: WireEncoding = WireEncoding.JSON

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from services.domain.json_values import JsonObject
+from services.platform.names import STATE_STORE
 from services.platform.sidecar import Sidecar, SidecarTimeout, Stored, Write, WriteFailed
 
 R = TypeVar("R")
@@ -77,24 +78,26 @@ def _clean(stored: Stored) -> Stored:
 class StateRepository:
     """The state store as every app uses it (one per process, over its sidecar)."""
 
-    def __init__(self, sidecar: Sidecar, policy: RetryPolicy = CONFLICTS) -> None:
+    def __init__(self, sidecar: Sidecar, policy: RetryPolicy = CONFLICTS, store: str = STATE_STORE) -> None:
         self.sidecar = sidecar
         self.policy = policy
+        self.store = store
+        """The Dapr state component (`twin-state`; `twin-auth` for what every app reads alike)."""
 
     async def ping(self) -> None:
         """Raise unless the store answers a read (readiness)."""
-        await self.sidecar.get(PROBE_KEY)
+        await self.sidecar.get(PROBE_KEY, self.store)
 
     async def get(self, key: str) -> Stored:
-        return _clean(await self.sidecar.get(key))
+        return _clean(await self.sidecar.get(key, self.store))
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, Stored]:
-        return {key: _clean(stored) for key, stored in (await self.sidecar.get_many(keys)).items()}
+        return {key: _clean(stored) for key, stored in (await self.sidecar.get_many(keys, self.store)).items()}
 
     async def create(self, key: str, value: JsonObject, ttl_seconds: int | None = None) -> bool:
         """Write `value` under `key` only if the key is absent; False when it exists."""
         try:
-            await self.sidecar.write_each([Write(key, value, None, ttl_seconds)])
+            await self.sidecar.write_each([Write(key, value, None, ttl_seconds)], self.store)
         except WriteFailed:
             if (await self.get(key)).value is not None:
                 return False
@@ -104,10 +107,10 @@ class StateRepository:
     async def write(self, key: str, value: JsonObject, etag: str | None, ttl_seconds: int | None = None) -> None:
         """One conditional write on the ETag the caller read; raises `WriteFailed` on a lost race
         (for callers whose retry is a redelivery, not a loop)."""
-        await self.sidecar.write_each([Write(key, value, etag, ttl_seconds)])
+        await self.sidecar.write_each([Write(key, value, etag, ttl_seconds)], self.store)
 
     async def delete(self, key: str) -> None:
-        await self.sidecar.delete(key)
+        await self.sidecar.delete(key, self.store)
 
     async def update(self, key: str, step: Step[R]) -> R:
         """Read `key`, run `step`, write what it asks conditionally; on a lost race read and step
@@ -122,7 +125,7 @@ class StateRepository:
             try:
                 await self.write(key, {**put.value, WRITE_ID: write_id}, stored.etag, put.ttl_seconds)
             except (WriteFailed, SidecarTimeout):
-                if ((await self.sidecar.get(key)).value or {}).get(WRITE_ID) == write_id:
+                if ((await self.sidecar.get(key, self.store)).value or {}).get(WRITE_ID) == write_id:
                     return result  # it landed after all
                 await asyncio.sleep(self.policy.delay(attempt))
                 continue
@@ -145,10 +148,10 @@ class StateRepository:
                 for key, put in puts.items()
             ]
             try:
-                await self.sidecar.write_each(writes)
+                await self.sidecar.write_each(writes, self.store)
                 return
             except (WriteFailed, SidecarTimeout):
-                again = await self.sidecar.get_many(list(puts))
+                again = await self.sidecar.get_many(list(puts), self.store)
                 pending = [k for k in puts if (again[k].value or {}).get(WRITE_ID) != write_id]
             if not pending:
                 return

@@ -9,7 +9,7 @@ import asyncio
 import time
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 
 from services.contracts.rollout import (
@@ -28,7 +28,8 @@ from services.contracts.rollout import (
     RetryBody,
     RolloutProgress,
 )
-from services.domain.errors import bad_request, conflict
+from services.domain.access import Scope, covers
+from services.domain.errors import bad_request, conflict, forbidden
 from services.domain.rollout.configuration import (
     Action,
     Configuration,
@@ -43,6 +44,7 @@ from services.domain.rollout.configuration import (
 )
 from services.domain.rollout.progress import rollout_progress
 from services.domain.rollout.twin_plan import Outcome
+from services.platform.auth import Caller
 from services.platform.http import provided
 from services.platform.sidecar import WriteFailed
 from services.rollout.metrics import forget, record_operator
@@ -66,7 +68,18 @@ async def _loaded(reconciler: Rollouts) -> None:
         raise HTTPException(503, "configurations are still loading; try again") from None
 
 
-router = APIRouter(prefix="/v1/configurations", tags=["configurations"], dependencies=[Depends(_loaded)])
+async def _in_scope(request: Request, reconciler: Rollouts, caller: Caller) -> None:
+    """A scoped caller reaches only configurations created within its scope (403 otherwise)."""
+    configuration_id = request.path_params.get("configuration_id")
+    if configuration_id is not None and caller.scope:
+        configuration = reconciler.store.get(configuration_id)
+        if not covers(caller.scope, configuration.scope):
+            raise forbidden(f"configuration {configuration_id} is not within your scope")
+
+
+router = APIRouter(
+    prefix="/v1/configurations", tags=["configurations"], dependencies=[Depends(_loaded), Depends(_in_scope)]
+)
 
 
 def _parse(model: type[M], body: Any) -> M:
@@ -106,20 +119,24 @@ def view(reconciler: Reconciler, configuration: Configuration) -> ConfigurationV
         activated_at=configuration.activated_at,
         updated_at=configuration.updated_at,
         progress=progress(reconciler, configuration),
+        scope=configuration.scope,
     )
 
 
 @router.post("", status_code=201, response_model=ConfigurationView)
-async def create(reconciler: Rollouts, settings: Settings, body: Annotated[Any, Body()]) -> ConfigurationView:
-    """A new configuration, in draft: nothing is written to twins until it is activated."""
-    configuration = new_configuration(_spec(settings, body), int(time.time()))
+async def create(
+    reconciler: Rollouts, settings: Settings, caller: Caller, body: Annotated[Any, Body()]
+) -> ConfigurationView:
+    """A new configuration, in draft: nothing is written to twins until it is activated. A scoped
+    caller's configuration targets only twins within its scope."""
+    configuration = new_configuration(_spec(settings, body), int(time.time()), caller.scope)
     await reconciler.store.create(configuration)
     return view(reconciler, configuration)
 
 
 @router.get("", response_model=ConfigurationList)
-async def list_configurations(reconciler: Rollouts) -> ConfigurationList:
-    items = sorted(reconciler.store.all(), key=lambda c: c.created_at)
+async def list_configurations(reconciler: Rollouts, caller: Caller) -> ConfigurationList:
+    items = sorted((c for c in reconciler.store.all() if covers(caller.scope, c.scope)), key=lambda c: c.created_at)
     return ConfigurationList(items=[view(reconciler, c) for c in items])
 
 
@@ -224,13 +241,15 @@ async def release(reconciler: Rollouts, configuration_id: str, body: Annotated[A
 
 
 @router.post("/preview", response_model=PreviewView)
-async def preview_spec(reconciler: Rollouts, settings: Settings, body: Annotated[Any, Body()]) -> PreviewView:
+async def preview_spec(
+    reconciler: Rollouts, settings: Settings, caller: Caller, body: Annotated[Any, Body()]
+) -> PreviewView:
     """A dry run of a spec (`{"spec": {...}}`, not stored): the twins it would select, the keys each
     would win or lose, the projected stage timeline under its pace and windows."""
     asked = _parse(PreviewBody, body)
     if asked.spec is None:
         raise bad_request("spec: a configuration spec to preview is required (or POST …/{id}/preview)")
-    return await _preview(reconciler, settings, _spec(settings, asked.spec), asked)
+    return await _preview(reconciler, settings, _spec(settings, asked.spec), asked, caller.scope)
 
 
 @router.post("/{configuration_id}/preview", response_model=PreviewView)
@@ -244,11 +263,11 @@ async def preview_stored(
     configuration = reconciler.store.get(configuration_id)
     if configuration.state is not ConfigurationState.DRAFT:
         raise conflict(f"configuration {configuration_id} is {configuration.state}: a preview is for drafts")
-    return await _preview(reconciler, settings, configuration.spec, asked)
+    return await _preview(reconciler, settings, configuration.spec, asked, configuration.scope)
 
 
 async def _preview(
-    reconciler: Reconciler, settings: RolloutSettings, spec: ConfigurationSpec, body: PreviewBody
+    reconciler: Reconciler, settings: RolloutSettings, spec: ConfigurationSpec, body: PreviewBody, scope: Scope
 ) -> PreviewView:
     return await dry_run(
         spec,
@@ -257,6 +276,7 @@ async def _preview(
         reconciler.twins,
         page=settings.rollout_page,
         tick=settings.rollout_tick_seconds,
+        scope=scope,
     )
 
 

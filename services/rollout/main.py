@@ -11,14 +11,14 @@ from typing import Any
 import svcs
 from fastapi import FastAPI, Request
 
-from services.clients.base import app_url
-from services.clients.twin_store import TwinStoreClient
+from services.clients.twin_store import twin_store_client
 from services.contracts.events import DEVICE_EVENTS_TOPIC, TWIN_CHANGED_TOPIC, DeviceEventRecorded, TwinChanged
 from services.platform.cloudevents import handle_bulk, subscription
 from services.platform.http import install_common
 from services.platform.lifecycle import register_platform, running, running_sidecar
-from services.platform.names import INTERNAL_PUBSUB, ROLLOUT_APP, TWIN_STORE_APP
+from services.platform.names import INTERNAL_PUBSUB, ROLLOUT_APP
 from services.platform.sidecar import Sidecar
+from services.rollout.access import RULES
 from services.rollout.api import Rollouts, router
 from services.rollout.reconciler import Reconciler
 from services.rollout.settings import RolloutSettings, get_rollout_settings
@@ -31,10 +31,9 @@ DEVICE_EVENTS_ROUTE = "/events/device-events"
 @svcs.fastapi.lifespan
 async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None]:
     settings = get_rollout_settings()
-    twin_store = app_url(TWIN_STORE_APP, settings.dapr_http_port, settings.twin_store_url)
     async with (
         running_sidecar(ROLLOUT_APP, Sidecar(*settings.sidecar_args())) as sidecar,
-        TwinStoreClient(twin_store, timeout=60) as twins,
+        twin_store_client(settings, timeout=60) as twins,
     ):
         state = register_platform(registry, sidecar)
         reconciler = Reconciler(ConfigurationStore(state), twins, settings)
@@ -45,7 +44,7 @@ async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None
 
 
 app = FastAPI(title="Twinfleet rollout", version="0.1.0", lifespan=lifespan)
-install_common(app)
+install_common(app, RULES, ROLLOUT_APP)
 app.include_router(router)
 
 

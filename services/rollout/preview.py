@@ -15,6 +15,7 @@ from services.contracts.rollout import (
     PreviewView,
     StageProjection,
 )
+from services.domain.access import Scope
 from services.domain.errors import bad_request
 from services.domain.rollout.configuration import CompiledConfiguration, activate, new_configuration
 from services.domain.rollout.membership import rank
@@ -32,13 +33,15 @@ async def preview(
     *,
     page: int,
     tick: float,
+    scope: Scope | None = None,
 ) -> PreviewView:
-    """What activating `spec` at `body.start_at` would do, against the configurations `in_force`."""
+    """What activating `spec` at `body.start_at` would do, against the configurations `in_force`;
+    created within `scope`, it selects only twins within it (as the real configuration would)."""
     timeout = spec.rollout.device_timeout_seconds
     if timeout is not None and body.assume_seconds >= timeout:
         raise bad_request(f"assumeSeconds ({body.assume_seconds}) must be below the device timeout ({timeout}s)")
     start = float(body.start_at if body.start_at is not None else int(time.time()))
-    candidate = CompiledConfiguration(activate(new_configuration(spec, int(start)), int(start)))
+    candidate = CompiledConfiguration(activate(new_configuration(spec, int(start), scope), int(start)))
     configurations = {cid: c for cid, c in in_force.items() if cid != spec.id and c.configuration.state.live} | {
         spec.id: candidate
     }

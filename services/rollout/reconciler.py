@@ -40,6 +40,7 @@ from services.domain.rollout.twin_plan import (
     plan_twin,
     same_attempt,
 )
+from services.platform.lifecycle import TimeSlices
 from services.platform.sidecar import WriteFailed
 from services.rollout.metrics import EVALUATIONS, EVENTS_KEPT, WRITES, record_decision, record_mark, record_stats
 from services.rollout.settings import RolloutSettings
@@ -75,6 +76,7 @@ class Reconciler:
         self.outside_window: dict[str, int] = {}
         """Per configuration: waiting twins not admissible in the last round."""
         self._pruned = 0.0
+        self._slices = TimeSlices()
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -125,6 +127,7 @@ class Reconciler:
                                 continue
                             self._observe_view(view, now)
                             seen += 1
+                            await self._slices.pause()
                         await asyncio.sleep(0)
                     break
                 except (ApiError, Unreachable) as error:
@@ -139,6 +142,7 @@ class Reconciler:
         await self.ready.wait()
         now = int(time.time())
         for event in events:
+            await self._slices.pause()
             if event.shadow:
                 continue
             if event.current is None:

@@ -27,6 +27,7 @@ from services.contracts.twins import (
     batch_request_schema,
 )
 from services.contracts.wire import WireEncoding, decode_payload
+from services.domain.access import Principal, check_in_scope, in_scope
 from services.domain.errors import TwinError, bad_request, not_found, too_large
 from services.domain.json_values import JsonObject
 from services.domain.twin.commands import (
@@ -40,6 +41,7 @@ from services.domain.twin.commands import (
 )
 from services.domain.twin.document import TwinDocument
 from services.domain.twin.update import BatchWrite
+from services.platform.auth import Caller
 from services.platform.http import provided
 from services.platform.state import StateRepository
 from services.twin_store.listing import TwinListing
@@ -98,6 +100,7 @@ async def _submit(writer: TwinWriter, command: Command) -> TwinDocument:
 @router.get("", response_model=TwinPage)
 async def list_twins(
     listing: Listing,
+    caller: Caller,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query()] = None,
     view: Annotated[
@@ -105,11 +108,13 @@ async def list_twins(
     ] = "summary",
 ) -> TwinPage:
     """Live twins in key order, at most `limit` at a time; pass `next` back as `cursor` for the
-    next page (`TwinListing` says what a page guarantees)."""
+    next page (`TwinListing` says what a page guarantees). A scoped caller sees only the twins
+    within its scope (so a page may hold fewer than `limit`)."""
     try:
         docs, next_cursor = await listing.page(cursor, limit)
     except ValueError:
         raise bad_request("cursor is not one this API returned") from None
+    docs = [d for d in docs if in_scope(d.tags, caller.scope)]
     items: list[FullTwinSummary | TwinSummary] = [
         FullTwinSummary(
             device_id=d.device_id,
@@ -129,17 +134,18 @@ async def list_twins(
 
 
 @router.post("/batch", response_model=BatchAnswer, openapi_extra={"requestBody": batch_request_schema()})
-async def batch_write(request: Request, writer: Writer) -> BatchAnswer:
+async def batch_write(request: Request, writer: Writer, caller: Caller) -> BatchAnswer:
     """Write up to 1,000 classic twins in one call (desired keys, tags, configuration marks,
     optionally creating them): the items are applied concurrently and share the writer's bulk
     state round trips. Each is answered on its own (200/201/400/404/409/413), in item order; a
     write that changes nothing is `unchanged`, with no new version. The whole call is refused
     for a malformed body or a device named twice (400) and for more than 1,000 items (413)."""
     body = _batch_body(await _require_strict_json(request))
-    return BatchAnswer(results=list(await asyncio.gather(*(_write_item(writer, item) for item in body.items))))
+    items = (_write_item(writer, item, caller) for item in body.items)
+    return BatchAnswer(results=list(await asyncio.gather(*items)))
 
 
-async def _write_item(writer: TwinWriter, item: BatchItem) -> BatchResult:
+async def _write_item(writer: TwinWriter, item: BatchItem, caller: Principal) -> BatchResult:
     """Submit one item to the writer (which bundles it with the others) and answer it; an invalid
     device id refuses that item only."""
     try:
@@ -147,7 +153,7 @@ async def _write_item(writer: TwinWriter, item: BatchItem) -> BatchResult:
     except TwinError as error:
         return _refused(item.device_id, error, None)
     write = BatchWrite(item.create, item.desired, item.tags, item.configurations, item.if_version)
-    return _batch_result(item, await writer.submit(BatchWriteCommand(address, write)))
+    return _batch_result(item, await writer.submit(BatchWriteCommand(address, write, caller.scope)))
 
 
 def _batch_body(payload: Any) -> BatchBody:
@@ -205,7 +211,7 @@ def _refused(device_id: str, error: TwinError, doc: TwinDocument | None) -> Batc
 
 
 @router.get("/{device_id}", response_model=TwinView)
-async def get_twin(state: State, device_id: str, shadow: ShadowQuery = "") -> TwinView:
+async def get_twin(state: State, caller: Caller, device_id: str, shadow: ShadowQuery = "") -> TwinView:
     """The twin: desired, reported, delta, metadata, version, tags."""
     address = _address(device_id, shadow)
     stored = await state.get(address.key)
@@ -214,13 +220,14 @@ async def get_twin(state: State, device_id: str, shadow: ShadowQuery = "") -> Tw
     doc = TwinDocument.model_validate(stored.value)
     if not doc.exists:
         raise not_found(f"no twin exists for {device_id}")
+    check_in_scope(f"device {device_id}", doc.tags, caller.scope)
     return twin_view(doc)
 
 
 @router.put("/{device_id}", status_code=201, response_model=TwinView)
-async def create_twin(writer: Writer, device_id: str, shadow: ShadowQuery = "") -> TwinView:
+async def create_twin(writer: Writer, caller: Caller, device_id: str, shadow: ShadowQuery = "") -> TwinView:
     """Register an empty twin; 409 if it exists."""
-    return twin_view(await _submit(writer, CreateTwin(_address(device_id, shadow))))
+    return twin_view(await _submit(writer, CreateTwin(_address(device_id, shadow), caller.scope)))
 
 
 async def _require_strict_json(request: Request) -> Any:
@@ -237,6 +244,7 @@ async def _require_strict_json(request: Request) -> Any:
 async def patch_desired(
     request: Request,
     writer: Writer,
+    caller: Caller,
     device_id: str,
     patch: Annotated[JsonObject, Body(description="partial desired state; null deletes a key")],
     shadow: ShadowQuery = "",
@@ -244,7 +252,7 @@ async def patch_desired(
 ) -> TwinView:
     """Merge a desired-state patch; `If-Match: "<version>"` makes it conditional (409)."""
     await _require_strict_json(request)
-    command = DesiredPatch(_address(device_id, shadow), patch, _expected_version(if_match))
+    command = DesiredPatch(_address(device_id, shadow), patch, _expected_version(if_match), caller.scope)
     return twin_view(await _submit(writer, command))
 
 
@@ -252,6 +260,7 @@ async def patch_desired(
 async def patch_tags(
     request: Request,
     writer: Writer,
+    caller: Caller,
     device_id: str,
     patch: Annotated[JsonObject, Body(description="tags to set; null deletes one")],
     shadow: ShadowQuery = "",
@@ -259,14 +268,15 @@ async def patch_tags(
 ) -> TwinView:
     """Merge tags (never sent to the device)."""
     await _require_strict_json(request)
-    command = TagPatch(_address(device_id, shadow), patch, _expected_version(if_match))
+    command = TagPatch(_address(device_id, shadow), patch, _expected_version(if_match), caller.scope)
     return twin_view(await _submit(writer, command))
 
 
 @router.delete("/{device_id}", response_model=DeletedTwin)
 async def delete_twin(
-    writer: Writer, device_id: str, shadow: ShadowQuery = "", if_match: IfMatch = None
+    writer: Writer, caller: Caller, device_id: str, shadow: ShadowQuery = "", if_match: IfMatch = None
 ) -> DeletedTwin:
     """Delete the twin; its version is kept, so a re-created twin continues above it."""
-    doc = await _submit(writer, DeleteTwin(_address(device_id, shadow), _expected_version(if_match)))
+    command = DeleteTwin(_address(device_id, shadow), _expected_version(if_match), caller.scope)
+    doc = await _submit(writer, command)
     return DeletedTwin(device_id=doc.device_id, shadow=doc.shadow, version=doc.version)

@@ -14,6 +14,8 @@ class TwinStoreSettings(LimitsSettings):
     """How long the twin-store waits to fill a batch once the first request arrived."""
     publish_concurrency: int = 256
     """Most device-broker replies in flight at once."""
+    audit_retention_seconds: int = 90 * 24 * 3600
+    """How long audit records are kept."""
 
 
 @lru_cache(maxsize=1)

@@ -90,7 +90,7 @@ async def kill_midway(stack: Stack, name: str, progress: list[int], killed: list
 
 
 async def check(stack: Stack, ids: list[str]) -> None:
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=20) as api:
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=stack.headers, timeout=20) as api:
         for device_id in ids:
             twin = (await api.get(f"/v1/twins/{device_id}")).json()
             assert twin["state"]["reported"] == {"seq": UPDATES - 1, "done": True}, device_id

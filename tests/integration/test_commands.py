@@ -81,7 +81,7 @@ async def device(
 @pytest.fixture(scope="module")
 async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     """The commands app's REST API (overrides the twin-store's `api` of conftest)."""
-    async with httpx.AsyncClient(base_url=stack.app_url(COMMANDS_APP), timeout=20) as client:
+    async with httpx.AsyncClient(base_url=stack.app_url(COMMANDS_APP), headers=stack.headers, timeout=20) as client:
         yield client
 
 

@@ -135,7 +135,7 @@ def sink_events(stack: Stack, device: str) -> list[dict[str, Any]]:
 
 
 async def cursor(stack: Stack, device: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=stack.app_url(EVENTS_APP), timeout=5) as client:
+    async with httpx.AsyncClient(base_url=stack.app_url(EVENTS_APP), headers=stack.headers, timeout=5) as client:
         response = await client.get(f"/v1/devices/{device}/events/cursor")
         return response.json() if response.status_code == 200 else {}
 
@@ -224,7 +224,7 @@ async def test_events_survive_the_cloud_events_sidecar_dying_mid_stream(
 
 
 async def command_status(stack: Stack, device: str, command_id: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=stack.app_url(COMMANDS_APP), timeout=5) as client:
+    async with httpx.AsyncClient(base_url=stack.app_url(COMMANDS_APP), headers=stack.headers, timeout=5) as client:
         return (await client.get(f"/v1/devices/{device}/commands/{command_id}")).json()  # type: ignore[no-any-return]
 
 
@@ -234,7 +234,7 @@ async def test_durable_commands_reach_the_agent_when_it_comes_back_and_run_once(
     device = "agent-commands"
     agent = start_agent(device)
     await eventually(lambda: _status(agent, lambda s: s["connected"]), what="agent connected")
-    async with httpx.AsyncClient(base_url=stack.app_url(COMMANDS_APP), timeout=10) as client:
+    async with httpx.AsyncClient(base_url=stack.app_url(COMMANDS_APP), headers=stack.headers, timeout=10) as client:
         online = (await client.post(f"/v1/devices/{device}/commands", json={"name": "ping", "ttlSeconds": 60})).json()
         done = await eventually(lambda: _command_done(stack, device, online["id"]), what="command run while online")
         assert done["status"] == "SUCCEEDED" and "pong" in done["result"]

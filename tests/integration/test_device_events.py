@@ -94,7 +94,7 @@ async def publish(client: aiomqtt.Client, device_id: str, payloads: Sequence[byt
 
 
 async def cursor(stack: Stack, device_id: str) -> dict[str, Any] | None:
-    async with httpx.AsyncClient(base_url=stack.app_url(EVENTS_APP), timeout=5) as http:
+    async with httpx.AsyncClient(base_url=stack.app_url(EVENTS_APP), headers=stack.headers, timeout=5) as http:
         response = await http.get(f"/v1/devices/{device_id}/events/cursor")
     if response.status_code == 404:
         return None
@@ -144,7 +144,7 @@ async def topic_seqs(stack: Stack, device_id: str) -> list[int]:
 
 
 async def metric(stack: Stack, name: str, labels: str) -> float:
-    async with httpx.AsyncClient(timeout=5) as http:
+    async with httpx.AsyncClient(headers=stack.headers, timeout=5) as http:
         text = (await http.get(f"{stack.app_url(EVENTS_APP)}/metrics")).text
     for line in text.splitlines():
         if line.startswith(f"{name}{{{labels}}} "):
@@ -210,7 +210,7 @@ async def test_malformed_batches_are_dropped_counted_and_write_nothing(stack: St
 
 
 async def test_cursor_of_an_unknown_device_is_404_and_a_bad_id_400(stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=stack.app_url(EVENTS_APP), timeout=5) as http:
+    async with httpx.AsyncClient(base_url=stack.app_url(EVENTS_APP), headers=stack.headers, timeout=5) as http:
         assert (await http.get("/v1/devices/nobody-here/events/cursor")).status_code == 404
         assert (await http.get("/v1/devices/bad%20id/events/cursor")).status_code == 400
 

@@ -242,6 +242,10 @@ def test_the_deployment_runs_one_locked_down_agent_with_its_sidecar(docs: list[d
     assert annotations["dapr.io/app-port"] == "8000"
     assert annotations["dapr.io/config"] == only(docs, "Configuration")["metadata"]["name"]
     assert annotations["dapr.io/enable-metrics"] == "true" and annotations["dapr.io/log-level"]
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    for kind in ("app", "api"):  # the agent and its sidecar take calls only from each other
+        name = annotations[f"dapr.io/{kind}-token-secret"]
+        assert name in secrets and secrets[name]["data"]["token"]
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     (agent,) = pod["spec"]["containers"]
     assert agent["command"][:4] == ["python", "-m", "uvicorn", "services.device_agent.main:app"]
@@ -263,6 +267,8 @@ def test_the_deployment_runs_one_locked_down_agent_with_its_sidecar(docs: list[d
 def test_the_agent_environment(docs: list[dict[str, Any]]) -> None:
     (agent,) = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in agent["env"]}
+    assert env.pop("APP_API_TOKEN") == {"secretKeyRef": {"name": f"{RELEASE}-app-token", "key": "token"}}
+    assert env.pop("DAPR_API_TOKEN") == {"secretKeyRef": {"name": f"{RELEASE}-api-token", "key": "token"}}
     assert env == {
         "TWINFLEET_DEVICE_ID": DEVICE,
         "TWINFLEET_WIRE_ENCODING": "json",
@@ -291,13 +297,14 @@ def test_the_cloud_broker_uses_the_devices_secret_client_id_and_persistent_sessi
     assert metadata["consumerID"]["value"] == DEVICE
     assert metadata["cleanSession"]["value"] == "false"
     assert only(docs, "Component", names.AGENT_STATE)["spec"]["type"] == "state.sqlite"
-    assert not [d for d in docs if d["kind"] == "Secret"]  # created by hand, outside the release
+    tokens = {f"{RELEASE}-app-token", f"{RELEASE}-api-token"}
+    assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] not in tokens]  # made by hand
 
 
 def test_a_lab_release_can_create_the_broker_secret(tools: Tools) -> None:
     url = "tcp://kitchen-sensor:pw@192.0.2.10:1883"
     docs = documents(render(tools, f"device.brokerUrl={url}"))
-    secret = only(docs, "Secret")
+    secret = only(docs, "Secret", f"{RELEASE}-broker")
     assert secret["metadata"]["name"] == f"{RELEASE}-broker" and secret["stringData"] == {"url": url}
 
 

@@ -87,7 +87,7 @@ async def test_two_replicas_racing_on_one_twin_lose_no_update(stack: Stack) -> N
 
     async def writer(base_url: str) -> int:
         conflicts = 0
-        async with httpx.AsyncClient(base_url=base_url, timeout=20) as client:
+        async with httpx.AsyncClient(base_url=base_url, headers=stack.headers, timeout=20) as client:
             done = 0
             while done < increments:
                 current = (await client.get(f"/v1/twins/{device_id}")).json()
@@ -104,10 +104,10 @@ async def test_two_replicas_racing_on_one_twin_lose_no_update(stack: Stack) -> N
                 done += 1
         return conflicts
 
-    async with httpx.AsyncClient(base_url=stack.api_url) as client:
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=stack.headers) as client:
         assert (await client.put(f"/v1/twins/{device_id}")).status_code == 201
     conflicts = await asyncio.gather(writer(stack.api_url), writer(stack.app_url(replica)))
-    async with httpx.AsyncClient(base_url=stack.api_url) as client:
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=stack.headers) as client:
         twin = (await client.get(f"/v1/twins/{device_id}")).json()
     assert twin["state"]["desired"]["count"] == 2 * increments
     assert twin["version"] == 1 + 2 * increments
@@ -142,7 +142,7 @@ async def test_concurrent_first_writes_on_two_replicas_both_land(stack: Stack) -
     )
     for round_ in range(5):
         device_id = new_device_id(f"born{round_}")
-        async with httpx.AsyncClient(timeout=20) as client:
+        async with httpx.AsyncClient(headers=stack.headers, timeout=20) as client:
             responses = await asyncio.gather(
                 *(
                     client.patch(f"{base}/v1/twins/{device_id}/desired", json={f"k{i}": i})
@@ -157,7 +157,7 @@ async def test_concurrent_first_writes_on_two_replicas_both_land(stack: Stack) -
 
 async def test_every_app_is_ready_only_when_its_sidecar_and_store_answer(stack: Stack) -> None:
     """`/readyz` asks the sidecar and the state store (`/healthz` only says the process answers)."""
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(headers=stack.headers, timeout=10) as client:
         for app in stack.ports:
             ready = await client.get(f"{stack.app_url(app)}/readyz")
             assert ready.status_code == 200, (app, ready.text)

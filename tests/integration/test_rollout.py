@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.clients.base import app_url
+from services.clients.base import ApiError, app_url
 from services.clients.twin_store import TwinStoreClient
 from services.contracts.topics import profile
 from services.contracts.twins import BatchItem
@@ -27,7 +27,7 @@ from tests.support.waiting import eventually
 
 @pytest.fixture(scope="module")
 async def rollouts(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.app_url(ROLLOUT_APP), timeout=20) as client:
+    async with httpx.AsyncClient(base_url=stack.app_url(ROLLOUT_APP), headers=stack.headers, timeout=20) as client:
         yield client
 
 
@@ -300,14 +300,27 @@ async def test_the_cli_drives_a_rollout(stack: Stack, api: httpx.AsyncClient) ->
 async def test_the_twin_store_is_reachable_through_dapr_service_invocation(
     stack: Stack, api: httpx.AsyncClient
 ) -> None:
-    """Clusters reach the twin-store through the rollout app's sidecar (locally it is called by
-    address, so stacks side by side stay apart): the invocation path works the same."""
+    """Clusters reach the twin-store through the calling app's sidecar (locally through the
+    callee's, so stacks side by side stay apart): the invocation path works the same. daprd's mDNS resolves
+    app ids machine-wide, round robin, so a call may land on another stack's twin-store: each
+    check is tried until our stack answered it."""
     await create_twins(api, {"invoked-1": {"via": "dapr"}})
-    client = TwinStoreClient(app_url(TWIN_STORE_APP, stack.ports[ROLLOUT_APP].http))
+    rollout = TwinStoreClient(app_url(TWIN_STORE_APP, stack.ports[ROLLOUT_APP].http), headers=stack.headers)
     try:
-        seen = [t.device_id async for page in client.pages(250) for t in page]
-        assert "invoked-1" in seen
-        results = await client.write([BatchItem(device_id="invoked-1", if_version=2, desired={"via": 1})])
-        assert (results[0].status, results[0].version) == (200, 3)
+        for _ in range(20):
+            with contextlib.suppress(ApiError):
+                if "invoked-1" in [t.device_id async for page in rollout.pages(250) for t in page]:
+                    break
+        else:
+            raise AssertionError("the rollout app's sidecar never reached this stack's twin-store")
+        for _ in range(20):
+            with contextlib.suppress(ApiError):
+                results = await rollout.write([BatchItem(device_id="invoked-1", if_version=2, desired={"via": 1})])
+                if results[0].status == 200:
+                    assert results[0].version == 3
+                    break
+        else:
+            raise AssertionError("the rollout app's batch write never landed")
+        assert (await api.get("/v1/twins/invoked-1")).json()["state"]["desired"] == {"via": 1}
     finally:
-        await client.close()
+        await rollout.close()

@@ -33,7 +33,7 @@ UPDATE = {"software": {"artifact": "fw-2.0.0", "version": "2.0.0"}}
 
 @pytest.fixture(scope="module")
 async def rollouts(stack: Stack) -> AsyncIterator[RolloutClient]:
-    async with RolloutClient(stack.app_url(ROLLOUT_APP), timeout=30) as client:
+    async with RolloutClient(stack.app_url(ROLLOUT_APP), timeout=30, headers=stack.headers) as client:
         yield client
 
 
@@ -46,7 +46,10 @@ async def fleet(
 ) -> AsyncIterator[dict[str, SimulatedDevice]]:
     """Simulated devices (own MQTT connection each), tagged once their twins exist."""
     passwords = stack.provision_devices(ids)
-    async with contextlib.AsyncExitStack() as exits, httpx.AsyncClient(base_url=stack.api_url, timeout=20) as api:
+    async with (
+        contextlib.AsyncExitStack() as exits,
+        httpx.AsyncClient(base_url=stack.api_url, headers=stack.headers, timeout=20) as api,
+    ):
         devices: dict[str, SimulatedDevice] = {}
         runs = []
         for device_id in ids:
@@ -318,7 +321,7 @@ async def _has_mark(api: httpx.AsyncClient, device_id: str, cid: str) -> bool:
 
 
 async def test_new_operations_refuse_bad_input_and_change_nothing(rollouts: RolloutClient, stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=stack.app_url(ROLLOUT_APP), timeout=20) as http:
+    async with httpx.AsyncClient(base_url=stack.app_url(ROLLOUT_APP), headers=stack.headers, timeout=20) as http:
         never = {
             "id": "bad-sig",
             "targetCondition": "false",

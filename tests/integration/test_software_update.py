@@ -92,13 +92,13 @@ async def relay(stack: Stack) -> AsyncIterator[Relay]:
 
 @pytest.fixture(scope="module")
 async def firmware(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.app_url(FIRMWARE_APP), timeout=30) as client:
+    async with httpx.AsyncClient(base_url=stack.app_url(FIRMWARE_APP), headers=stack.headers, timeout=30) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
 async def rollouts(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.app_url(ROLLOUT_APP), timeout=30) as client:
+    async with httpx.AsyncClient(base_url=stack.app_url(ROLLOUT_APP), headers=stack.headers, timeout=30) as client:
         yield client
 
 
@@ -363,7 +363,7 @@ async def test_only_the_targeted_device_can_download(
         response = await firmware.post(f"/v1/artifacts/{of}/urls", json={"deviceId": device_id, **extra})
         # straight to the app, not through the relay (which would make every peer 127.0.0.1)
         return str(response.json()["url"]).replace(
-            STACK_ENV["TWINFLEET_FIRMWARE_PUBLIC_URL"], stack.app_url(FIRMWARE_APP)
+            STACK_ENV["TWINFLEET_FIRMWARE_PUBLIC_URL"], stack.direct_url(FIRMWARE_APP)
         )
 
     async def refused(response: httpx.Response, why: str) -> None:
@@ -382,7 +382,7 @@ async def test_only_the_targeted_device_can_download(
     await refused(await firmware.get(short), "expired")
     # bound to 127.0.0.2, fetched straight from the app (the relay would make every peer 127.0.0.1)
     pinned = (await url_for(a, ip="127.0.0.2")).replace(
-        STACK_ENV["TWINFLEET_FIRMWARE_PUBLIC_URL"], str(firmware.base_url)
+        STACK_ENV["TWINFLEET_FIRMWARE_PUBLIC_URL"], stack.direct_url(FIRMWARE_APP)
     )
     await refused(await firmware.get(pinned), "another address")
     async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"), timeout=30) as there:

@@ -20,6 +20,7 @@ def test_every_target_renders_the_same_components(target: str) -> None:
     rendered = {d["metadata"]["name"]: d for d in docs.values() if d["kind"] == "Component"}
     assert set(rendered) == {
         names.STATE_STORE,
+        names.AUTH_STORE,
         names.INTERNAL_PUBSUB,
         names.DEVICE_BROKER,
         names.EVENTS_SINK,
@@ -41,9 +42,9 @@ def test_every_target_renders_the_same_components(target: str) -> None:
     assert sink_meta["direction"]["value"] == "output"
     if target == "aks":  # credentials never inline outside local runs
         assert "secretKeyRef" in sink_meta["accountKey"]
-    for doc in docs.values():
+    for file_name, doc in docs.items():
         assert doc["apiVersion"] == "dapr.io/v1alpha1"
-        if target != "local":
+        if target != "local" and file_name != "daprsystem.yaml":
             assert doc["metadata"]["namespace"] == "twinfleet"
     resiliency = docs["resiliency.yaml"]["spec"]["targets"]["components"]
     assert set(resiliency) <= set(rendered)
@@ -53,6 +54,35 @@ def test_every_target_renders_the_same_components(target: str) -> None:
         assert broker["url"]["value"] == "tcp://u:p@127.0.0.1:1883"
     else:  # credentials never inline outside local runs
         assert "secretKeyRef" in broker["url"]
+
+
+@pytest.mark.parametrize("target", ["k3s", "aks"])
+def test_clusters_limit_who_may_invoke_what_over_mtls(target: str) -> None:
+    files = components.render(target, {})
+    control = yaml.safe_load(files["configuration.yaml"])["spec"]["accessControl"]
+    assert control["defaultAction"] == "deny"
+    policies = {p["appId"]: p for p in control["policies"]}
+    assert policies[names.INGRESS_APP]["defaultAction"] == "allow"
+    rollout = policies[names.ROLLOUT_APP]
+    assert rollout["defaultAction"] == "deny"
+    assert {"name": "/v1/twins/batch", "httpVerb": ["POST"], "action": "allow"} in rollout["operations"]
+    for app in (names.TWIN_STORE_APP, names.DELTA_APP):  # they invoke nobody
+        assert app not in policies
+    assert all(op["httpVerb"] == ["GET"] for op in policies[names.FIRMWARE_APP]["operations"])
+    mtls = yaml.safe_load(files["daprsystem.yaml"])["spec"]["mtls"]
+    assert mtls["enabled"] is True and mtls["workloadCertTTL"] == "24h"
+
+
+@pytest.mark.parametrize("target", ["local", "k3s", "aks"])
+def test_every_app_that_checks_api_keys_reads_one_store(target: str) -> None:
+    files = components.render(target, {"redis_port": "1", "mqtt_port": "2", "broker_user": "u", "broker_password": "p"})
+    auth = yaml.safe_load(files[f"{names.AUTH_STORE}.yaml"])
+    meta = {m["name"]: m.get("value") for m in auth["spec"]["metadata"]}
+    assert meta["keyPrefix"] == "name"  # not prefixed by app id: every app reads the same key records
+    assert names.DELTA_APP not in auth["scopes"]
+    if target == "local":  # loopback only, no Sentry: no mTLS, so no access control either
+        assert "daprsystem.yaml" not in files
+        assert "accessControl" not in yaml.safe_load(files["configuration.yaml"])["spec"]
 
 
 def test_local_placeholders_must_be_filled() -> None:

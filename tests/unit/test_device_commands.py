@@ -456,14 +456,14 @@ class MemorySidecar:
         self.race: tuple[str, dict[str, Any]] | None = None
         """(key, value) another writer stores just before our next write of that key."""
 
-    async def get(self, key: str) -> Stored:
+    async def get(self, key: str, store: str = "") -> Stored:
         value, etag, _ = self.items.get(key, (None, None, None))  # type: ignore[arg-type]
         return Stored(key, value, etag)
 
-    async def get_many(self, keys: Sequence[str]) -> dict[str, Stored]:
+    async def get_many(self, keys: Sequence[str], store: str = "") -> dict[str, Stored]:
         return {key: await self.get(key) for key in keys}
 
-    async def write_each(self, writes: Sequence[Write]) -> None:
+    async def write_each(self, writes: Sequence[Write], store: str = "") -> None:
         (write,) = writes  # the commands app writes one key at a time
         await self._save(write.key, write.value, write.etag, write.ttl_seconds)
 

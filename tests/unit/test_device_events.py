@@ -271,11 +271,11 @@ class MemoryStore:
     async def publish_device(self, topic: str, payload: dict[str, Any], encoding: WireEncoding) -> None:
         self.acks.append((topic, payload["next_seq"]))
 
-    async def get(self, key: str) -> Stored:
+    async def get(self, key: str, store: str = "") -> Stored:
         value, etag = self.items.get(key, (None, None))  # type: ignore[arg-type]
         return Stored(key, value, etag)
 
-    async def write_each(self, writes: Sequence[Write]) -> None:
+    async def write_each(self, writes: Sequence[Write], store: str = "") -> None:
         for write in writes:
             if self.race is not None:
                 self.items[write.key] = (self.race, f"race-{self.writes}")

@@ -21,7 +21,7 @@ def app_with(sidecar: Sidecar) -> FastAPI:
         yield
 
     app = FastAPI(lifespan=lifespan)
-    install_common(app)
+    install_common(app, {}, "test")
     return app
 
 

@@ -42,14 +42,14 @@ class MemoryStore:
         self.version += 1
         self.items[key] = (json.loads(json.dumps(value)), str(self.version))
 
-    async def get(self, key: str) -> Stored:
+    async def get(self, key: str, store: str = "") -> Stored:
         value, etag = self.items.get(key, (None, None))  # type: ignore[arg-type]
         return Stored(key, value, etag)
 
-    async def get_many(self, keys: Sequence[str]) -> dict[str, Stored]:
+    async def get_many(self, keys: Sequence[str], store: str = "") -> dict[str, Stored]:
         return {key: await self.get(key) for key in keys}
 
-    async def write_each(self, writes: Sequence[Write]) -> None:
+    async def write_each(self, writes: Sequence[Write], store: str = "") -> None:
         if self.interfere:
             self.put(*self.interfere.pop(0))
         failed = False
@@ -69,7 +69,7 @@ class MemoryStore:
             self.lose_answers -= 1
             raise SidecarTimeout("save_bulk_state did not answer")
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, store: str = "") -> None:
         self.items.pop(key, None)
 
 

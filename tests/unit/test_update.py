@@ -168,3 +168,20 @@ def test_state_view_and_delta_message() -> None:
         "timestamp": 1000,
         "clientToken": "tok",
     }
+
+
+def test_tag_names_values_and_count_are_bounded() -> None:
+    from services.domain.twin.update import MAX_TAGS, create_twin, patch_tags
+
+    twin = create_twin(None, "d", "", 1)
+    for patch, fragment in (
+        ({"": "x"}, "tag names are 1..128 bytes"),
+        ({"k" * 129: "x"}, "tag names are 1..128 bytes"),
+        ({"k": "v" * 257}, "at most 256"),
+        ({f"t{i}": i for i in range(MAX_TAGS + 1)}, f"at most {MAX_TAGS} tags"),
+        ({"k": {"nested": 1}}, "must be a string"),
+    ):
+        with pytest.raises(TwinError) as refused:
+            patch_tags(twin, patch, None, 2)
+        assert int(refused.value.code) == 400 and fragment in refused.value.message
+    assert patch_tags(twin, {"region": "eu"}, None, 2).tags == {"region": "eu"}

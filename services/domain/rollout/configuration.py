@@ -30,6 +30,7 @@ from services.contracts.rollout import (
     InstallTriggers,
     RetryRequest,
 )
+from services.domain.access import Scope
 from services.domain.errors import TwinError, bad_request, conflict, not_found
 from services.domain.rollout.cohorts import check_cohort_policy
 from services.domain.rollout.conditions import TargetCondition, compile_condition
@@ -81,6 +82,8 @@ class Configuration(_Model):
     retry_serial: int = 0
     retry_all: RetryRequest | None = None
     retry_devices: dict[str, RetryRequest] = Field(default_factory=dict)
+    scope: dict[str, str] = Field(default_factory=dict)
+    """The tag scope of whoever created it: its target condition selects only twins within it."""
 
     @property
     def id(self) -> str:
@@ -112,6 +115,8 @@ class CompiledConfiguration:
         spec = configuration.spec
         self.configuration = configuration
         self.target = compile_condition(spec.target_condition)
+        self.scope: Scope = configuration.scope
+        """Its creator's tag scope, ANDed with the target condition (`evaluate_twin`)."""
         policy = spec.rollout
         self.success = _compile_optional("success condition", policy.success_condition)
         self.failure = _compile_optional("failure condition", policy.failure_condition)
@@ -177,8 +182,17 @@ def validate_spec(spec: ConfigurationSpec, limits: Limits) -> CompiledConfigurat
 Action = Literal["activate", "pause", "resume", "cancel"]
 
 
-def new_configuration(spec: ConfigurationSpec, now: int) -> Configuration:
-    return Configuration(spec=spec, created_at=now, updated_at=now, history=[HistoryEntry(at=now, message="created")])
+def new_configuration(spec: ConfigurationSpec, now: int, scope: Scope | None = None) -> Configuration:
+    """A draft; created by a scoped caller, it keeps that scope, and its target condition is ANDed
+    with it (a twin is targeted only if its tags are within the scope and the condition holds), so
+    it can never select a twin outside the scope, whatever the condition says."""
+    return Configuration(
+        spec=spec,
+        created_at=now,
+        updated_at=now,
+        history=[HistoryEntry(at=now, message="created")],
+        scope=dict(scope or {}),
+    )
 
 
 def replace_spec(configuration: Configuration, spec: ConfigurationSpec, now: int) -> Configuration:

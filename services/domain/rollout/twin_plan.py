@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from services.contracts.rollout import ConfigurationState
+from services.domain.access import in_scope
 from services.domain.device.core import FAILED, UNSUPPORTED
 from services.domain.json_values import JsonObject
 from services.domain.rollout import retries
@@ -256,7 +257,7 @@ def evaluate_twin(
     sections = {"tags": tags, "reported": reported, "desired": desired}
     hits: dict[str, Hit] = {}
     for c in compiled:
-        targeted = matches(c.target, variables)
+        targeted = in_scope(tags, c.scope) and matches(c.target, variables)
         mark = marks.get(c.id)
         if not targeted and mark is None:
             continue

@@ -18,6 +18,7 @@ from typing import Any
 from services.contracts.events import DeltaRequested, TwinChanged
 from services.contracts.topics import Operation, Reply, TopicProfile, TwinAddress
 from services.contracts.wire import NotJsonCompatible, WireEncoding, decode_payload, sniff
+from services.domain.access import UNSCOPED, Scope, check_in_scope
 from services.domain.errors import TwinError, not_found, too_large, too_many_requests
 from services.domain.json_values import JsonObject
 from services.domain.twin.document import TwinDocument
@@ -52,6 +53,8 @@ class DesiredPatch:
     address: TwinAddress
     patch: JsonObject
     expected_version: int | None = None
+    scope: Scope = field(default_factory=lambda: UNSCOPED)
+    """The caller's tag scope: a twin outside it is refused (403), before and after the change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +62,14 @@ class TagPatch:
     address: TwinAddress
     patch: JsonObject
     expected_version: int | None = None
+    scope: Scope = field(default_factory=lambda: UNSCOPED)
 
 
 @dataclass(frozen=True, slots=True)
 class DeleteTwin:
     address: TwinAddress
     expected_version: int | None = None
+    scope: Scope = field(default_factory=lambda: UNSCOPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,7 @@ class CreateTwin:
     """Register an empty twin (a device provisioned before it first reports)."""
 
     address: TwinAddress
+    scope: Scope = field(default_factory=lambda: UNSCOPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,7 @@ class BatchWriteCommand:
 
     address: TwinAddress
     write: BatchWrite
+    scope: Scope = field(default_factory=lambda: UNSCOPED)
 
 
 Command = DeviceRequest | DesiredPatch | TagPatch | DeleteTwin | CreateTwin | BatchWriteCommand
@@ -133,6 +140,8 @@ def apply_command(docs: dict[str, TwinDocument | None], command: Command, ctx: C
     effects = Effects()
     try:
         doc = docs.get(key)
+        if command.scope and not isinstance(command, CreateTwin):
+            _check_scope(command.address, doc, command.scope)
         if isinstance(command, DesiredPatch):
             _take(ctx, key)
             outcome = patch_desired(
@@ -162,9 +171,21 @@ def apply_command(docs: dict[str, TwinDocument | None], command: Command, ctx: C
             docs[key] = tombstone
             effects.document = tombstone
             effects.events.append(_event(tombstone, doc, None, "delete", None))
+        if command.scope and effects.document is not None:
+            _check_scope(command.address, effects.document, command.scope)
     except TwinError as error:
+        if docs.get(key) is not doc:  # refused after the change (it left the scope): undo it
+            docs[key] = doc
+            effects.events.clear()
+            effects.document = doc if doc is not None and doc.exists else None
+            effects.created = effects.unchanged = False
         effects.error = error
     return effects
+
+
+def _check_scope(address: TwinAddress, doc: TwinDocument | None, scope: Scope) -> None:
+    """403 unless the twin (as it is, or would become) is within the caller's scope."""
+    check_in_scope(f"device {address.device_id}", doc.tags if doc is not None and doc.exists else None, scope)
 
 
 def _batch_write(

@@ -219,10 +219,8 @@ def patch_tags(doc: TwinDocument | None, patch: JsonObject, expected_version: in
     if doc is None or not doc.exists:
         raise not_found("no twin exists for this device")
     _check_version(expected_version, doc.version)
-    for key, value in patch.items():
-        if isinstance(value, (dict, list)):
-            raise bad_request(f"tag {key!r} must be a string, number, boolean or null")
-    return doc.model_copy(update={"tags": merge_patch(doc.tags, patch), "version": doc.version + 1, "timestamp": now})
+    tags = _merge_tags(doc.tags, patch)
+    return doc.model_copy(update={"tags": tags, "version": doc.version + 1, "timestamp": now})
 
 
 def apply_delete(
@@ -330,14 +328,27 @@ def _merge_desired(
     return desired, merge_metadata(base.desired_metadata, patch, desired, now)
 
 
+MAX_TAGS = 64
+MAX_TAG_KEY_BYTES = 128
+MAX_TAG_VALUE_CHARS = 256
+
+
 def _merge_tags(tags: JsonObject, patch: JsonObject | None) -> JsonObject:
-    """Tags after `patch`: scalars only, null deletes (the `patch_tags` rule)."""
+    """Tags after `patch`: scalars only, null deletes; names 1..128 bytes, string values at most
+    256 characters, at most 64 tags (400 naming what is wrong)."""
     if patch is None:
         return tags
     for key, value in patch.items():
+        if not key or len(key.encode()) > MAX_TAG_KEY_BYTES:
+            raise bad_request(f"tag names are 1..{MAX_TAG_KEY_BYTES} bytes, not {key[:40]!r}")
         if isinstance(value, (dict, list)):
             raise bad_request(f"tag {key!r} must be a string, number, boolean or null")
-    return merge_patch(tags, patch)
+        if isinstance(value, str) and len(value) > MAX_TAG_VALUE_CHARS:
+            raise bad_request(f"tag {key!r} is {len(value)} characters; at most {MAX_TAG_VALUE_CHARS}")
+    merged = merge_patch(tags, patch)
+    if len(merged) > MAX_TAGS:
+        raise bad_request(f"a twin holds at most {MAX_TAGS} tags; this would make {len(merged)}")
+    return merged
 
 
 def _merge_configurations(configurations: JsonObject, patch: JsonObject | None, limits: Limits) -> JsonObject:
