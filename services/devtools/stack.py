@@ -48,7 +48,7 @@ def daprd_binary() -> str:
     if explicit:
         return explicit
     cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet")) / "bin"
-    found = sorted(cache.glob("daprd-*")) if cache.exists() else []
+    found = sorted(cache.glob("daprd-[0-9]*")) if cache.exists() else []
     if not found:
         raise FileNotFoundError("daprd not built yet: run `make setup`")
     return str(found[-1])
