@@ -1,7 +1,7 @@
 """`twin`: the command line for twins and devices (talks to the REST API of a running suite).
 
 One module per command group: `twins` (get, desire, tag, list, delete), `devices`, `commands`,
-`config`; `suite` finds the running suite and calls it.
+`config`, `firmware`; `suite` finds the running suite and calls it.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from services.cli import twins
 from services.cli.commands import commands
 from services.cli.config import configs
 from services.cli.devices import devices
+from services.cli.firmware import firmware
 
 app = typer.Typer(add_completion=False, help="Work with Twinfleet twins and devices.", no_args_is_help=True)
 app.add_typer(devices, name="devices")
 app.add_typer(commands, name="commands")
 app.add_typer(configs, name="config")
+app.add_typer(firmware, name="firmware")
 app.command()(twins.get)
 app.command()(twins.desire)
 app.command()(twins.tag)

@@ -62,6 +62,9 @@ def run(
         (stack.run_dir / "ready").write_text(str(os.getpid()))
         console.print(f"[bold green]Twinfleet is up[/] — REST API {stack.api_url} (docs: {stack.api_url}/docs)")
         console.print(f"MQTT broker 127.0.0.1:{stack.mqtt_port}; {fleet} simulated devices (sim-00000…)")
+        if "azurite" in stack.procs:
+            console.print(f"artifacts in Azure Blob (Azurite) {stack.blob_endpoint}")
+        console.print(f"release keys and the first root (offline in real life): {stack.release_team.directory}")
         for name in (COMMANDS_APP, EVENTS_APP, ROLLOUT_APP, FIRMWARE_APP):
             if name in stack.ports:
                 console.print(f"{name} API {stack.app_url(name)} (docs: {stack.app_url(name)}/docs)")
@@ -93,7 +96,7 @@ def start_agent(stack: Stack, device_id: str) -> LocalAgent:
             "TWINFLEET_SOFTWARE_INSTALLER": "file",
             "TWINFLEET_SOFTWARE_TARGET": str(root / "app" / "firmware.bin"),
             "TWINFLEET_SOFTWARE_FIRMWARE_URL": stack.app_url(FIRMWARE_APP),
-            "TWINFLEET_SOFTWARE_TRUSTED_KEYS": stack.metadata_public_key,
+            "TWINFLEET_SOFTWARE_TRUSTED_ROOT": str(stack.trusted_root),
             "TWINFLEET_SOFTWARE_VERSION": "1.0.0",
         }
     agent = LocalAgent(root, device_id, password, stack.mqtt_port, env)

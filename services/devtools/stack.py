@@ -6,6 +6,7 @@ free loopback ports in a temporary directory).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -15,20 +16,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from services.devtools import components
 from services.devtools.broker import SERVICE_USER, BrokerAccounts, config_text, new_secret
 from services.devtools.processes import ManagedProcess, free_port, wait_for_http, wait_for_port
+from services.devtools.release_team import ReleaseTeam
+from services.domain.software import repository as tuf_rules
 from services.domain.software.grants import device_password
-from services.domain.software.metadata import load_private_key, public_key_hex
 from services.platform.names import (
+    ARTIFACT_STORE_KEY,
     COMMANDS_APP,
     DELTA_APP,
     DOWNLOAD_URL_KEY,
     EVENTS_APP,
     FIRMWARE_APP,
     FLEET_SECRET,
-    METADATA_SIGNING_KEY,
     ROLLOUT_APP,
+    TUF_SNAPSHOT_KEY,
+    TUF_TIMESTAMP_KEY,
     TWIN_STORE_APP,
 )
 
@@ -52,6 +58,23 @@ def daprd_binary() -> str:
     if not found:
         raise FileNotFoundError("daprd not built yet: run `make setup`")
     return str(found[-1])
+
+
+AZURITE_VERSION = "3.35.0"
+BLOB_ACCOUNT = "twinfleet"
+BLOB_CONTAINER = "artifacts"
+
+
+def azurite_binary() -> str:
+    """Azurite's blob service, installed by `make setup` (TWINFLEET_AZURITE, else the cache)."""
+    explicit = os.environ.get("TWINFLEET_AZURITE")
+    cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet"))
+    path = (
+        Path(explicit) if explicit else cache / f"azurite-{AZURITE_VERSION}" / "node_modules" / ".bin" / "azurite-blob"
+    )
+    if not path.exists():
+        raise FileNotFoundError(f"Azurite not installed ({path}): run `make setup`")
+    return str(path)
 
 
 def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
@@ -146,6 +169,7 @@ class Stack:
         apps: Iterable[str] = (TWIN_STORE_APP, DELTA_APP, EVENTS_APP, COMMANDS_APP, ROLLOUT_APP, FIRMWARE_APP),
         app_env: dict[str, str] | None = None,
         redis_fsync: str = "everysec",
+        artifact_store: str = "azure",
     ) -> None:
         self.run_dir = run_dir.resolve()
         self.topic_profile = topic_profile
@@ -154,8 +178,12 @@ class Stack:
         self.redis_fsync = redis_fsync
         """Redis AOF fsync policy: `always` survives a Redis crash without losing acknowledged
         writes; `everysec` (default, faster) may lose the last second."""
+        self.artifact_store = artifact_store
+        """`azure`: artifacts in Azurite (downloads straight from it); `binding`: chunk objects on
+        local disk through the Dapr binding (downloads through the firmware app)."""
         self.redis_port = free_port()
         self.mqtt_port = free_port()
+        self.blob_port = free_port()
         self.ports = {app: AppPorts(free_port(), free_port(), free_port(), free_port()) for app in self.app_ids}
         self.procs: dict[str, ManagedProcess] = {}
         self.broker_dir = self.run_dir / "mosquitto"
@@ -168,8 +196,12 @@ class Stack:
             self.secrets = {"service": new_secret(), "fleet": new_secret()}
             secrets_file.write_text(json.dumps(self.secrets))
             secrets_file.chmod(0o600)
-        self.signing_seed = self.secrets.setdefault("signing", os.urandom(32).hex())
+        self.online_seeds = {
+            role: self.secrets.setdefault(f"tuf-{role}", os.urandom(32).hex()) for role in tuf_rules.ONLINE_ROLES
+        }
         self.download_key = self.secrets.setdefault("download", new_secret())
+        self.blob_key = self.secrets.setdefault("blob", base64.b64encode(os.urandom(64)).decode())
+        self.release_team = ReleaseTeam(self.run_dir / "release")
 
     # -- whole stack -------------------------------------------------------------------------
     def start(self) -> None:
@@ -181,15 +213,21 @@ class Stack:
             raise
 
     @property
-    def metadata_public_key(self) -> str:
-        """The public half of the stack's release signing key (hex), what devices are given."""
-        return public_key_hex(load_private_key(self.signing_seed).public_key())
+    def trusted_root(self) -> Path:
+        """The first root of the stack's release chain: what devices are provisioned with."""
+        return self.release_team.root_path
+
+    @property
+    def blob_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.blob_port}/{BLOB_ACCOUNT}"
 
     def write_dapr_secrets(self) -> None:
         """The local file secret store's content: the key material the firmware and delta apps read."""
         path = self.run_dir / "dapr-secrets.json"
         secrets = {
-            METADATA_SIGNING_KEY: self.signing_seed,
+            TUF_SNAPSHOT_KEY: self.online_seeds["snapshot"],
+            TUF_TIMESTAMP_KEY: self.online_seeds["timestamp"],
+            ARTIFACT_STORE_KEY: self.blob_key,
             DOWNLOAD_URL_KEY: self.download_key,
             FLEET_SECRET: self.secrets["fleet"],
         }
@@ -199,8 +237,11 @@ class Stack:
 
     def _start_all(self) -> None:
         self.write_dapr_secrets()
+        self.release_team.create({r: tuf_rules.seed_signer(s).public_key for r, s in self.online_seeds.items()})
         self.start_redis()
         self.start_broker()
+        if FIRMWARE_APP in self.app_ids and self.artifact_store == "azure":
+            self.start_blob_store()
         components.write(
             "local",
             self.run_dir / "dapr",
@@ -217,7 +258,19 @@ class Stack:
             self.start_daprd(app)
         for app in self.app_ids:
             self.wait_app(app)
+        if FIRMWARE_APP in self.app_ids:
+            self.publish_first_root()
         self.write_state()
+
+    def publish_first_root(self) -> None:
+        """Give the firmware app the release chain's first root (once; kept in the state store)."""
+        url = f"{self.app_url(FIRMWARE_APP)}/v1/metadata"
+        with httpx.Client(timeout=30) as client:
+            if client.get(f"{url}/1.root.json").status_code == 200:
+                return
+            answer = client.post(f"{url}/root", content=self.trusted_root.read_bytes())
+        if answer.status_code != 201:
+            raise RuntimeError(f"the firmware app refused the first root: {answer.status_code} {answer.text}")
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
@@ -237,6 +290,7 @@ class Stack:
             "topic_profile": self.topic_profile,
             "pids": {name: proc.pid for name, proc in self.procs.items()},
             "run_dir": str(self.run_dir),
+            "release_dir": str(self.release_team.directory),
         }
         (self.run_dir / "stack.json").write_text(json.dumps(state, indent=2))
 
@@ -268,6 +322,42 @@ class Stack:
         proc.start()
         wait_for_port(self.redis_port, 20, proc.process)
         self.procs["redis"] = proc
+
+    # -- Azurite (the local Azure Blob endpoint) --------------------------------------------
+    def start_blob_store(self) -> None:
+        data = self.run_dir / "azurite"
+        data.mkdir(parents=True, exist_ok=True)
+        proc = ManagedProcess(
+            "azurite",
+            [
+                azurite_binary(),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(self.blob_port),
+                "--location",
+                str(data),
+                "--silent",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+                "--loose",
+            ],
+            self.run_dir / "logs" / "azurite.log",
+            env={"AZURITE_ACCOUNTS": f"{BLOB_ACCOUNT}:{self.blob_key}"},
+        )
+        proc.start()
+        wait_for_port(self.blob_port, 30, proc.process)
+        self.procs["azurite"] = proc
+
+    def _store_env(self, app: str) -> dict[str, str]:
+        if app != FIRMWARE_APP or self.artifact_store != "azure":
+            return {"TWINFLEET_FIRMWARE_STORE": "binding"} if app == FIRMWARE_APP else {}
+        return {
+            "TWINFLEET_FIRMWARE_STORE": "azure",
+            "TWINFLEET_FIRMWARE_STORE_ENDPOINT": self.blob_endpoint,
+            "TWINFLEET_FIRMWARE_STORE_ACCOUNT": BLOB_ACCOUNT,
+            "TWINFLEET_FIRMWARE_STORE_CONTAINER": BLOB_CONTAINER,
+        }
 
     # -- Mosquitto ---------------------------------------------------------------------------
     def start_broker(self) -> None:
@@ -314,6 +404,7 @@ class Stack:
             "DAPR_HTTP_PORT": str(ports.http),
             "TWINFLEET_TOPIC_PROFILE": self.topic_profile,
             **self._local_addresses(app_id(app)),
+            **self._store_env(app_id(app)),
             **self.app_env,
         }
         proc = ManagedProcess(
@@ -336,7 +427,9 @@ class Stack:
         if app == FIRMWARE_APP and ROLLOUT_APP in self.ports:
             found["TWINFLEET_ROLLOUT_URL"] = self.app_url(ROLLOUT_APP)
         if app == DELTA_APP and FIRMWARE_APP in self.ports:
-            found["TWINFLEET_FIRMWARE_PUBLIC_URL"] = self.app_url(FIRMWARE_APP)
+            found["TWINFLEET_FIRMWARE_URL"] = self.app_url(FIRMWARE_APP)
+        elif app == DELTA_APP:
+            found["TWINFLEET_DOWNLOAD_URLS"] = "false"
         return found
 
     def start_daprd(self, app: str) -> None:
@@ -361,6 +454,8 @@ class Stack:
         """Start a stopped or killed process again on the same ports (and data)."""
         if name == "redis":
             self.start_redis()
+        elif name == "azurite":
+            self.start_blob_store()
         elif name == "mosquitto":
             self.start_broker()
         elif name.endswith("-daprd"):
