@@ -21,13 +21,15 @@ settings.load_profile("twinfleet")
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A whole suite on free loopback ports, private to one test module.
 
-    A module may set `STACK_PROFILE` (topic profile) and `STACK_ENV` (app settings) to vary it.
+    A module may set `STACK_PROFILE` (topic profile), `STACK_ENV` (app settings) and
+    `STACK_ARTIFACTS` (`azure`: Azurite, the default; `binding`: chunk objects on disk) to vary it.
     """
     run = Stack(
         Path(tmp_path_factory.mktemp("stack")),
         topic_profile=getattr(request.module, "STACK_PROFILE", "default"),
         app_env=getattr(request.module, "STACK_ENV", None),
         redis_fsync=getattr(request.module, "STACK_REDIS_FSYNC", "everysec"),
+        artifact_store=getattr(request.module, "STACK_ARTIFACTS", "azure"),
     )
     try:
         run.start()

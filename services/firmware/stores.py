@@ -160,7 +160,7 @@ class ChunkStore:
         ahead: dict[int, asyncio.Task[bytes]] = {}
         try:
             for position, (index, start, stop) in enumerate(spans):
-                for _, later, _ in spans[position : position + self._prefetch]:
+                for later, _, _ in spans[position : position + self._prefetch]:
                     if later not in ahead:
                         ahead[later] = asyncio.create_task(self._cache.get(artifact.id, later))
                 yield (await ahead.pop(index))[start:stop]
