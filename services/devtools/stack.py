@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 
 from services.devtools import components
-from services.devtools.broker import SERVICE_USER, BrokerAccounts, config_text, new_secret
+from services.devtools.broker import SERVICE_USER, BrokerAccounts, config_text, new_secret, sdk_suffix_plugin
+from services.devtools.pki import LocalCA, TlsIdentity
 from services.devtools.processes import ManagedProcess, free_port, wait_for_http, wait_for_port
 from services.devtools.release_team import ReleaseTeam
 from services.domain.software import repository as tuf_rules
@@ -183,11 +184,14 @@ class Stack:
         local disk through the Dapr binding (downloads through the firmware app)."""
         self.redis_port = free_port()
         self.mqtt_port = free_port()
+        self.mqtts_port = free_port()
+        """MQTT over TLS: devices authenticate with a client certificate (CN = device id)."""
         self.blob_port = free_port()
         self.ports = {app: AppPorts(free_port(), free_port(), free_port(), free_port()) for app in self.app_ids}
         self.procs: dict[str, ManagedProcess] = {}
         self.broker_dir = self.run_dir / "mosquitto"
         self.accounts = BrokerAccounts(self.broker_dir)
+        self.ca = LocalCA(self.broker_dir / "tls")
         secrets_file = self.run_dir / "secrets.json"
         if secrets_file.exists():
             self.secrets = json.loads(secrets_file.read_text())
@@ -285,7 +289,7 @@ class Stack:
         state = {
             "api": self.api_url,
             "apps": {name: self.app_url(name) for name in self.ports},
-            "mqtt": {"host": "127.0.0.1", "port": self.mqtt_port},
+            "mqtt": {"host": "127.0.0.1", "port": self.mqtt_port, "tls_port": self.mqtts_port},
             "redis_port": self.redis_port,
             "topic_profile": self.topic_profile,
             "pids": {name: proc.pid for name, proc in self.procs.items()},
@@ -363,13 +367,15 @@ class Stack:
     def start_broker(self) -> None:
         if not (self.broker_dir / "passwd").exists():
             self.accounts.initialise(self.secrets["service"])
+        self.ca.create()
         config = self.broker_dir / "mosquitto.conf"
-        config.write_text(config_text(self.broker_dir, self.mqtt_port))
+        config.write_text(config_text(self.broker_dir, self.mqtt_port, self.mqtts_port, self.ca, sdk_suffix_plugin()))
         proc = ManagedProcess(
             "mosquitto", [need("mosquitto"), "-c", str(config)], self.run_dir / "logs" / "mosquitto.log"
         )
         proc.start()
         wait_for_port(self.mqtt_port, 20, proc.process)
+        wait_for_port(self.mqtts_port, 20, proc.process)
         self.procs["mosquitto"] = proc
 
     def provision_devices(self, device_ids: Iterable[str]) -> dict[str, str]:
@@ -381,6 +387,10 @@ class Stack:
 
     def device_password(self, device_id: str) -> str:
         return device_password(self.secrets["fleet"], device_id)
+
+    def device_certificate(self, device_id: str) -> TlsIdentity:
+        """A client certificate for the TLS listener (subject CN = device id), with the CA."""
+        return self.ca.device(device_id)
 
     # -- apps and sidecars -------------------------------------------------------------------
     def add_replica(self, app: str) -> str:

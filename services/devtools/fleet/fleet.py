@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ import structlog
 
 from services.contracts.topics import TopicProfile
 from services.devtools.fleet.link import DeviceLink, Rejected
+from services.devtools.pki import TlsIdentity
 from services.domain.device.core import (
     ApplyPlan,
     DeviceView,
@@ -108,15 +110,18 @@ async def run_fleet(
     profile: TopicProfile,
     report_interval: float,
     connect_concurrency: int = 50,
+    certificates: Callable[[str], TlsIdentity] | None = None,
 ) -> None:
-    """Connect every device (a few at a time) and run them until cancelled."""
+    """Connect every device (a few at a time) and run them until cancelled; with `certificates`,
+    each over TLS with its own client certificate (`port` is then the TLS listener's)."""
     limit = asyncio.Semaphore(connect_concurrency)
     async with contextlib.AsyncExitStack() as stack:
         devices = []
 
         async def connect(device_id: str) -> None:
             async with limit:
-                link = DeviceLink(device_id, passwords[device_id], host, port, profile)
+                tls = certificates(device_id) if certificates is not None else None
+                link = DeviceLink(device_id, passwords.get(device_id, ""), host, port, profile, tls=tls)
                 await stack.enter_async_context(link)
                 devices.append(SimulatedDevice(link, report_interval, initial_state(device_id)))
 
