@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from services.devtools.stack import Stack
+from services.platform.names import FIRMWARE_APP, ROLLOUT_APP
 
 # Test data generation time depends on what else the machine runs (the suite starts real
 # processes); no deadline and no "too slow" verdicts, so a loaded CI machine gives the same result.
@@ -41,4 +42,16 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="module")
 async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=20) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def firmware(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.app_url(FIRMWARE_APP), timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def rollouts(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.app_url(ROLLOUT_APP), timeout=30) as client:
         yield client

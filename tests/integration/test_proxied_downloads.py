@@ -14,29 +14,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 from tuf.api.metadata import Metadata, Targets
 
 from services.devtools.stack import Stack
 from services.domain.software import repository as rules
-from services.platform.names import FIRMWARE_APP, ROLLOUT_APP
 from tests.support.devices import new_device_id
 from tests.support.releases import CHUNK, image, publish
 
 STACK_ARTIFACTS = "binding"
 STACK_ENV = {"TWINFLEET_FIRMWARE_MAX_ARTIFACT_BYTES": str(8 << 20)}
-
-
-@pytest.fixture(scope="module")
-async def firmware(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.app_url(FIRMWARE_APP), timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-async def rollouts(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.app_url(ROLLOUT_APP), timeout=30) as client:
-        yield client
 
 
 async def _desire(api: httpx.AsyncClient, device_id: str, artifact: str, version: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,12 +37,6 @@ STACK_ENV = {
     "TWINFLEET_FIRMWARE_METADATA_REFRESH": "0.5",
 }
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-@pytest.fixture(scope="module")
-async def firmware(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.app_url(FIRMWARE_APP), timeout=30) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from services.devtools.broker import SERVICE_USER
 from services.devtools.processes import free_port
 from services.devtools.stack import BLOB_ACCOUNT, BLOB_CONTAINER, Stack
 from services.firmware.stores import blob_name
-from services.platform.names import FIRMWARE_APP, ROLLOUT_APP
+from services.platform.names import FIRMWARE_APP
 from tests.support.agents import AgentFactory, agents
 from tests.support.devices import new_device_id
 from tests.support.releases import CHUNK, HEALTHY, Relay, image, publish, relaying, upload
@@ -48,18 +48,6 @@ STACK_ENV = {
 async def relay(stack: Stack) -> AsyncIterator[Relay]:
     async with relaying(RELAY_PORT, stack.blob_port) as relay:
         yield relay
-
-
-@pytest.fixture(scope="module")
-async def firmware(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.app_url(FIRMWARE_APP), timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-async def rollouts(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.app_url(ROLLOUT_APP), timeout=30) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
