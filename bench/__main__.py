@@ -152,7 +152,7 @@ def main(
     rollout_only: bool = typer.Option(False, "--rollout-only", help="only the configuration-rollout figures"),
     rollout_twins: int = typer.Option(100_000, help="twins a configuration is rolled out to"),
     firmware_only: bool = typer.Option(False, "--firmware-only", help="only the firmware download figures"),
-    firmware_mib: float = typer.Option(4, help="size of the downloaded firmware artifact, MiB"),
+    firmware_mib: float = typer.Option(2, help="size of the downloaded firmware artifact, MiB"),
     firmware_devices: str = typer.Option("100,1000", help="devices downloading at once, per measurement (≤ 1,000)"),
     firmware_upload_mib: int = typer.Option(1024, help="size of the uploaded artifact, MiB"),
 ) -> None:
@@ -281,7 +281,7 @@ def firmware_table(f: FirmwareFigures) -> Table:
             f"\n[red]{d.path} {d.devices} run {d.run}: {d.devices - d.verified} failed: {kinds}; {d.first_failure}[/]"
         )
     table = Table(title="Firmware downloads and upload (same run)", caption=caption)
-    for column in ("measure", "run", "suite", "raw floor", "suite/floor", "p50 / p99 s", "peak RSS MiB"):
+    for column in ("measure", "run", "suite", "raw floor", "suite/floor", "p50 / p99 s", "peak RSS MiB", "CPU s"):
         table.add_column(column, justify="left" if column == "measure" else "right")
     for d in f.downloads:
         where = "from the store (Azurite, SAS)" if d.path == "store" else "through the firmware app (binding)"
@@ -293,6 +293,7 @@ def firmware_table(f: FirmwareFigures) -> Table:
             f"{d.mb_s / d.floor_mb_s:.2f}" if d.floor_mb_s else "",
             f"{d.p50_s:.2f} / {d.p99_s:.2f}",
             ", ".join(f"{name} {peak:.0f}" for name, peak in d.peaks_mib.items()),
+            ", ".join(f"{name} {cpu:.1f}" for name, cpu in d.cpu_s.items()),
         )
     for u in f.uploads:
         table.add_row(
@@ -303,6 +304,7 @@ def firmware_table(f: FirmwareFigures) -> Table:
             "",
             "",
             f"app {u.app_rss_before_mib:.0f} → {u.app_rss_peak_mib:.0f}",
+            "",
         )
     return table
 

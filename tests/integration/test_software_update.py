@@ -28,11 +28,12 @@ from services.devtools.agent import LocalAgent
 from services.devtools.broker import SERVICE_USER
 from services.devtools.processes import free_port
 from services.devtools.stack import BLOB_ACCOUNT, BLOB_CONTAINER, Stack
+from services.domain.software import repository as rules
 from services.firmware.stores import blob_name
 from services.platform.names import FIRMWARE_APP
 from tests.support.agents import AgentFactory, agents
 from tests.support.devices import new_device_id
-from tests.support.releases import CHUNK, HEALTHY, Relay, image, publish, relaying, upload
+from tests.support.releases import CHUNK, HEALTHY, Relay, image, publish, relaying, sign_targets, upload
 from tests.support.waiting import eventually
 
 RELAY_PORT = free_port()
@@ -379,3 +380,34 @@ async def test_a_refused_upload_leaves_no_blob(stack: Stack, firmware: httpx.Asy
     names = await asyncio.to_thread(lambda: [b.name for b in blobs(stack).list_blobs()])
     assert blob_name("big-1.0") not in names and blob_name("sum-1.0") not in names
     assert (await firmware.get("/v1/artifacts/big-1.0")).status_code == 404
+
+
+async def test_an_agent_offline_during_a_root_rotation_follows_it(
+    stack: Stack, api: httpx.AsyncClient, firmware: httpx.AsyncClient, start_agent: AgentFactory
+) -> None:
+    """Last in this module: the release manager's key is replaced for the tests after it."""
+    device_id = new_device_id("sw-rotate")
+    agent = start_agent(device_id)
+    await eventually(lambda: software(api, device_id), what="factory version reported")
+    first = await publish(stack, firmware, "rotate", "7.0.0", image("7.0.0"))
+    await _desire(api, device_id, first, "7.0.0")
+    assert (await finished(api, device_id, first))["status"] == "UPDATED"
+    agent.stop()
+    # while it is away the root key holders replace the release manager's key ...
+    current = rules.load((await firmware.get("/v1/metadata/root.json")).content, "root").signed
+    new_key = rules.pem_signer(rules.new_private_pem())
+    old_key = stack.release_team.signer("targets", 1).public_key.keyid
+    change = {"targets": rules.RootChange(add=[new_key.public_key], remove=[old_key])}
+    root = rules.rotated(current, change, datetime.now(UTC) + timedelta(days=30))
+    rules.signed_by(root, [stack.release_team.signer("root", 1), stack.release_team.signer("root", 2)])
+    assert (await firmware.post("/v1/metadata/root", content=root.to_bytes())).status_code == 201
+    # ... who publishes the next release with the new one
+    data = image("7.1.0")
+    stored = await upload(firmware, "rotate", "7.1.0", data)
+    targets = await sign_targets(stack, firmware, stored, signer=new_key)
+    assert (await firmware.post("/v1/metadata/targets", content=targets)).status_code == 201
+    await _desire(api, device_id, stored["id"], "7.1.0")
+    agent.start()  # back: from the root it trusted it follows the rotation, then installs
+    report = await finished(api, device_id, stored["id"])
+    assert report["status"] == "UPDATED" and report["version"] == "7.1.0", report
+    assert (agent.root / "app" / "firmware.bin").read_bytes() == data

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, Targets
 
 from services.devtools.stack import Stack
@@ -41,14 +42,20 @@ async def upload(firmware: httpx.AsyncClient, name: str, version: str, data: byt
 
 
 async def sign_targets(
-    stack: Stack, firmware: httpx.AsyncClient, artifact: dict[str, Any], expires: datetime | None = None, **custom: Any
+    stack: Stack,
+    firmware: httpx.AsyncClient,
+    artifact: dict[str, Any],
+    expires: datetime | None = None,
+    signer: CryptoSigner | None = None,
+    **custom: Any,
 ) -> bytes:
-    """The next targets metadata listing `artifact` (as stored), signed with the stack's targets key."""
+    """The next targets metadata listing `artifact` (as stored), signed with `signer` (default:
+    the stack's first targets key)."""
     answer = await firmware.get("/v1/metadata/targets.json")
     current: Targets | None = None
     if answer.status_code == 200:
         current = Metadata[Targets].from_bytes(answer.content).signed
-    signer = stack.release_team.signer("targets", 1)
+    signer = signer or stack.release_team.signer("targets", 1)
     extra = {"name": artifact["name"], "version": artifact["version"], **custom}
     until = expires or datetime.now(UTC) + timedelta(days=30)
     signed = rules.targets_with(current, artifact["id"], artifact["length"], artifact["sha256"], extra, until)
