@@ -59,7 +59,29 @@ def _digest(path: Path) -> tuple[int, str]:
     return length, digest.hexdigest()
 
 
-async def _current_targets(api: FirmwareClient) -> Targets | None:
+async def _roots(api: FirmwareClient, pinned: Path | None) -> list[Root]:
+    """The suite's roots, oldest first. With `pinned` (a root you trust, e.g. the first one), the
+    chain from it to the newest, each signed by the threshold of the one before and its own:
+    what a device checks, so a suite serving a forged root cannot make you sign on top of it."""
+    if pinned is None:
+        newest = await api.metadata("root.json")
+        if newest is None:
+            raise typer.BadParameter("the suite has no root yet")
+        latest = rules.load(newest, Root.type).signed
+        served = [await api.metadata(f"{n}.root.json") for n in range(1, latest.version + 1)]
+        return [rules.load(data, Root.type).signed for data in served if data is not None]
+    trusted: Root = rules.load(await asyncio.to_thread(pinned.read_bytes), Root.type).signed
+    chain = [trusted]
+    while (data := await api.metadata(f"{chain[-1].version + 1}.root.json")) is not None:
+        new: Metadata[Root] = rules.load(data, Root.type)
+        old, own = rules.verification(chain[-1], Root.type, new), rules.verification(new.signed, Root.type, new)
+        if new.signed.version != chain[-1].version + 1 or not old.ok or not own.ok:
+            raise typer.BadParameter(f"the suite's root v{new.signed.version} does not follow v{chain[-1].version}")
+        chain.append(new.signed)
+    return chain
+
+
+async def _current_targets(api: FirmwareClient, pinned: Path | None = None) -> Targets | None:
     """The suite's current targets, checked against its roots (refused if they do not verify:
     signing on top of tampered targets would sign the tampering). Targets signed under an older
     root verify with that root (a rotation that raised the threshold waits for this re-signing)."""
@@ -67,20 +89,21 @@ async def _current_targets(api: FirmwareClient) -> Targets | None:
     if data is None:
         return None
     targets: Metadata[Targets] = rules.load(data, Targets.type)
-    root_data = await api.metadata("root.json")
-    if root_data is None:
-        raise typer.BadParameter("the suite has targets but no root")
-    root: Metadata[Root] = rules.load(root_data, Root.type)
-    first = rules.verification(root.signed, Targets.type, targets)
-    for version in range(root.signed.version, 0, -1):
-        older = await api.metadata(f"{version}.root.json") if version != root.signed.version else root_data
-        if older is not None and rules.verification(rules.load(older, Root.type).signed, Targets.type, targets).ok:
-            if version != root.signed.version:
-                console.print(
-                    f"current targets were signed under root v{version}; re-signing them under v{root.signed.version}"
-                )
+    roots = await _roots(api, pinned)
+    for root in reversed(roots):
+        if rules.verification(root, Targets.type, targets).ok:
+            if root is not roots[-1]:
+                newest = roots[-1].version
+                console.print(f"current targets were signed under root v{root.version}; re-signing under v{newest}")
             return targets.signed
-    raise typer.BadParameter(f"the suite's current targets metadata does not verify: {first}")
+    raise typer.BadParameter(
+        f"the suite's current targets metadata does not verify: {rules.verification(roots[-1], Targets.type, targets)}"
+    )
+
+
+Pinned = Annotated[
+    Path | None, typer.Option("--root", help="a root you trust (e.g. 1.root.json): verify the suite's chain from it")
+]
 
 
 @firmware.command()
@@ -94,6 +117,7 @@ def sign(
     expires_days: Annotated[int, typer.Option(help="days the targets metadata stays valid")] = 365,
     targets: Annotated[Path | None, typer.Option(help="current targets metadata (default: the suite's)")] = None,
     out: Annotated[Path | None, typer.Option(help="where to write (default FILE.targets.json)")] = None,
+    root: Pinned = None,
 ) -> None:
     """Sign the next targets metadata: the current targets plus FILE (hash and length computed
     here). Run it where the release manager's key is; nothing is sent."""
@@ -109,7 +133,7 @@ def sign(
     if targets is not None:
         current: Targets | None = rules.load(targets.read_bytes(), Targets.type).signed
     else:
-        current = _client(_current_targets)
+        current = _client(lambda api: _current_targets(api, root))
     length, sha256 = _digest(file)
     expires = datetime.now(UTC) + timedelta(days=expires_days)
     signed = rules.signed_by(
@@ -201,12 +225,13 @@ def delete(
         list[Path] | None, typer.Option("--key", help="targets key(s), when the artifact is released")
     ] = None,
     expires_days: int = 365,
+    root: Pinned = None,
 ) -> None:
     """Remove an artifact: first sign and publish targets metadata without it (when it is listed),
     then remove its bytes."""
 
     async def go(api: FirmwareClient) -> None:
-        current = await _current_targets(api)
+        current = await _current_targets(api, root)
         if current is not None and artifact_id in current.targets:
             if not key:
                 raise typer.BadParameter(f"{artifact_id} is a signed target: give --key to sign it out")

@@ -45,7 +45,9 @@ class LocalAgent:
             root / "dapr",
             {
                 "device_id": device_id,
-                "broker_url": f"ssl://127.0.0.1:{mqtt_port}" if tls else f"tcp://{device_id}:{password}@127.0.0.1:{mqtt_port}",
+                "broker_url": f"ssl://127.0.0.1:{mqtt_port}"
+                if tls
+                else f"tcp://{device_id}:{password}@127.0.0.1:{mqtt_port}",
                 "ca_cert": tls.ca.read_text() if tls else "",
                 "client_cert": tls.cert.read_text() if tls else "",
                 "client_key": tls.key.read_text() if tls else "",

@@ -84,7 +84,7 @@ def release(stack: Stack, name: str, version: str, *keys: str) -> str:
     """Sign and upload a release with the CLI; its artifact id."""
     path = artifact_file(stack, f"{name}-{version}.img")
     signing = [arg for k in keys for arg in ("--key", key(stack, k))]
-    cli(stack, "sign", str(path), "--name", name, "--version", version, *signing)
+    cli(stack, "sign", str(path), "--name", name, "--version", version, *signing, "--root", str(stack.trusted_root))
     cli(stack, "upload", str(path), "--targets", f"{path}.targets.json")
     return f"{name}-{version}"
 
