@@ -254,9 +254,14 @@ async def test_mix_and_match_old_snapshot_new_targets_is_refused(stack: Stack, m
     newest = release(stack, "mix", "1.0.0", "targets-1")
     new_targets = fetch(metadata_url + "targets.json")
     assert Metadata.from_bytes(new_targets).signed.version == old_targets_version + 1
-    mirror = Mirror()  # the old (still valid) timestamp and snapshot, the new targets in their place
+    # The mirror serves the old snapshot and, in place of the targets it names, the new targets.
+    # It even holds the online timestamp key (so the short-lived timestamp cannot simply expire
+    # meanwhile): a fresh timestamp naming the old snapshot.
+    signer = rules.seed_signer(stack.online_seeds["timestamp"])
+    timestamp = rules.timestamp_for(10_000, old_snapshot_version, datetime.now(UTC) + timedelta(hours=1), signer)
+    mirror = Mirror()
     mirror.replay = {
-        "timestamp.json": old_timestamp,
+        "timestamp.json": timestamp.to_bytes(),
         f"{old_snapshot_version}.snapshot.json": old_snapshot,
         f"{old_targets_version}.targets.json": new_targets,
     }
