@@ -18,27 +18,16 @@ from tuf.api.metadata import Metadata, Targets
 
 from services.devtools.stack import Stack
 from services.domain.software import repository as rules
-from tests.support.devices import new_device_id
-from tests.support.releases import CHUNK, image, publish
+from tests.support.releases import CHUNK, desire, one_of_two_desires, publish
 
 STACK_ARTIFACTS = "binding"
 STACK_ENV = {"TWINFLEET_FIRMWARE_MAX_ARTIFACT_BYTES": str(8 << 20)}
 
 
-async def _desire(api: httpx.AsyncClient, device_id: str, artifact: str, version: str) -> None:
-    body = {"software": {"artifact": artifact, "version": version}}
-    assert (await api.patch(f"/v1/twins/{device_id}/desired", json=body)).status_code == 200
-
-
 async def test_only_the_targeted_device_can_download_through_the_app(
     stack: Stack, api: httpx.AsyncClient, firmware: httpx.AsyncClient
 ) -> None:
-    a, b = new_device_id("dl-a"), new_device_id("dl-b")
-    data = image("6.0.0")
-    artifact = await publish(stack, firmware, "scoped", "6.0.0", data)
-    for device_id in (a, b):
-        assert (await api.put(f"/v1/twins/{device_id}")).status_code == 201
-    await _desire(api, a, artifact, "6.0.0")  # only A's twin wants it
+    a, b, data, artifact = await one_of_two_desires(stack, api, firmware, "dl")
     basic_a = httpx.BasicAuth(a, stack.device_password(a))
     basic_b = httpx.BasicAuth(b, stack.device_password(b))
 
@@ -89,7 +78,7 @@ async def test_only_the_targeted_device_can_download_through_the_app(
     # at most two downloads per device at once: two readers that stall (tiny receive buffers, an
     # artifact larger than what the socket buffers hold) keep theirs running
     large = await publish(stack, firmware, "scoped", "6.1.0", os.urandom(8 << 20))
-    await _desire(api, a, large, "6.1.0")
+    await desire(api, a, large, "6.1.0")
     url = await url_for(a, of=large)
     stalled = [await _stalled_download(url) for _ in range(2)]
     try:

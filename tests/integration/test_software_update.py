@@ -33,7 +33,18 @@ from services.firmware.stores import blob_name
 from services.platform.names import FIRMWARE_APP
 from tests.support.agents import AgentFactory, agents
 from tests.support.devices import new_device_id
-from tests.support.releases import CHUNK, HEALTHY, Relay, image, publish, relaying, sign_targets, upload
+from tests.support.releases import (
+    CHUNK,
+    HEALTHY,
+    Relay,
+    desire,
+    image,
+    one_of_two_desires,
+    publish,
+    relaying,
+    sign_targets,
+    upload,
+)
 from tests.support.waiting import eventually
 
 RELAY_PORT = free_port()
@@ -207,11 +218,6 @@ def _in_order(seen: list[Any], wanted: list[str]) -> bool:
     return position == len(wanted)
 
 
-async def _desire(api: httpx.AsyncClient, device_id: str, artifact: str, version: str) -> None:
-    body = {"software": {"artifact": artifact, "version": version}}
-    assert (await api.patch(f"/v1/twins/{device_id}/desired", json=body)).status_code == 200
-
-
 async def test_refused_updates_keep_the_running_version(
     stack: Stack, api: httpx.AsyncClient, firmware: httpx.AsyncClient, start_agent: AgentFactory
 ) -> None:
@@ -222,7 +228,7 @@ async def test_refused_updates_keep_the_running_version(
     factory = target.read_bytes()
 
     async def refused(artifact: str, version: str) -> str:
-        await _desire(api, device_id, artifact, version)
+        await desire(api, device_id, artifact, version)
         report = await finished(api, device_id, artifact)
         assert report["status"] == "FAILED", report
         assert report["version"] == "1.0.0" and target.read_bytes() == factory  # still running the old one
@@ -255,14 +261,14 @@ async def test_refused_updates_keep_the_running_version(
     assert (await refused(older, "0.9.0")).startswith("rollback refused")
     # a release that installs but fails its health check is rolled back
     broken = await publish(stack, firmware, "edge", "4.0.0", image("4.0.0", healthy=False))
-    await _desire(api, device_id, broken, "4.0.0")
+    await desire(api, device_id, broken, "4.0.0")
     report = await finished(api, device_id, broken)
     assert report["status"] == "ROLLED_BACK" and report["version"] == "1.0.0", report
     assert target.read_bytes() == factory
     # and a good one afterwards still goes through
     good = image("4.0.1")
     fixed = await publish(stack, firmware, "edge", "4.0.1", good)
-    await _desire(api, device_id, fixed, "4.0.1")
+    await desire(api, device_id, fixed, "4.0.1")
     assert (await finished(api, device_id, fixed))["status"] == "UPDATED"
     assert target.read_bytes() == good
 
@@ -295,7 +301,7 @@ async def test_a_link_dropped_mid_download_resumes_with_a_range_against_the_stor
     artifact = await publish(stack, firmware, "resume", "5.0.0", data)
     cuts, ranges = relay.cuts, len(relay.ranges)
     relay.cut_after(2 * CHUNK + 777)  # the next download loses its link part-way
-    await _desire(api, device_id, artifact, "5.0.0")
+    await desire(api, device_id, artifact, "5.0.0")
     report = await finished(api, device_id, artifact)
     assert report["status"] == "UPDATED", report
     assert relay.cuts == cuts + 1
@@ -308,12 +314,7 @@ async def test_a_link_dropped_mid_download_resumes_with_a_range_against_the_stor
 async def test_the_store_refuses_urls_past_their_expiry_or_altered(
     stack: Stack, api: httpx.AsyncClient, firmware: httpx.AsyncClient
 ) -> None:
-    a, b = new_device_id("dl-a"), new_device_id("dl-b")
-    data = image("6.0.0")
-    artifact = await publish(stack, firmware, "scoped", "6.0.0", data)
-    for device_id in (a, b):
-        assert (await api.put(f"/v1/twins/{device_id}")).status_code == 201
-    await _desire(api, a, artifact, "6.0.0")
+    a, b, data, artifact = await one_of_two_desires(stack, api, firmware, "sas")
     store = httpx.AsyncClient(timeout=30)  # straight to Azurite: the relay would make every peer 127.0.0.1
 
     async def url_for(device_id: str, **extra: Any) -> str:
@@ -390,7 +391,7 @@ async def test_an_agent_offline_during_a_root_rotation_follows_it(
     agent = start_agent(device_id)
     await eventually(lambda: software(api, device_id), what="factory version reported")
     first = await publish(stack, firmware, "rotate", "7.0.0", image("7.0.0"))
-    await _desire(api, device_id, first, "7.0.0")
+    await desire(api, device_id, first, "7.0.0")
     assert (await finished(api, device_id, first))["status"] == "UPDATED"
     agent.stop()
     # while it is away the root key holders replace the release manager's key ...
@@ -406,7 +407,7 @@ async def test_an_agent_offline_during_a_root_rotation_follows_it(
     stored = await upload(firmware, "rotate", "7.1.0", data)
     targets = await sign_targets(stack, firmware, stored, signer=new_key)
     assert (await firmware.post("/v1/metadata/targets", content=targets)).status_code == 201
-    await _desire(api, device_id, stored["id"], "7.1.0")
+    await desire(api, device_id, stored["id"], "7.1.0")
     agent.start()  # back: from the root it trusted it follows the rotation, then installs
     report = await finished(api, device_id, stored["id"])
     assert report["status"] == "UPDATED" and report["version"] == "7.1.0", report

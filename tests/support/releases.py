@@ -73,6 +73,24 @@ async def publish(
     return str(artifact["id"])
 
 
+async def desire(api: httpx.AsyncClient, device_id: str, artifact: str, version: str) -> None:
+    body = {"software": {"artifact": artifact, "version": version}}
+    assert (await api.patch(f"/v1/twins/{device_id}/desired", json=body)).status_code == 200
+
+
+async def one_of_two_desires(
+    stack: Stack, api: httpx.AsyncClient, firmware: httpx.AsyncClient, prefix: str
+) -> tuple[str, str, bytes, str]:
+    """Two new twins, A and B, and a release only A's twin desires: (a, b, its bytes, its id)."""
+    a, b = f"{prefix}-a-{os.urandom(5).hex()}", f"{prefix}-b-{os.urandom(5).hex()}"
+    data = image("6.0.0")
+    artifact = await publish(stack, firmware, "scoped", "6.0.0", data)
+    for device_id in (a, b):
+        assert (await api.put(f"/v1/twins/{device_id}")).status_code == 201
+    await desire(api, a, artifact, "6.0.0")
+    return a, b, data, artifact
+
+
 class Relay:
     """A TCP relay in front of a server; `cut_after(n)` drops the next connection that has carried
     n bytes towards the client. `ranges` are the Range headers of the requests it relayed."""
