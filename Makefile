@@ -8,6 +8,10 @@ DAPR_EXCLUDE_COMPONENTS := pubsub_pulsar
 TWINFLEET_CACHE ?= $(HOME)/.cache/twinfleet
 DAPRD := $(TWINFLEET_CACHE)/bin/daprd-$(DAPR_RUNTIME_VERSION)
 LOADGEN := $(TWINFLEET_CACHE)/bin/loadgen
+# Azurite, the local Azure Blob endpoint (npm; 3.35 runs on Node 20), and the broker plugin that
+# strips the AWS IoT SDK's username suffix (gcc, keyed by its source's hash), both in the cache.
+AZURITE_VERSION := 3.35.0
+AZURITE := $(TWINFLEET_CACHE)/azurite-$(AZURITE_VERSION)/node_modules/.bin/azurite-blob
 # Tools for the device agent's K3s chart (make tools): helm and kubeconform from their Go modules,
 # the Kubernetes JSON schemas of this minor and the Dapr CRD schemas, all offline, in the cache.
 HELM_VERSION := 3.22.0
@@ -23,6 +27,7 @@ PY := $(VENV)/bin/python
 FLEET ?= 1000
 export TWINFLEET_DAPRD := $(DAPRD)
 export TWINFLEET_LOADGEN := $(LOADGEN)
+export TWINFLEET_AZURITE := $(AZURITE)
 export TWINFLEET_HELM := $(HELM)
 export TWINFLEET_KUBECONFORM := $(KUBECONFORM)
 export TWINFLEET_HYDRA := $(HYDRA)
@@ -34,8 +39,8 @@ export TWINFLEET_CACHE
 help:
 	@grep -E '^\.PHONY: [a-z-]+ ## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z-]+) ## (.*)/  make \1\t\2/' | expand -t 22
 
-.PHONY: setup ## install Redis, Mosquitto, the Python env and build daprd (idempotent)
-setup: system $(VENV)/.installed $(DAPRD)
+.PHONY: setup ## install Redis, Mosquitto, Azurite, the Python env, build daprd and the broker plugin (idempotent)
+setup: system $(VENV)/.installed $(DAPRD) $(AZURITE) broker-plugin
 
 .PHONY: system
 system:
@@ -46,6 +51,13 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
+
+$(AZURITE):
+	@AZURITE_VERSION=$(AZURITE_VERSION) TWINFLEET_CACHE=$(TWINFLEET_CACHE) scripts/install-azurite.sh
+
+.PHONY: broker-plugin
+broker-plugin: system
+	@TWINFLEET_CACHE=$(TWINFLEET_CACHE) scripts/build-broker-plugin.sh >/dev/null
 
 $(DAPRD):
 	@DAPR_RUNTIME_VERSION=$(DAPR_RUNTIME_VERSION) DAPR_EXCLUDE_COMPONENTS="$(DAPR_EXCLUDE_COMPONENTS)" \

@@ -10,9 +10,10 @@ bytes of a realistic gateway's messages in JSON and CBOR, and encode+decode µs 
 agent and daprd apart, after boot and after 1,000 events and a few desired changes, next to a bare
 Python interpreter (`bench/agent_footprint.py`). Then a configuration rolled out to 100,000 twins
 and the rollout planner's evaluations/s, each next to its floor (`bench/rollout.py`;
-`--rollout-only` measures just that). Then one firmware artifact uploaded and downloaded by 100
-devices at once through the firmware app (MB/s, p50/p99 per download, the app's and its daprd's
-resident memory), next to the same bytes read from disk and hashed by as many readers
+`--rollout-only` measures just that). Then firmware: one artifact downloaded by 100 and by 1,000
+devices at once straight from the object store (Azurite; and by 100 through the firmware app for
+stores that cannot pre-sign), each next to the same bytes read from disk and hashed by as many
+readers, and a 1 GiB upload with the firmware app's peak memory; each measured twice
 (`bench/firmware.py`; `--firmware-only` measures just that).
 """
 
@@ -154,9 +155,11 @@ def main(
     rollout_only: bool = typer.Option(False, "--rollout-only", help="only the configuration-rollout figures"),
     rollout_twins: int = typer.Option(100_000, help="twins a configuration is rolled out to"),
     firmware_only: bool = typer.Option(False, "--firmware-only", help="only the firmware download figures"),
-    firmware_mib: float = typer.Option(8, help="size of the firmware artifact, MiB"),
-    firmware_devices: int = typer.Option(100, help="devices downloading the artifact at once (≤ 1,000)"),
+    firmware_mib: float = typer.Option(2, help="size of the downloaded firmware artifact, MiB"),
+    firmware_devices: str = typer.Option("100,1000", help="devices downloading at once, per measurement (≤ 1,000)"),
+    firmware_upload_mib: int = typer.Option(1024, help="size of the uploaded artifact, MiB"),
 ) -> None:
+    counts = tuple(int(n) for n in firmware_devices.split(","))
     # Measured first, while nothing else runs on the machine.
     wire = measure_wire()
     if wire_only:
@@ -167,9 +170,7 @@ def main(
         console.print(rollout_table(measure_rollout(base, rollout_twins)))
         return
     if firmware_only:
-        firmware = measure_firmware(base, firmware_mib, firmware_devices)
-        console.print(firmware_table(firmware))
-        console.print(firmware_summary(firmware))
+        console.print(firmware_table(measure_firmware(base, firmware_mib, counts, firmware_upload_mib)))
         return
     console.print(f"[bold]Twinfleet bench[/] — {os.cpu_count()} cores, {devices} devices, {seconds:g}s phases")
 
@@ -208,7 +209,7 @@ def main(
     finally:
         suite.stop()
     rollout = measure_rollout(base, rollout_twins)
-    firmware = measure_firmware(base, firmware_mib, firmware_devices)
+    firmware = measure_firmware(base, firmware_mib, counts, firmware_upload_mib)
 
     table = Table(title="Twinfleet end-to-end vs raw floor (same run, same machine)")
     table.add_column("measure")
@@ -235,7 +236,6 @@ def main(
     console.print(agent_table(agent))
     console.print(rollout_table(rollout))
     console.print(firmware_table(firmware))
-    console.print(firmware_summary(firmware))
 
 
 def rollout_table(f: RolloutFigures) -> Table:
@@ -271,42 +271,45 @@ def rollout_table(f: RolloutFigures) -> Table:
 
 
 def firmware_table(f: FirmwareFigures) -> Table:
-    failed = f.devices - f.verified
+    size = f.downloads[0].size / (1 << 20) if f.downloads else 0
     caption = (
-        f"one {f.size / (1 << 20):g} MiB artifact; {f.verified}/{f.devices} downloads verified (sha256)"
-        f"; MB = 10^6 bytes; RSS sampled every 50 ms ({f.samples} samples); floor: the same bytes read "
-        f"from a file just written (page cache) by {f.devices} threads in 1 MiB blocks + sha256"
+        f"a {size:g} MiB artifact; each measured twice (shared machine); MB = 10^6 bytes; floor: the same "
+        "bytes read from a file just written (page cache) by as many threads, 1 MiB blocks + sha256; "
+        "RSS peaks sampled every 50 ms"
     )
-    if failed:
-        kinds = ", ".join(f"{n} × {kind}" for kind, n in sorted(f.failures.items()))
-        caption += f"\n[red]{failed} downloads failed: {kinds}; first: {f.first_failure}[/]"
-    table = Table(title=f"Firmware download by {f.devices} devices at once (same run)", caption=caption)
-    table.add_column("measure")
-    table.add_column("suite", justify="right")
-    table.add_column("raw floor", justify="right")
-    table.add_column("suite/floor", justify="right")
-    table.add_row(
-        f"firmware download, {f.devices} devices, MB/s",
-        f"{f.download_mb_s:,.0f}",
-        f"{f.floor_mb_s:,.0f}",
-        f"{f.download_mb_s / f.floor_mb_s:.2f}" if f.floor_mb_s else "",
-    )
-    table.add_row("  p50 / p99 per download, s", f"{f.p50_s:.2f} / {f.p99_s:.2f}", "", "")
-    table.add_row(
-        "firmware app RSS MiB: before / peak", f"{f.app_rss_before_mib:.1f} / {f.app_rss_peak_mib:.1f}", "", ""
-    )
-    table.add_row(
-        "firmware daprd RSS MiB: before / peak", f"{f.daprd_rss_before_mib:.1f} / {f.daprd_rss_peak_mib:.1f}", "", ""
-    )
-    table.add_row("upload MB/s (streamed)", f"{f.upload_mb_s:,.0f}", "", "")
+    failures = [d for d in f.downloads if d.verified < d.devices]
+    for d in failures:
+        kinds = ", ".join(f"{n} × {kind}" for kind, n in sorted(d.failures.items()))
+        caption += (
+            f"\n[red]{d.path} {d.devices} run {d.run}: {d.devices - d.verified} failed: {kinds}; {d.first_failure}[/]"
+        )
+    table = Table(title="Firmware downloads and upload (same run)", caption=caption)
+    for column in ("measure", "run", "suite", "raw floor", "suite/floor", "p50 / p99 s", "peak RSS MiB", "CPU s"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    for d in f.downloads:
+        where = "from the store (Azurite, SAS)" if d.path == "store" else "through the firmware app (binding)"
+        table.add_row(
+            f"download {where}, {d.devices} devices, MB/s",
+            str(d.run),
+            f"{d.mb_s:,.0f}",
+            f"{d.floor_mb_s:,.0f}",
+            f"{d.mb_s / d.floor_mb_s:.2f}" if d.floor_mb_s else "",
+            f"{d.p50_s:.2f} / {d.p99_s:.2f}",
+            ", ".join(f"{name} {peak:.0f}" for name, peak in d.peaks_mib.items()),
+            ", ".join(f"{name} {cpu:.1f}" for name, cpu in d.cpu_s.items()),
+        )
+    for u in f.uploads:
+        table.add_row(
+            f"upload {u.size / (1 << 30):g} GiB into the store, MB/s",
+            str(u.run),
+            f"{u.mb_s:,.0f}",
+            "",
+            "",
+            "",
+            f"app {u.app_rss_before_mib:.0f} → {u.app_rss_peak_mib:.0f}",
+            "",
+        )
     return table
-
-
-def firmware_summary(f: FirmwareFigures) -> str:
-    return (
-        f"firmware download, {f.devices} devices: {f.download_mb_s:,.0f} MB/s "
-        f"(p50/p99 {f.p50_s:.2f}/{f.p99_s:.2f} s) vs raw floor {f.floor_mb_s:,.0f} MB/s (disk read + sha256)"
-    )
 
 
 def agent_table(figures: dict[str, Footprint]) -> Table:

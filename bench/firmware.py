@@ -1,16 +1,20 @@
-"""Firmware download figures: one artifact fetched by N devices at once through the firmware app,
-next to a raw floor measured in the same run.
+"""Firmware figures, each measured twice (the machine is shared: both runs are reported), each
+download next to its floor measured right after it.
 
-- Upload: one random artifact streamed in (an async generator body, 1 MiB pieces), MB/s.
-- Download: a pre-signed URL minted per device, then all N devices download the artifact at once
-  (one connection each, the body streamed and hashed with SHA-256, checked against the
-  artifact's); aggregate MB/s over the whole run and p50/p99 seconds per download. Meanwhile the
-  resident memory (VmRSS) of the firmware app and of its daprd is sampled every 50 ms.
-- Floor: the same bytes read from a file on disk by N concurrent readers (threads, 1 MiB blocks,
-  SHA-256): what reading and hashing cost without HTTP, Dapr or the storage binding. The file was
-  just written, so it is most likely read from the page cache.
+- Download from the store: one released artifact, a download URL minted per device (a SAS on
+  Azurite, as the delta carries it), then N devices (100, then 1,000) download it at once straight
+  from the store (one connection each, streamed, SHA-256 checked); aggregate MB/s and p50/p99 s
+  per download. Azurite's and the firmware app's resident memory and CPU time are sampled
+  meanwhile (the app is not in the path: its CPU stays near zero).
+- Proxied (stores that cannot pre-sign): the same through the firmware app from chunk objects on
+  disk (the Dapr binding), 100 devices; the app's and its daprd's memory sampled.
+- Floor: the same bytes read from a file on disk by as many concurrent readers (threads, 1 MiB
+  blocks, SHA-256): reading and hashing without HTTP or a store (most likely the page cache).
+- Upload: a 1 GiB artifact streamed into the firmware app (1 MiB pieces of a repeated random
+  buffer) and on into Azurite in staged blocks; MB/s and the firmware app's peak resident memory
+  (it holds a few blocks at a time, whatever the size).
 
-MB = 10^6 bytes; RSS in MiB. Everything on 127.0.0.1.
+MB = 10^6 bytes; RSS in MiB. Everything on 127.0.0.1; every loop bounded.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
 from services.devtools.stack import Stack
+from services.domain.software import repository as rules
 from services.platform.names import FIRMWARE_APP, ROLLOUT_APP, TWIN_STORE_APP
 
 MB = 1_000_000
@@ -37,30 +43,20 @@ BLOCK = 1 << 20
 """Bytes per upload piece and per floor read."""
 MAX_DEVICES = 1000
 MAX_SIZE_MIB = 256
-DOWNLOAD_TIMEOUT = 300.0
+MAX_UPLOAD_MIB = 4096
+DOWNLOAD_TIMEOUT = 600.0
 """Seconds the whole concurrent download may take before the bench gives up on it."""
 SAMPLE_EVERY = 0.05
 HTTP_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 
 
-@dataclass
-class FirmwareFigures:
-    size: int
-    devices: int
-    upload_mb_s: float
-    download_mb_s: float
-    p50_s: float
-    p99_s: float
-    floor_mb_s: float
-    app_rss_before_mib: float
-    app_rss_peak_mib: float
-    daprd_rss_before_mib: float
-    daprd_rss_peak_mib: float
-    samples: int
-    verified: int
-    failures: dict[str, int] = field(default_factory=dict)
-    """What went wrong with the downloads that did not verify: `HTTP 429`, `sha256 mismatch`, …"""
-    first_failure: str = ""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> float:
@@ -109,44 +105,6 @@ def quantile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-async def upload(client: httpx.AsyncClient, data: bytes) -> tuple[str, float]:
-    """Stream `data` in as one artifact; (its id, MB/s)."""
-
-    async def body() -> AsyncIterator[bytes]:
-        for start in range(0, len(data), BLOCK):
-            yield data[start : start + BLOCK]
-
-    started = time.perf_counter()
-    answer = await client.post(
-        "/v1/artifacts", params={"name": "bench-fw", "version": "1.0.0"}, content=body(), timeout=120
-    )
-    elapsed = time.perf_counter() - started
-    if answer.status_code != 201:
-        raise RuntimeError(f"upload answered {answer.status_code}: {answer.text[:300]}")
-    stored = answer.json()
-    if stored["length"] != len(data) or stored["sha256"] != hashlib.sha256(data).hexdigest():
-        raise RuntimeError(f"upload stored something else: {stored}")
-    return str(stored["id"]), len(data) / elapsed / MB
-
-
-async def mint_urls(client: httpx.AsyncClient, artifact_id: str, devices: int, base: str) -> list[str]:
-    limit = asyncio.Semaphore(16)
-
-    async def one(i: int) -> str:
-        async with limit:
-            answer = await client.post(
-                f"/v1/artifacts/{artifact_id}/urls", json={"deviceId": f"bench-{i:04d}", "ttl": 3600}
-            )
-        if answer.status_code != 200:
-            raise RuntimeError(f"minting a URL answered {answer.status_code}: {answer.text[:300]}")
-        url = str(answer.json()["url"])
-        if not url.startswith(base + "/"):
-            raise RuntimeError(f"minted URL {url} is not on the bench's firmware app {base}")
-        return url
-
-    return list(await asyncio.gather(*(one(i) for i in range(devices))))
-
-
 @dataclass
 class Outcome:
     seconds: float
@@ -181,8 +139,14 @@ async def download_all(urls: list[str], expected: str, size: int) -> tuple[float
             return Outcome(seconds)
 
         started = time.perf_counter()
-        outcomes = await asyncio.wait_for(asyncio.gather(*(one(u) for u in urls)), DOWNLOAD_TIMEOUT)
-        return time.perf_counter() - started, list(outcomes)
+        tasks = [asyncio.create_task(one(u)) for u in urls]
+        done, pending = await asyncio.wait(tasks, timeout=DOWNLOAD_TIMEOUT)
+        elapsed = time.perf_counter() - started
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        late = Outcome(elapsed, "timed out", f"not done after {DOWNLOAD_TIMEOUT:g} s")
+        return elapsed, [t.result() if t in done else late for t in tasks]
 
 
 def floor_read(path: Path, readers: int, expected: str) -> float:
@@ -204,59 +168,201 @@ def floor_read(path: Path, readers: int, expected: str) -> float:
     return readers * path.stat().st_size / elapsed / MB
 
 
-async def suite_figures(stack: Stack, data: bytes, devices: int) -> FirmwareFigures:
-    base = stack.direct_url(FIRMWARE_APP)  # where devices download (minted URLs point there)
-    app_pid = stack.procs[FIRMWARE_APP].pid
-    daprd_pid = stack.procs[f"{FIRMWARE_APP}-daprd"].pid
-    assert app_pid is not None and daprd_pid is not None
+@dataclass
+class DownloadFigures:
+    path: str
+    """`store` (straight from Azurite) or `proxied` (through the firmware app)."""
+    devices: int
+    run: int
+    size: int
+    mb_s: float
+    p50_s: float
+    p99_s: float
+    floor_mb_s: float
+    verified: int
+    peaks_mib: dict[str, float]
+    """Peak resident memory of the processes serving the bytes."""
+    cpu_s: dict[str, float]
+    """CPU seconds each of them spent during the download."""
+    failures: dict[str, int] = field(default_factory=dict)
+    first_failure: str = ""
+
+
+@dataclass
+class UploadFigures:
+    run: int
+    size: int
+    mb_s: float
+    app_rss_before_mib: float
+    app_rss_peak_mib: float
+
+
+@dataclass
+class FirmwareFigures:
+    downloads: list[DownloadFigures]
+    uploads: list[UploadFigures]
+
+
+async def publish(client: httpx.AsyncClient, stack: Stack, data: bytes, version: str) -> str:
+    """Upload `data` and release it (targets signed with the stack's release manager key)."""
+    stored = (await client.post("/v1/artifacts", params={"name": "bench-fw", "version": version}, content=data)).json()
+    current = await client.get("/v1/metadata/targets.json")
+    targets = rules.load(current.content, "targets").signed if current.status_code == 200 else None
+    custom = {"name": "bench-fw", "version": version}
+    until = datetime.now(UTC) + timedelta(days=1)
+    signed = rules.targets_with(targets, stored["id"], stored["length"], stored["sha256"], custom, until)
+    answer = await client.post(
+        "/v1/metadata/targets", content=rules.signed_by(signed, [stack.release_team.signer("targets", 1)]).to_bytes()
+    )
+    if answer.status_code != 201:
+        raise RuntimeError(f"publishing the release answered {answer.status_code}: {answer.text[:300]}")
+    return str(stored["id"])
+
+
+async def mint_urls(client: httpx.AsyncClient, artifact_id: str, devices: int) -> list[str]:
+    limit = asyncio.Semaphore(16)
+
+    async def one(i: int) -> str:
+        async with limit:
+            answer = await client.post(
+                f"/v1/artifacts/{artifact_id}/urls", json={"deviceId": f"bench-{i:04d}", "ttl": 3600}
+            )
+        if answer.status_code != 200:
+            raise RuntimeError(f"minting a URL answered {answer.status_code}: {answer.text[:300]}")
+        return str(answer.json()["url"])
+
+    return list(await asyncio.gather(*(one(i) for i in range(devices))))
+
+
+async def download_figures(
+    urls: list[str], data: bytes, floor_file: Path, path: str, run: int, pids: dict[str, int]
+) -> DownloadFigures:
     expected = hashlib.sha256(data).hexdigest()
-    async with httpx.AsyncClient(
-        base_url=stack.app_url(FIRMWARE_APP), headers=stack.headers, timeout=HTTP_TIMEOUT
-    ) as client:
-        artifact_id, upload_mb_s = await upload(client, data)
-        urls = await mint_urls(client, artifact_id, devices, base)
-    await asyncio.sleep(0.5)
-    app_before, daprd_before = rss_mib(app_pid), rss_mib(daprd_pid)
-    with RssSampler({"app": app_pid, "daprd": daprd_pid}) as sampler:
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    with RssSampler(pids) as sampler:
         wall, outcomes = await download_all(urls, expected, len(data))
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+    floor = await asyncio.to_thread(floor_read, floor_file, len(urls), expected)
     good = [o.seconds for o in outcomes if not o.error]
     failed = [o for o in outcomes if o.error]
-    return FirmwareFigures(
+    return DownloadFigures(
+        path=path,
+        devices=len(urls),
+        run=run,
         size=len(data),
-        devices=devices,
-        upload_mb_s=upload_mb_s,
-        download_mb_s=len(good) * len(data) / wall / MB,
+        mb_s=len(good) * len(data) / wall / MB,
         p50_s=quantile(good, 50),
         p99_s=quantile(good, 99),
-        floor_mb_s=0.0,
-        app_rss_before_mib=app_before,
-        app_rss_peak_mib=sampler.peaks["app"],
-        daprd_rss_before_mib=daprd_before,
-        daprd_rss_peak_mib=sampler.peaks["daprd"],
-        samples=sampler.samples,
+        floor_mb_s=floor,
         verified=len(good),
+        peaks_mib=dict(sampler.peaks),
+        cpu_s=cpu,
         failures=dict(Counter(o.error for o in failed)),
         first_failure=f"{failed[0].error}: {failed[0].detail}" if failed else "",
     )
 
 
-def measure_firmware(base: Path, size_mib: float = 8, devices: int = 100) -> FirmwareFigures:
-    """The download figures through a stack of twin-store, rollout and firmware, then the floor."""
-    if not 1 <= devices <= MAX_DEVICES:
-        raise ValueError(f"devices must be 1..{MAX_DEVICES}, not {devices}")
+async def upload_figures(client: httpx.AsyncClient, app_pid: int, size_mib: int, run: int) -> UploadFigures:
+    """Stream `size_mib` MiB in (a 16 MiB random buffer repeated), check the stored digest, delete it."""
+    pattern = os.urandom(16 * MIB)
+    pieces = size_mib
+    digest = hashlib.sha256()
+    for i in range(pieces):
+        digest.update(pattern[(i % 16) * MIB : (i % 16 + 1) * MIB])
+
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(pieces):
+            yield pattern[(i % 16) * MIB : (i % 16 + 1) * MIB]
+
+    before = rss_mib(app_pid)
+    with RssSampler({"app": app_pid}) as sampler:
+        started = time.perf_counter()
+        answer = await client.post(
+            "/v1/artifacts", params={"name": "bench-upload", "version": f"{run}.0.0"}, content=body(), timeout=600
+        )
+        elapsed = time.perf_counter() - started
+    if answer.status_code != 201 or answer.json()["sha256"] != digest.hexdigest():
+        raise RuntimeError(f"upload answered {answer.status_code}: {answer.text[:300]}")
+    await client.delete(f"/v1/artifacts/{answer.json()['id']}")
+    return UploadFigures(run, pieces * MIB, pieces * MIB / elapsed / MB, before, sampler.peaks["app"])
+
+
+def _check(size_mib: float, device_counts: tuple[int, ...], upload_mib: int) -> None:
+    if not all(1 <= d <= MAX_DEVICES for d in device_counts):
+        raise ValueError(f"devices must be 1..{MAX_DEVICES}, not {device_counts}")
     if not 0 < size_mib <= MAX_SIZE_MIB:
         raise ValueError(f"artifact size must be in (0, {MAX_SIZE_MIB}] MiB, not {size_mib}")
+    if not 0 < upload_mib <= MAX_UPLOAD_MIB:
+        raise ValueError(f"upload size must be in (0, {MAX_UPLOAD_MIB}] MiB, not {upload_mib}")
+
+
+async def store_figures(
+    stack: Stack, data: bytes, floor_file: Path, device_counts: tuple[int, ...], upload_mib: int, repeats: int
+) -> FirmwareFigures:
+    app_pid = stack.procs[FIRMWARE_APP].pid
+    store_pid = stack.procs["azurite"].pid
+    assert app_pid is not None and store_pid is not None
+    figures = FirmwareFigures([], [])
+    async with httpx.AsyncClient(
+        base_url=stack.app_url(FIRMWARE_APP), headers=stack.headers, timeout=HTTP_TIMEOUT
+    ) as client:
+        for run in range(1, repeats + 1):
+            figures.uploads.append(await upload_figures(client, app_pid, upload_mib, run))
+        artifact = await publish(client, stack, data, "1.0.0")
+        urls = await mint_urls(client, artifact, max(device_counts))
+    for devices in device_counts:
+        for run in range(1, repeats + 1):
+            pids = {"azurite": store_pid, "app": app_pid}
+            figure = await download_figures(urls[:devices], data, floor_file, "store", run, pids)
+            figures.downloads.append(figure)
+    return figures
+
+
+async def proxied_figures(
+    stack: Stack, data: bytes, floor_file: Path, devices: int, repeats: int
+) -> list[DownloadFigures]:
+    pids = {"app": stack.procs[FIRMWARE_APP].pid, "daprd": stack.procs[f"{FIRMWARE_APP}-daprd"].pid}
+    async with httpx.AsyncClient(
+        base_url=stack.app_url(FIRMWARE_APP), headers=stack.headers, timeout=HTTP_TIMEOUT
+    ) as client:
+        artifact = await publish(client, stack, data, "1.0.0")
+        urls = await mint_urls(client, artifact, devices)
+    return [
+        await download_figures(urls, data, floor_file, "proxied", run, {k: v for k, v in pids.items() if v})
+        for run in range(1, repeats + 1)
+    ]
+
+
+def measure_firmware(
+    base: Path,
+    size_mib: float = 2,
+    device_counts: tuple[int, ...] = (100, 1000),
+    upload_mib: int = 1024,
+    repeats: int = 2,
+    proxied_devices: int = 100,
+) -> FirmwareFigures:
+    """Downloads from the store (and proxied) and uploads, each `repeats` times (see the module)."""
+    _check(size_mib, (*device_counts, proxied_devices), upload_mib)
     data = os.urandom(int(size_mib * MIB))
-    stack = Stack(base / "firmware", apps=(TWIN_STORE_APP, ROLLOUT_APP, FIRMWARE_APP))
-    stack.start()
+    floor_file = base / "floor-artifact.bin"
+    base.mkdir(parents=True, exist_ok=True)
+    floor_file.write_bytes(data)
+    apps = (TWIN_STORE_APP, ROLLOUT_APP, FIRMWARE_APP)
     try:
-        figures = asyncio.run(suite_figures(stack, data, devices))
+        stack = Stack(
+            base / "firmware-store", apps=apps, app_env={"TWINFLEET_FIRMWARE_MAX_ARTIFACT_BYTES": str(8 << 30)}
+        )
+        stack.start()
+        try:
+            figures = asyncio.run(store_figures(stack, data, floor_file, device_counts, upload_mib, repeats))
+        finally:
+            stack.stop()
+        proxied = Stack(base / "firmware-proxied", apps=apps, artifact_store="binding")
+        proxied.start()
+        try:
+            figures.downloads += asyncio.run(proxied_figures(proxied, data, floor_file, proxied_devices, repeats))
+        finally:
+            proxied.stop()
     finally:
-        stack.stop()
-    artifact = base / "firmware" / "floor-artifact.bin"
-    artifact.write_bytes(data)
-    try:
-        figures.floor_mb_s = floor_read(artifact, devices, hashlib.sha256(data).hexdigest())
-    finally:
-        artifact.unlink()
+        floor_file.unlink(missing_ok=True)
     return figures

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from services.devtools.stack import Stack
+from services.platform.names import FIRMWARE_APP, ROLLOUT_APP
 
 # Test data generation time depends on what else the machine runs (the suite starts real
 # processes); no deadline and no "too slow" verdicts, so a loaded CI machine gives the same result.
@@ -21,9 +22,10 @@ settings.load_profile("twinfleet")
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A whole suite on free loopback ports, private to one test module.
 
-    A module may set `STACK_PROFILE` (topic profile) and `STACK_ENV` (app settings) to vary it,
-    and `STACK_IDENTITY`, the name of a fixture giving the identity provider (default: the
-    stack's own issuer).
+    A module may set `STACK_PROFILE` (topic profile), `STACK_ENV` (app settings),
+    `STACK_ARTIFACTS` (`azure`: Azurite, the default; `binding`: chunk objects on disk) and
+    `STACK_IDENTITY`, the name of a fixture giving the identity provider (default: the stack's own
+    issuer), to vary it.
     """
     identity_fixture = getattr(request.module, "STACK_IDENTITY", None)
     run = Stack(
@@ -32,6 +34,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         app_env=getattr(request.module, "STACK_ENV", None),
         redis_fsync=getattr(request.module, "STACK_REDIS_FSYNC", "everysec"),
         identity=request.getfixturevalue(identity_fixture) if identity_fixture else None,
+        artifact_store=getattr(request.module, "STACK_ARTIFACTS", "azure"),
     )
     try:
         run.start()
@@ -43,4 +46,16 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="module")
 async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.api_url, headers=stack.headers, timeout=20) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def firmware(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.app_url(FIRMWARE_APP), headers=stack.headers, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+async def rollouts(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.app_url(ROLLOUT_APP), headers=stack.headers, timeout=30) as client:
         yield client

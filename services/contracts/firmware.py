@@ -1,5 +1,6 @@
-"""The firmware app's REST contract (`/v1/artifacts`, `/v1/keys`): artifacts as listed, download
-grants as minted, download progress. camelCase on the wire."""
+"""The firmware app's REST contract (`/v1/artifacts`, `/v1/metadata`, `/v1/keys`): artifacts as
+listed, releases as published, the roles and keys of the current root, download grants as minted,
+download progress. camelCase on the wire. TUF metadata itself travels as TUF's own JSON."""
 
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ class ArtifactView(ApiModel):
     length: int
     sha256: str
     status: str
-    """`uploading` or `ready`."""
+    """`uploading` or `ready` (bytes stored)."""
     created: float
+    released: bool
+    """The current signed targets metadata lists it: devices may install it."""
     custom: dict[str, Any]
+    """The signed target's `custom` (empty until released)."""
     expires: str | None
-    """When the signed metadata expires (ISO 8601, UTC)."""
+    """When the targets metadata that lists it expires (ISO 8601, UTC)."""
 
 
 class ArtifactList(ApiModel):
@@ -44,12 +48,39 @@ class MintedUrl(ApiModel):
 
 class MintedCredential(ApiModel):
     credential: str
+    """Proxied store: a token for `X-Download-Credential` (with the device's own credentials);
+    object store: the store's own short-lived credential (a SAS scoped to one blob)."""
+    url: str | None = None
+    """Object store: where to download with it (the blob's URL with the credential)."""
     expires: int
 
 
-class SigningKeys(ApiModel):
-    keys: list[str]
-    """ed25519 public keys (hex) that sign release metadata."""
+class RoleKeys(ApiModel):
+    role: str
+    threshold: int
+    keyids: list[str]
+
+
+class TrustView(ApiModel):
+    """`GET /v1/keys`: the current root's roles, for release managers and provisioning (a device
+    is given its root out of band and never trusts what it fetches here)."""
+
+    root_version: int
+    root_expires: str
+    roles: list[RoleKeys]
+    targets_version: int
+    """0 before the first release."""
+
+
+class PublishedTargets(ApiModel):
+    version: int
+    expires: str
+    targets: list[str]
+
+
+class PublishedRoot(ApiModel):
+    version: int
+    expires: str
 
 
 class DownloadProgress(ApiModel):

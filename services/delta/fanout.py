@@ -1,23 +1,24 @@
 """The delta app's worker: plans each bulk of twin events with `plan_fanout` (coalesced per twin,
 stale versions dropped) and publishes `/update/delta` and `/update/documents` with bounded
 concurrency, each twin's messages in its device's wire encoding (carried by the events). A delta
-that carries a software reference gets a download URL minted for its device as it is sent (late
-binding)."""
+that carries a software reference gets a download URL the firmware app mints for its device as it
+is sent (late binding): the object store's own URL, or the app's HMAC URL for proxied stores."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any
 
+from services.clients.base import ApiError
+from services.clients.firmware import FirmwareClient
 from services.contracts.events import DeltaRequested, TwinChanged
+from services.contracts.firmware import UrlRequest
 from services.contracts.topics import Operation, Reply, TopicProfile, TwinAddress
 from services.contracts.wire import WireEncoding
 from services.delta.metrics import PUBLISHED
-from services.domain.software.twin_key import SOFTWARE_KEY, bind_download_url, desired_artifact, download_url
+from services.domain.software.twin_key import delta_artifact, with_download_url
 from services.domain.twin.fanout import plan_fanout
-from services.platform.names import DOWNLOAD_URL_KEY
 from services.platform.sidecar import Sidecar, gather_bounded
 
 
@@ -29,7 +30,7 @@ class Fanout:
         sidecar: Sidecar,
         profile: TopicProfile,
         concurrency: int,
-        firmware_url: str = "",
+        firmware: FirmwareClient | None = None,
         url_ttl: int = 3600,
     ) -> None:
         self._sidecar = sidecar
@@ -37,21 +38,23 @@ class Fanout:
         self._limit = asyncio.Semaphore(concurrency)
         self._sent: dict[TwinAddress, int] = {}
         self._lock = asyncio.Lock()
-        self._firmware_url = firmware_url
+        self._firmware = firmware
         self._url_ttl = url_ttl
-        self._url_key: bytes | None = None
 
     async def _bind(self, address: TwinAddress, delta: dict[str, Any]) -> dict[str, Any]:
         """Late binding: a delta with a software reference gets a download URL minted now, for
-        this device (the key is read from the secret store once, when first needed)."""
-        if not self._firmware_url or desired_artifact((delta.get("state") or {}).get(SOFTWARE_KEY)) is None:
+        this device. A reference the firmware app cannot mint for (not released, deleted) goes
+        out without one: the device's own checks refuse it and say why."""
+        artifact = delta_artifact(delta)
+        if self._firmware is None or artifact is None:
             return delta
-        if self._url_key is None:
-            self._url_key = (await self._sidecar.secret(DOWNLOAD_URL_KEY)).encode()
-        key, base = self._url_key, self._firmware_url
-        return bind_download_url(
-            delta, address.device_id, time.time(), self._url_ttl, lambda grant: download_url(base, key, grant)
-        )
+        try:
+            minted = await self._firmware.mint_url(artifact, UrlRequest(device_id=address.device_id, ttl=self._url_ttl))
+        except ApiError as error:
+            if error.status not in (400, 404):
+                raise
+            return delta
+        return with_download_url(delta, minted.url)
 
     async def handle(self, events: Sequence[TwinChanged | DeltaRequested]) -> None:
         """Publish what `events` call for; versions count as sent only once all were published.

@@ -11,6 +11,9 @@ from typing import Any
 import svcs
 from fastapi import FastAPI, Request
 
+from services.clients.base import app_url
+from services.clients.credentials import service_auth
+from services.clients.firmware import FirmwareClient
 from services.contracts.events import DELTA_REQUESTED_TOPIC, TWIN_CHANGED_TOPIC, DeltaRequested, TwinChanged
 from services.delta.access import RULES
 from services.delta.fanout import Fanout
@@ -18,7 +21,7 @@ from services.delta.settings import get_delta_settings
 from services.platform.cloudevents import handle_bulk, subscription
 from services.platform.http import install_common
 from services.platform.lifecycle import register_platform, running_sidecar
-from services.platform.names import DELTA_APP, INTERNAL_PUBSUB
+from services.platform.names import DELTA_APP, FIRMWARE_APP, INTERNAL_PUBSUB
 from services.platform.sidecar import Sidecar
 
 TWIN_CHANGED_ROUTE = "/events/twin-changed"
@@ -28,14 +31,16 @@ DELTA_REQUESTED_ROUTE = "/events/delta-requested"
 @svcs.fastapi.lifespan
 async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None]:
     settings = get_delta_settings()
-    async with running_sidecar(DELTA_APP, Sidecar(*settings.sidecar_args())) as sidecar:
-        fanout = Fanout(
-            sidecar,
-            settings.topics(),
-            settings.publish_concurrency,
-            settings.firmware_public_url,
-            settings.download_url_ttl,
-        )
+    async with (
+        running_sidecar(DELTA_APP, Sidecar(*settings.sidecar_args())) as sidecar,
+        FirmwareClient(
+            app_url(FIRMWARE_APP, settings.dapr_http_port, settings.firmware_url),
+            headers=settings.sidecar_headers(),
+            auth=service_auth(settings),
+        ) as firmware,
+    ):
+        urls = firmware if settings.download_urls else None
+        fanout = Fanout(sidecar, settings.topics(), settings.publish_concurrency, urls, settings.download_url_ttl)
         register_platform(registry, sidecar, state=False)
         registry.register_value(Fanout, fanout)
         yield

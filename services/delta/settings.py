@@ -10,11 +10,13 @@ from services.platform.settings import Settings
 class DeltaSettings(Settings):
     publish_concurrency: int = 256
     """Most device-broker publishes in flight at once (paces fan-out)."""
-    firmware_public_url: str = ""
-    """The firmware service's address as devices reach it. Set: every delta carrying a software
-    reference gets a freshly minted download URL (late binding). Empty: devices obtain a temporary
-    credential instead."""
-    download_url_ttl: int = 24 * 3600
+    download_urls: bool = True
+    """Every delta carrying a software reference gets a download URL the firmware app mints for
+    its device as it is sent (late binding). Off: devices obtain a temporary credential instead."""
+    firmware_url: str = ""
+    """The firmware app's base URL; empty: Dapr service invocation (local stacks set it, as
+    daprd's mDNS resolution spans the machine)."""
+    download_url_ttl: int = 3600
     """Seconds a late-bound download URL stays valid after the delta was sent."""
 
 

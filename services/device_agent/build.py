@@ -21,15 +21,15 @@ from services.device_agent.software import (
     Installer,
     SoftwareHandler,
 )
-from services.domain.software.metadata import trusted_keys
+from services.device_agent.trust import TrustedReleases
 
 AGENT_VERSION = "0.1.0"
 
 
 def software_handler(settings: AgentSettings, data_dir: Path) -> SoftwareHandler:
     """The software handler with the installer the settings name (`file`, `command`, `k3s`)."""
-    if not settings.software_firmware_url or not settings.software_trusted_keys:
-        raise ValueError("software updates need TWINFLEET_SOFTWARE_FIRMWARE_URL and TWINFLEET_SOFTWARE_TRUSTED_KEYS")
+    if not settings.software_firmware_url or not settings.software_trusted_root:
+        raise ValueError("software updates need TWINFLEET_SOFTWARE_FIRMWARE_URL and TWINFLEET_SOFTWARE_TRUSTED_ROOT")
     health = CommandHealth(settings.software_health_command)
     installer: Installer
     if settings.software_installer == "file":
@@ -49,7 +49,11 @@ def software_handler(settings: AgentSettings, data_dir: Path) -> SoftwareHandler
         raise ValueError(f"TWINFLEET_SOFTWARE_INSTALLER {settings.software_installer!r}: file, command or k3s")
     return SoftwareHandler(
         Firmware(settings.software_firmware_url, settings.device_id, settings.device_password),
-        trusted_keys([k for k in settings.software_trusted_keys.split(",") if k.strip()]),
+        TrustedReleases(
+            settings.software_metadata_url or f"{settings.software_firmware_url.rstrip('/')}/v1/metadata/",
+            Path(settings.software_trusted_root).read_bytes(),
+            data_dir / "software" / "tuf",
+        ),
         installer,
         data_dir / "software",
         settings.software_version,

@@ -47,8 +47,11 @@ class AgentSettings(Settings):
     mender-update, ...), `k3s` (patch a Deployment's image); empty: no software handler."""
     software_firmware_url: str = ""
     """The firmware service's address (metadata, credentials, downloads)."""
-    software_trusted_keys: str = ""
-    """Comma-separated ed25519 public keys (hex) whose signatures on release metadata are trusted."""
+    software_trusted_root: str = ""
+    """The TUF root metadata file this device was provisioned with: its trust anchor (rotations
+    are followed from it; the roots it has verified since are kept in the data directory)."""
+    software_metadata_url: str = ""
+    """Where TUF metadata is fetched (default: `{software_firmware_url}/v1/metadata/`)."""
     software_version: str = ""
     """The version installed at the factory (reported until the first update)."""
     software_target: str = ""

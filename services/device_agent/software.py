@@ -1,12 +1,13 @@
 """The software handler: a desired `software` reference becomes an installed release.
 
-verify the signed metadata (trusted keys, expiry, right artifact, no rollback) → download with
-resume (HTTP Range, the late-bound URL from the delta or a temporary credential got with the
-device's own credentials) → check length and SHA-256 → [wait: for the install trigger of a
-download-only update, or for local consent] → install through an installer → health check →
-commit or roll back. Each step is reported under `software` as it happens: DOWNLOADING →
-DOWNLOADED → VERIFIED → [WAITING_FOR_INSTALL | WAITING_FOR_CONSENT →] INSTALLING → UPDATED |
-FAILED(failure, reason) | ROLLED_BACK, with the desired `retry` it answers.
+verify the release with the TUF client workflow (`trust.py`: the provisioned root, rotations,
+timestamp → snapshot → targets, expiry, rollback; right artifact, no older version) → download
+with resume (HTTP Range, the late-bound URL from the delta or a temporary credential got with the
+device's own credentials; from the object store or the firmware app) → check length and SHA-256 →
+[wait: for the install trigger of a download-only update, or for local consent] → install through
+an installer → health check → commit or roll back. Each step is reported under `software` as it
+happens: DOWNLOADING → DOWNLOADED → VERIFIED → [WAITING_FOR_INSTALL | WAITING_FOR_CONSENT →]
+INSTALLING → UPDATED | FAILED(failure, reason) | ROLLED_BACK, with the desired `retry` it answers.
 
 A failed attempt keeps the running version and says why (`failure` names the kind: download,
 metadata, signature, …); the same artifact is not tried again until the twin desires another one
@@ -32,17 +33,10 @@ from typing import Any, Protocol
 
 import httpx
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.device_agent.handlers import SERVICE_ACCOUNT, HandlerFailed, write_atomically
-from services.domain.software.metadata import (
-    Refusal,
-    Release,
-    UpdateRefused,
-    check_download,
-    check_offer,
-    verify_metadata,
-)
+from services.device_agent.trust import TrustedReleases
+from services.domain.software.release import Refusal, Release, UpdateRefused, check_download, check_offer
 from services.domain.software.twin_key import (
     FailureKind,
     Gate,
@@ -75,6 +69,8 @@ class UpdateFailed(Exception):
 REFUSAL_KINDS = {
     Refusal.MALFORMED: FailureKind.METADATA,
     Refusal.MISMATCH: FailureKind.METADATA,
+    Refusal.UNKNOWN: FailureKind.METADATA,
+    Refusal.UNAVAILABLE: FailureKind.METADATA,
     Refusal.SIGNATURE: FailureKind.SIGNATURE,
     Refusal.EXPIRED: FailureKind.EXPIRED,
     Refusal.ROLLBACK: FailureKind.VERSION,
@@ -279,7 +275,7 @@ def rollout_complete(deployment: Mapping[str, Any]) -> bool:
 
 
 class Firmware:
-    """The firmware service as the device sees it: metadata, credentials, downloads."""
+    """The firmware service as the device sees it: credentials, proxied downloads."""
 
     def __init__(self, base_url: str, device_id: str, password: str, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -289,18 +285,8 @@ class Firmware:
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=self.timeout)
 
-    async def metadata(self, artifact: str) -> Any:
-        try:
-            async with self.client() as client:
-                response = await client.get(f"{self.base_url}/v1/artifacts/{artifact}/metadata")
-        except httpx.HTTPError as error:
-            raise UpdateFailed(FailureKind.METADATA, f"metadata of {artifact}: {error!r}") from None
-        if response.status_code != 200:
-            reason = f"metadata of {artifact}: {response.status_code} {_message(response)}"
-            raise UpdateFailed(FailureKind.METADATA, reason)
-        return response.json()
-
-    async def credential(self, artifact: str) -> str:
+    async def credential(self, artifact: str) -> tuple[str, str]:
+        """(credential, url): with an object store the URL to download from with it, else ""."""
         try:
             async with self.client() as client:
                 response = await client.post(f"{self.base_url}/v1/artifacts/{artifact}/credentials", auth=self.auth)
@@ -308,7 +294,8 @@ class Firmware:
             raise HandlerFailed(f"download credential not got: {error!r}") from None
         if response.status_code != 200:
             raise HandlerFailed(f"download credential refused: {response.status_code} {_message(response)}")
-        return str(response.json()["credential"])
+        answer = response.json()
+        return str(answer["credential"]), str(answer.get("url") or "")
 
 
 def _message(response: httpx.Response) -> str:
@@ -324,7 +311,7 @@ class SoftwareHandler:
     def __init__(
         self,
         firmware: Firmware,
-        trusted: Mapping[str, Ed25519PublicKey],
+        trust: TrustedReleases,
         installer: Installer,
         work_dir: Path,
         factory_version: str = "",
@@ -334,7 +321,7 @@ class SoftwareHandler:
         auto_consent_seconds: float = 0.0,
     ) -> None:
         self.firmware = firmware
-        self.trusted = trusted
+        self.trust = trust
         self.installer = installer
         self.work_dir = work_dir
         self.state_file = work_dir / "software.json"
@@ -434,7 +421,7 @@ class SoftwareHandler:
         retry = retry_of(desired)
         attempt: dict[str, Any] = {**kept, "attempt": artifact, **({"retry": retry} if retry else {})}
         try:
-            release = verify_metadata(await self.firmware.metadata(artifact), self.trusted, time.time())
+            release = await self.trust.release(artifact)
             check_offer(release, artifact, kept.get("version"))
             attempt["attemptVersion"] = release.version
             path = self._partial(artifact)
@@ -519,7 +506,7 @@ class SoftwareHandler:
         failures = 0
         while (have := path.stat().st_size if path.exists() else 0) < release.length:
             if not url and credential is None:
-                credential = await self.firmware.credential(artifact)
+                credential, url = await self.firmware.credential(artifact)
             try:
                 refused = await self._fetch(path, have, release, attempt, url, credential)
             except httpx.TransportError as error:
@@ -533,7 +520,7 @@ class SoftwareHandler:
             if failures > self.retries:
                 raise HandlerFailed(f"download failed after {failures} tries: {refused}")
             if refused.startswith("403") and url:
-                url = ""  # a URL that stopped working (expired): a credential instead
+                url, credential = "", None  # a URL that stopped working (expired): a fresh credential
             elif refused.startswith("403"):
                 credential = None  # expired meanwhile: a fresh one
         return path

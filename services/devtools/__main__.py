@@ -67,6 +67,9 @@ def run(
         console.print(f"MQTT broker 127.0.0.1:{stack.mqtt_port}; {fleet} simulated devices (sim-00000…)")
         for name in stack.ports:
             console.print(f"{name} API schema: {stack.direct_url(name)}/docs")
+        if "azurite" in stack.procs:
+            console.print(f"artifacts in Azure Blob (Azurite) {stack.blob_endpoint}")
+        console.print(f"release keys and the first root (offline in real life): {stack.release_team.directory}")
         for index, url in enumerate(agent_urls):
             console.print(f"device agent agent-{index:05d}: {url}/v1/status (post events to {url}/v1/events)")
         console.print(f"Try: TWINFLEET_RUN_DIR={run_dir} twin list   ·   logs in {stack.run_dir / 'logs'}")
@@ -95,7 +98,7 @@ def start_agent(stack: Stack, device_id: str) -> LocalAgent:
             "TWINFLEET_SOFTWARE_INSTALLER": "file",
             "TWINFLEET_SOFTWARE_TARGET": str(root / "app" / "firmware.bin"),
             "TWINFLEET_SOFTWARE_FIRMWARE_URL": stack.direct_url(FIRMWARE_APP),
-            "TWINFLEET_SOFTWARE_TRUSTED_KEYS": stack.metadata_public_key,
+            "TWINFLEET_SOFTWARE_TRUSTED_ROOT": str(stack.trusted_root),
             "TWINFLEET_SOFTWARE_VERSION": "1.0.0",
         }
     agent = LocalAgent(root, device_id, password, stack.mqtt_port, env)

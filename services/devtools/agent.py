@@ -7,6 +7,7 @@ import secrets
 from pathlib import Path
 
 from services.devtools import components
+from services.devtools.pki import TlsIdentity
 from services.devtools.processes import ManagedProcess, free_port, wait_for_http
 from services.devtools.stack import AppPorts, daprd_args, uvicorn_args
 from services.platform.names import DEVICE_AGENT_APP
@@ -15,9 +16,19 @@ AGENT_APP = "services.device_agent.main:app"
 
 
 class LocalAgent:
-    """Start, kill and restart one device's agent; its files live under `root` across restarts."""
+    """Start, kill and restart one device's agent; its files live under `root` across restarts.
+    Its sidecar reaches the broker with the device's password, or with `tls` its client
+    certificate (then `mqtt_port` is the broker's TLS listener)."""
 
-    def __init__(self, root: Path, device_id: str, password: str, mqtt_port: int, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        device_id: str,
+        password: str,
+        mqtt_port: int,
+        env: dict[str, str],
+        tls: TlsIdentity | None = None,
+    ) -> None:
         self.root = root
         self.device_id = device_id
         self.ports = AppPorts(free_port(), free_port(), free_port(), free_port())
@@ -38,8 +49,12 @@ class LocalAgent:
             root / "dapr",
             {
                 "device_id": device_id,
-                "device_password": password,
-                "mqtt_port": str(mqtt_port),
+                "broker_url": f"ssl://127.0.0.1:{mqtt_port}"
+                if tls
+                else f"tcp://{device_id}:{password}@127.0.0.1:{mqtt_port}",
+                "ca_cert": tls.ca.read_text() if tls else "",
+                "client_cert": tls.cert.read_text() if tls else "",
+                "client_key": tls.key.read_text() if tls else "",
                 "data_dir": str(self.data_dir),
             },
         )

@@ -1,8 +1,12 @@
 """Mosquitto for local runs and tests: config, per-device credentials and the topic ACL.
 
-Passwords are stored as Mosquitto's PBKDF2-SHA512 entries (`$7$`), written here directly so a
-thousand simulated devices are provisioned in milliseconds instead of a thousand
-`mosquitto_passwd` calls. A device may only touch its own topics (ACL patterns on `%u`).
+Two listeners: plain MQTT with username/password, and MQTT over TLS (a locally made CA) where a
+device must present a client certificate whose subject CN is its device id; the broker takes that
+CN as the username (`use_identity_as_username`). Either way the ACL keeps a device to its own
+topics (patterns on `%u`). Passwords are stored as Mosquitto's PBKDF2-SHA512 entries (`$7$`),
+written here directly so a thousand simulated devices are provisioned in milliseconds instead of a
+thousand `mosquitto_passwd` calls. The plugin `mosquitto/strip_sdk_suffix.c` (built by `make
+setup`) strips the `?SDK=…&Version=…` the AWS IoT Device SDK appends to usernames.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from services.contracts.topics import PROFILES
+from services.devtools.pki import LocalCA
 
 SERVICE_USER = "twinfleet-service"
 PBKDF2_ITERATIONS = 101
@@ -38,7 +43,18 @@ def acl_text() -> str:
     return "\n".join(lines) + "\n"
 
 
-def config_text(directory: Path, port: int) -> str:
+PLUGIN_SOURCE = Path(__file__).with_name("mosquitto") / "strip_sdk_suffix.c"
+
+
+def sdk_suffix_plugin() -> Path | None:
+    """The built plugin (`scripts/build-broker-plugin.sh`, keyed by the source's hash), if built."""
+    cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet")) / "broker"
+    digest = hashlib.sha256(PLUGIN_SOURCE.read_bytes()).hexdigest()[:16]
+    path = cache / f"strip_sdk_suffix-{digest}.so"
+    return path if path.exists() else None
+
+
+def config_text(directory: Path, port: int, tls_port: int, ca: LocalCA, plugin: Path | None) -> str:
     # Run as whoever started us: the run directory is ours, not the `mosquitto` system user's.
     user = [f"user {pwd.getpwuid(os.geteuid()).pw_name}"]
     return "\n".join(
@@ -46,7 +62,14 @@ def config_text(directory: Path, port: int) -> str:
             *user,
             "per_listener_settings false",
             f"listener {port} 127.0.0.1",
+            f"listener {tls_port} 127.0.0.1",
+            f"cafile {ca.ca_cert}",
+            f"certfile {ca.server_cert}",
+            f"keyfile {ca.server_key}",
+            "require_certificate true",
+            "use_identity_as_username true",
             "allow_anonymous false",
+            *([f"plugin {plugin}"] if plugin is not None else []),
             f"password_file {directory / 'passwd'}",
             f"acl_file {directory / 'acl'}",
             "persistence true",

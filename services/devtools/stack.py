@@ -6,6 +6,7 @@ free loopback ports in a temporary directory).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -15,13 +16,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from services.devtools import components
-from services.devtools.broker import SERVICE_USER, BrokerAccounts, config_text, new_secret
+from services.devtools.broker import SERVICE_USER, BrokerAccounts, config_text, new_secret, sdk_suffix_plugin
 from services.devtools.identity import Identity, LocalIssuer
+from services.devtools.pki import LocalCA, TlsIdentity
 from services.devtools.processes import ManagedProcess, free_port, wait_for_http, wait_for_port
+from services.devtools.release_team import ReleaseTeam
+from services.domain.software import repository as tuf_rules
 from services.domain.software.grants import device_password
-from services.domain.software.metadata import load_private_key, public_key_hex
 from services.platform.names import (
+    ARTIFACT_STORE_KEY,
     COMMANDS_APP,
     DELTA_APP,
     DOWNLOAD_URL_KEY,
@@ -29,8 +35,9 @@ from services.platform.names import (
     FIRMWARE_APP,
     FLEET_SECRET,
     INGRESS_APP,
-    METADATA_SIGNING_KEY,
     ROLLOUT_APP,
+    TUF_SNAPSHOT_KEY,
+    TUF_TIMESTAMP_KEY,
     TWIN_STORE_APP,
 )
 
@@ -60,6 +67,21 @@ GATEWAY = "services.devtools.gateway:app"
 MAX_BODY = {FIRMWARE_APP: "2Gi"}
 """Request bodies a sidecar takes beyond daprd's 4 MiB default: artifact uploads stream through
 the firmware app's."""
+AZURITE_VERSION = "3.35.0"
+BLOB_ACCOUNT = "twinfleet"
+BLOB_CONTAINER = "artifacts"
+
+
+def azurite_binary() -> str:
+    """Azurite's blob service, installed by `make setup` (TWINFLEET_AZURITE, else the cache)."""
+    explicit = os.environ.get("TWINFLEET_AZURITE")
+    cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet"))
+    path = (
+        Path(explicit) if explicit else cache / f"azurite-{AZURITE_VERSION}" / "node_modules" / ".bin" / "azurite-blob"
+    )
+    if not path.exists():
+        raise FileNotFoundError(f"Azurite not installed ({path}): run `make setup`")
+    return str(path)
 
 
 def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
@@ -157,6 +179,7 @@ class Stack:
         app_env: dict[str, str] | None = None,
         redis_fsync: str = "everysec",
         identity: Identity | None = None,
+        artifact_store: str = "azure",
     ) -> None:
         self.run_dir = run_dir.resolve()
         self.topic_profile = topic_profile
@@ -165,12 +188,19 @@ class Stack:
         self.redis_fsync = redis_fsync
         """Redis AOF fsync policy: `always` survives a Redis crash without losing acknowledged
         writes; `everysec` (default, faster) may lose the last second."""
+        self.artifact_store = artifact_store
+        """`azure`: artifacts in Azurite (downloads straight from it); `binding`: chunk objects on
+        local disk through the Dapr binding (downloads through the firmware app)."""
         self.redis_port = free_port()
         self.mqtt_port = free_port()
+        self.mqtts_port = free_port()
+        """MQTT over TLS: devices authenticate with a client certificate (CN = device id)."""
+        self.blob_port = free_port()
         self.ports = {app: AppPorts(free_port(), free_port(), free_port(), free_port()) for app in self.app_ids}
         self.procs: dict[str, ManagedProcess] = {}
         self.broker_dir = self.run_dir / "mosquitto"
         self.accounts = BrokerAccounts(self.broker_dir)
+        self.ca = LocalCA(self.broker_dir / "tls")
         secrets_file = self.run_dir / "secrets.json"
         if secrets_file.exists():
             self.secrets = json.loads(secrets_file.read_text())
@@ -179,7 +209,9 @@ class Stack:
             self.secrets = {"service": new_secret(), "fleet": new_secret()}
             secrets_file.write_text(json.dumps(self.secrets))
             secrets_file.chmod(0o600)
-        self.signing_seed = self.secrets.setdefault("signing", os.urandom(32).hex())
+        self.online_seeds = {
+            role: self.secrets.setdefault(f"tuf-{role}", os.urandom(32).hex()) for role in tuf_rules.ONLINE_ROLES
+        }
         self.download_key = self.secrets.setdefault("download", new_secret())
         self.dapr_token = self.secrets.setdefault("dapr_api_token", new_secret())
         """The sidecars' API token (one per stack, as one Kubernetes secret serves a namespace)."""
@@ -187,6 +219,8 @@ class Stack:
         self.admin_token = self.identity.token("local-admin", ["admin"])
         """A token with the admin role, what `make run` prints and the CLI uses by default."""
         self.gateway_port = free_port()
+        self.blob_key = self.secrets.setdefault("blob", base64.b64encode(os.urandom(64)).decode())
+        self.release_team = ReleaseTeam(self.run_dir / "release")
 
     def app_token(self, app: str) -> str:
         """What `app`'s sidecar sends it (`APP_API_TOKEN`): one per app id."""
@@ -209,15 +243,21 @@ class Stack:
             raise
 
     @property
-    def metadata_public_key(self) -> str:
-        """The public half of the stack's release signing key (hex), what devices are given."""
-        return public_key_hex(load_private_key(self.signing_seed).public_key())
+    def trusted_root(self) -> Path:
+        """The first root of the stack's release chain: what devices are provisioned with."""
+        return self.release_team.root_path
+
+    @property
+    def blob_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.blob_port}/{BLOB_ACCOUNT}"
 
     def write_dapr_secrets(self) -> None:
         """The local file secret store's content: the key material the firmware and delta apps read."""
         path = self.run_dir / "dapr-secrets.json"
         secrets = {
-            METADATA_SIGNING_KEY: self.signing_seed,
+            TUF_SNAPSHOT_KEY: self.online_seeds["snapshot"],
+            TUF_TIMESTAMP_KEY: self.online_seeds["timestamp"],
+            ARTIFACT_STORE_KEY: self.blob_key,
             DOWNLOAD_URL_KEY: self.download_key,
             FLEET_SECRET: self.secrets["fleet"],
         }
@@ -227,8 +267,11 @@ class Stack:
 
     def _start_all(self) -> None:
         self.write_dapr_secrets()
+        self.release_team.create({r: tuf_rules.seed_signer(s).public_key for r, s in self.online_seeds.items()})
         self.start_redis()
         self.start_broker()
+        if FIRMWARE_APP in self.app_ids and self.artifact_store == "azure":
+            self.start_blob_store()
         components.write(
             "local",
             self.run_dir / "dapr",
@@ -246,7 +289,19 @@ class Stack:
         for app in self.app_ids:
             self.wait_app(app)
         self.start_gateway()
+        if FIRMWARE_APP in self.app_ids:
+            self.publish_first_root()
         self.write_state()
+
+    def publish_first_root(self) -> None:
+        """Give the firmware app the release chain's first root (once; kept in the state store)."""
+        url = f"{self.app_url(FIRMWARE_APP)}/v1/metadata"
+        with httpx.Client(timeout=30, headers=self.headers) as client:
+            if client.get(f"{url}/1.root.json").status_code == 200:
+                return
+            answer = client.post(f"{url}/root", content=self.trusted_root.read_bytes())
+        if answer.status_code != 201:
+            raise RuntimeError(f"the firmware app refused the first root: {answer.status_code} {answer.text}")
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
@@ -266,11 +321,12 @@ class Stack:
             "apps": {name: self.api_url for name in self.ports},
             "sidecars": {name: self.app_url(name) for name in self.ports},
             "token_file": str(token_file),
-            "mqtt": {"host": "127.0.0.1", "port": self.mqtt_port},
+            "mqtt": {"host": "127.0.0.1", "port": self.mqtt_port, "tls_port": self.mqtts_port},
             "redis_port": self.redis_port,
             "topic_profile": self.topic_profile,
             "pids": {name: proc.pid for name, proc in self.procs.items()},
             "run_dir": str(self.run_dir),
+            "release_dir": str(self.release_team.directory),
         }
         (self.run_dir / "stack.json").write_text(json.dumps(state, indent=2))
 
@@ -303,17 +359,55 @@ class Stack:
         wait_for_port(self.redis_port, 20, proc.process)
         self.procs["redis"] = proc
 
+    # -- Azurite (the local Azure Blob endpoint) --------------------------------------------
+    def start_blob_store(self) -> None:
+        data = self.run_dir / "azurite"
+        data.mkdir(parents=True, exist_ok=True)
+        proc = ManagedProcess(
+            "azurite",
+            [
+                azurite_binary(),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(self.blob_port),
+                "--location",
+                str(data),
+                "--silent",
+                "--disableTelemetry",
+                "--skipApiVersionCheck",
+                "--loose",
+            ],
+            self.run_dir / "logs" / "azurite.log",
+            env={"AZURITE_ACCOUNTS": f"{BLOB_ACCOUNT}:{self.blob_key}"},
+        )
+        proc.start()
+        wait_for_port(self.blob_port, 30, proc.process)
+        self.procs["azurite"] = proc
+
+    def _store_env(self, app: str) -> dict[str, str]:
+        if app != FIRMWARE_APP or self.artifact_store != "azure":
+            return {"TWINFLEET_FIRMWARE_STORE": "binding"} if app == FIRMWARE_APP else {}
+        return {
+            "TWINFLEET_FIRMWARE_STORE": "azure",
+            "TWINFLEET_FIRMWARE_STORE_ENDPOINT": self.blob_endpoint,
+            "TWINFLEET_FIRMWARE_STORE_ACCOUNT": BLOB_ACCOUNT,
+            "TWINFLEET_FIRMWARE_STORE_CONTAINER": BLOB_CONTAINER,
+        }
+
     # -- Mosquitto ---------------------------------------------------------------------------
     def start_broker(self) -> None:
         if not (self.broker_dir / "passwd").exists():
             self.accounts.initialise(self.secrets["service"])
+        self.ca.create()
         config = self.broker_dir / "mosquitto.conf"
-        config.write_text(config_text(self.broker_dir, self.mqtt_port))
+        config.write_text(config_text(self.broker_dir, self.mqtt_port, self.mqtts_port, self.ca, sdk_suffix_plugin()))
         proc = ManagedProcess(
             "mosquitto", [need("mosquitto"), "-c", str(config)], self.run_dir / "logs" / "mosquitto.log"
         )
         proc.start()
         wait_for_port(self.mqtt_port, 20, proc.process)
+        wait_for_port(self.mqtts_port, 20, proc.process)
         self.procs["mosquitto"] = proc
 
     def provision_devices(self, device_ids: Iterable[str]) -> dict[str, str]:
@@ -325,6 +419,10 @@ class Stack:
 
     def device_password(self, device_id: str) -> str:
         return device_password(self.secrets["fleet"], device_id)
+
+    def device_certificate(self, device_id: str) -> TlsIdentity:
+        """A client certificate for the TLS listener (subject CN = device id), with the CA."""
+        return self.ca.device(device_id)
 
     # -- apps and sidecars -------------------------------------------------------------------
     def add_replica(self, app: str) -> str:
@@ -369,6 +467,7 @@ class Stack:
             "DAPR_API_TOKEN": self.dapr_token,
             **self.identity.app_env(app_id(app)),
             **self._local_addresses(app_id(app)),
+            **self._store_env(app_id(app)),
             **self.app_env,
         }
         proc = ManagedProcess(
@@ -391,7 +490,11 @@ class Stack:
             found["TWINFLEET_TWIN_STORE_URL"] = self.app_url(TWIN_STORE_APP)
         if app == FIRMWARE_APP and ROLLOUT_APP in self.ports:
             found["TWINFLEET_ROLLOUT_URL"] = self.app_url(ROLLOUT_APP)
-        if app == DELTA_APP and FIRMWARE_APP in self.ports:  # devices reach downloads directly
+        if app == DELTA_APP and FIRMWARE_APP in self.ports:  # the firmware app mints the delta's URLs
+            found["TWINFLEET_FIRMWARE_URL"] = self.app_url(FIRMWARE_APP)
+        elif app == DELTA_APP:
+            found["TWINFLEET_DOWNLOAD_URLS"] = "false"
+        if app == FIRMWARE_APP:  # devices reach downloads directly, past no sidecar
             found["TWINFLEET_FIRMWARE_PUBLIC_URL"] = self.direct_url(FIRMWARE_APP)
         return found
 
@@ -421,6 +524,8 @@ class Stack:
         """Start a stopped or killed process again on the same ports (and data)."""
         if name == "redis":
             self.start_redis()
+        elif name == "azurite":
+            self.start_blob_store()
         elif name == "mosquitto":
             self.start_broker()
         elif name == INGRESS_APP:

@@ -1,7 +1,14 @@
-"""Who may download, and the download itself: a pre-signed URL or a temporary credential plus the
-device's own credentials (every refusal a 403 before the first byte), at most
-`firmware_downloads_per_device` at once per device (429), HTTP Range for resuming, and how far
-each device's last download of an artifact has come."""
+"""Who may download, and how: the two ways of the seed "Software Update", minted here.
+
+- **Object store** (`azure`, `s3`): the URL is the store's own — a SAS (read-only, one blob,
+  short expiry, optional IP range `sip`) or an S3 presigned URL — and the temporary credential is a
+  short-lived store credential scoped to that one blob, given only to a device that proves who it
+  is and whose twin desires the artifact. The app never carries the bytes.
+- **Proxied** (`binding`, stores that cannot pre-sign): an HMAC pre-signed URL or a temporary
+  credential plus the device's own credentials (every refusal a 403 before the first byte), at
+  most `firmware_downloads_per_device` at once per device (429), HTTP Range for resuming, and how
+  far each device's last download of an artifact has come.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +17,16 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 
-from services.contracts.firmware import DownloadProgress
+from services.contracts.firmware import DownloadProgress, MintedCredential, MintedUrl
 from services.domain.errors import forbidden, too_many_requests
 from services.domain.software.artifacts import Artifact
-from services.domain.software.grants import Grant, check_credential, check_device, check_presigned
-from services.domain.software.ranges import ByteRange, chunk_spans
+from services.domain.software.grants import Grant, check_credential, check_device, check_presigned, mint_credential
+from services.domain.software.ranges import ByteRange
+from services.domain.software.repository import utc
+from services.domain.software.twin_key import download_url
 from services.firmware.metrics import ACTIVE, BYTES_SERVED
-from services.firmware.storage import ChunkCache, Keys
+from services.firmware.storage import Keys
+from services.firmware.stores import ArtifactStore
 from services.platform.names import DOWNLOAD_URL_KEY, FLEET_SECRET
 
 PROGRESS_KEPT = 10_000
@@ -36,21 +46,40 @@ def device_login(authorization: str | None) -> tuple[str, str]:
 
 
 class Downloads:
-    """Downloads in flight per device (the concurrency limit) and how far each has come."""
+    """Minting grants; for the proxied path, downloads in flight per device and their progress."""
 
-    def __init__(self, keys: Keys, cache: ChunkCache, per_device: int) -> None:
+    def __init__(self, keys: Keys, store: ArtifactStore, per_device: int, public_url: str) -> None:
         self._keys = keys
-        self._cache = cache
+        self.store = store
         self.per_device = per_device
+        self.public_url = public_url
         self.running: dict[str, int] = {}
         self.progress: OrderedDict[tuple[str, str], DownloadProgress] = OrderedDict()
         """The last download per (device, artifact), newest last; bounded to `PROGRESS_KEPT`."""
+
+    async def _url_key(self) -> bytes:
+        return (await self._keys.get(DOWNLOAD_URL_KEY)).encode()
 
     async def authenticate(self, authorization: str | None) -> str:
         """The device whose own credentials these are (403 otherwise)."""
         device_id, password = device_login(authorization)
         check_device(await self._keys.get(FLEET_SECRET), device_id, password)
         return device_id
+
+    async def url(self, artifact: Artifact, device_id: str, ttl: int, ip: str | None, base: str) -> MintedUrl:
+        """A download URL for one device: the store's own, or an HMAC URL on this app."""
+        grant = Grant(device_id, artifact.id, int(time.time()) + ttl, ip)
+        if self.store.presigns:
+            return MintedUrl(url=await self.store.url(artifact, utc(grant.expires), ip), expires=grant.expires)
+        return MintedUrl(url=download_url(self.public_url or base, await self._url_key(), grant), expires=grant.expires)
+
+    async def credential(self, artifact: Artifact, device_id: str, ttl: int, ip: str | None) -> MintedCredential:
+        """A temporary credential for an authenticated device (the caller checked its twin)."""
+        grant = Grant(device_id, artifact.id, int(time.time()) + ttl, ip)
+        if self.store.presigns:
+            url = await self.store.url(artifact, utc(grant.expires), ip)
+            return MintedCredential(credential=url.partition("?")[2], url=url, expires=grant.expires)
+        return MintedCredential(credential=mint_credential(await self._url_key(), grant), expires=grant.expires)
 
     async def grant(
         self,
@@ -60,9 +89,9 @@ class Downloads:
         authorization: str | None,
         credential: str | None,
     ) -> Grant:
-        """The grant a download presents: a pre-signed URL's, or a credential's for the device
-        that authenticates with it; 403 saying why otherwise."""
-        key = (await self._keys.get(DOWNLOAD_URL_KEY)).encode()
+        """The grant a proxied download presents: a pre-signed URL's, or a credential's for the
+        device that authenticates with it; 403 saying why otherwise."""
+        key = await self._url_key()
         now = time.time()
         if "signature" in params:
             return check_presigned(key, artifact_id, params, client_ip, now)
@@ -96,11 +125,10 @@ class Downloads:
         return entry
 
     async def body(self, artifact: Artifact, part: ByteRange, entry: DownloadProgress) -> AsyncIterator[bytes]:
-        """The bytes of `part`, chunk by chunk from the shared cache, counted into `entry`."""
+        """The bytes of `part`, from the store (chunks fetched ahead), counted into `entry`."""
         if not artifact.length:
             return
-        for index, start, stop in chunk_spans(part, artifact.chunk_size):
-            data = (await self._cache.get(artifact.id, index))[start:stop]
+        async for data in self.store.read(artifact, part):
             BYTES_SERVED.inc(len(data))
             entry.sent += len(data)
             yield data

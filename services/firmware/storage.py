@@ -58,6 +58,11 @@ class Keys:
             self._values[name] = await self._sidecar.secret(name)
         return self._values[name]
 
+    def forget(self, *names: str) -> None:
+        """Read these again next time (after a key rotation in the secret store)."""
+        for name in names:
+            self._values.pop(name, None)
+
 
 class Catalog:
     """Artifact records by id, plus an index of ids for listing (a `DocumentCollection`)."""

@@ -1,5 +1,7 @@
-"""The AWS IoT shadow topic profile, driven by the AWS IoT Device SDK v2 shadow client unchanged
-(plain TCP instead of TLS: the only difference is how the connection is built)."""
+"""The AWS IoT shadow topic profile, driven by the AWS IoT Device SDK v2 shadow client unchanged and
+with its defaults: over mutual TLS with a client certificate whose CN is the thing name (as AWS IoT
+does it), and over username/password, where the SDK appends `?SDK=…&Version=…` to the username
+(its metrics; the broker's plugin strips it before the password file and the ACL see it)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 
 import pytest
 from awscrt import io, mqtt
-from awsiot import iotshadow
+from awsiot import iotshadow, mqtt_connection_builder
 
 from services.devtools.stack import Stack
 from tests.support.devices import link, new_device_id
@@ -35,22 +37,29 @@ class Inbox:
         return await asyncio.to_thread(self._queue(name).get, True, timeout)
 
 
-@pytest.fixture
-def sdk_device(stack: Stack) -> Any:
+@pytest.fixture(params=["mtls", "password"])
+def sdk_device(request: pytest.FixtureRequest, stack: Stack) -> Any:
+    """A thing connected with the SDK's defaults (metrics on), one way or the other."""
     thing = new_device_id("thing")
     password = stack.provision_devices([thing])[thing]
-    client = mqtt.Client(io.ClientBootstrap.get_or_create_static_default(), tls_ctx=None)
-    connection = mqtt.Connection(
-        client,
-        "127.0.0.1",
-        stack.mqtt_port,
-        thing,
-        clean_session=True,
-        username=thing,
-        password=password,
-        disable_metrics=True,
-        keep_alive_secs=30,
-    )
+    if request.param == "mtls":
+        tls = stack.device_certificate(thing)
+        connection = mqtt_connection_builder.mtls_from_path(
+            endpoint="127.0.0.1",
+            port=stack.mqtts_port,
+            cert_filepath=str(tls.cert),
+            pri_key_filepath=str(tls.key),
+            ca_filepath=str(tls.ca),
+            client_id=thing,
+            clean_session=True,
+            keep_alive_secs=30,
+        )
+    else:
+        client = mqtt.Client(io.ClientBootstrap.get_or_create_static_default(), tls_ctx=None)
+        connection = mqtt.Connection(
+            client, "127.0.0.1", stack.mqtt_port, thing, clean_session=True, username=thing, password=password,
+            keep_alive_secs=30,
+        )  # fmt: skip
     connection.connect().result(10)
     yield thing, iotshadow.IotShadowClient(connection)
     connection.disconnect().result(10)

@@ -73,12 +73,15 @@ async def test_null_deletes_keys_and_sections_and_state_null_clears(stack: Stack
         await dev.report({"a": None, "b": {"c": None}})
         doc = await dev.get()
         assert doc["state"]["reported"] == {"b": {"d": 2}, "l": [1, 2]}
+        # an empty object is a value (as in AWS IoT): kept when set, and left when its last child goes
+        await dev.report({"b": {"d": None}, "e": {}})
+        assert (await dev.get())["state"]["reported"] == {"b": {}, "e": {}, "l": [1, 2]}
         accepted = await dev.request(Operation.UPDATE, {"state": {"desired": None}})
         assert accepted["state"] == {"desired": None}
         assert "desired" not in (await dev.get())["state"]
         accepted = await dev.request(Operation.UPDATE, {"state": None})
         doc = await dev.get()
-        assert doc["state"] == {} and doc["version"] == accepted["version"] == 4
+        assert doc["state"] == {} and doc["version"] == accepted["version"] == 5
 
 
 @pytest.mark.parametrize(

@@ -19,17 +19,19 @@ AgentFactory = Callable[..., LocalAgent]
 
 @contextmanager
 def agents(stack: Stack, base_env: dict[str, str] | None = None) -> Iterator[AgentFactory]:
-    """A factory starting agents (`start(device_id, **env)`); all are stopped at the end."""
+    """A factory starting agents (`start(device_id, tls=False, **env)`; `tls`: the broker's TLS
+    listener with the device's client certificate); all are stopped at the end."""
     started: list[LocalAgent] = []
 
-    def start(device_id: str, **env: str) -> LocalAgent:
+    def start(device_id: str, tls: bool = False, **env: str) -> LocalAgent:
         password = stack.provision_devices([device_id])[device_id]
         agent = LocalAgent(
             stack.run_dir / "agents" / device_id,
             device_id,
             password,
-            stack.mqtt_port,
+            stack.mqtts_port if tls else stack.mqtt_port,
             {**AGENT_ENV, **(base_env or {}), **env},
+            stack.device_certificate(device_id) if tls else None,
         )
         started.append(agent)
         agent.start()

@@ -20,7 +20,7 @@ def link(stack: Stack, device_id: str, shadow: str = "", *, provision: bool = Tr
         device_id,
         stack.device_password(device_id),
         "127.0.0.1",
-        stack.mqtt_port,
+        stack.mqtts_port if kwargs.get("tls") else stack.mqtt_port,
         profile(stack.topic_profile),
         shadow,
         **kwargs,  # type: ignore[arg-type]

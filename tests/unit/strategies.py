@@ -19,4 +19,4 @@ patch_values: st.SearchStrategy[Any] = st.recursive(
 )
 patches: st.SearchStrategy[dict[str, Any]] = st.dictionaries(keys, patch_values, max_size=4)
 sections = patches.map(lambda p: merge_patch({}, p))
-"""Sections as stored: patches merged into nothing (no nulls, no empty objects)."""
+"""Sections as stored: patches merged into nothing (no nulls; empty objects are values)."""

@@ -95,8 +95,10 @@ def test_local_placeholders_must_be_filled() -> None:
 def test_agent_targets_render_its_broker_link_and_local_store(target: str) -> None:
     params = {
         "device_id": "dev-1",
-        "device_password": "pw",
-        "mqtt_port": "1883",
+        "broker_url": "tcp://dev-1:pw@127.0.0.1:1883",
+        "ca_cert": "",
+        "client_cert": "",
+        "client_key": "",
         "data_dir": "/data",
         "namespace": "edge",
         "credentials_secret": "dev-1-broker",

@@ -19,11 +19,14 @@ from tests.unit.strategies import keys, patches, scalars, sections
         ({"a": 1}, {"a": None}, {}),
         ({"a": 1, "b": 2}, {"a": None}, {"b": 2}),
         ({"a": {"b": 1, "c": 2}}, {"a": {"b": None}}, {"a": {"c": 2}}),
-        ({"a": {"b": 1}}, {"a": {"b": None}}, {}),  # objects emptied by deletes disappear
+        ({"a": {"b": 1}}, {"a": {"b": None}}, {"a": {}}),  # deleting the last child leaves {}
         ({"a": [1, 2, 3]}, {"a": [4]}, {"a": [4]}),  # arrays are values
         ({"a": 1}, {"a": {"b": 2}}, {"a": {"b": 2}}),
         ({"a": {"b": 2}}, {"a": 3}, {"a": 3}),
-        ({"a": 1}, {"b": {}}, {"a": 1}),  # an empty object adds nothing
+        ({"a": 1}, {"b": {}}, {"a": 1, "b": {}}),  # an empty object is a value
+        ({"a": {"b": 1}}, {"a": {}}, {"a": {"b": 1}}),  # ... merged into an object, it changes nothing
+        ({"a": 1}, {"a": {}}, {"a": {}}),
+        ({}, {"a": {"b": None}}, {"a": {}}),
         ({"a": {"x": {"y": 1}}}, {"a": {"x": {"z": 2}}}, {"a": {"x": {"y": 1, "z": 2}}}),
         ({}, {"a": {"b": None, "c": 1}}, {"a": {"c": 1}}),
     ],
@@ -125,3 +128,36 @@ def test_metadata_for_a_key_named_timestamp() -> None:
 @given(keys, scalars)
 def test_json_equal_is_reflexive(key: str, value: Any) -> None:
     assert json_equal({key: value}, {key: value})
+
+
+@pytest.mark.parametrize(
+    ("desired", "reported", "expected"),
+    [
+        ({"d": {}}, {}, {"d": {}}),  # an empty object desired is a value the device lacks
+        ({"d": {}}, {"d": {}}, {}),
+        ({"d": {}}, {"d": {"x": 1}}, {}),  # nothing desired inside d differs
+        ({"d": {}}, {"d": 3}, {"d": {}}),
+    ],
+)
+def test_delta_of_empty_objects(desired: dict[str, Any], reported: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert compute_delta(desired, reported) == expected
+
+
+@given(sections, keys)
+def test_an_empty_object_in_a_patch_is_kept(base: dict[str, Any], key: str) -> None:
+    merged = merge_patch(base, {key: {}})
+    assert isinstance(merged[key], dict)
+    assert merged[key] == (base[key] if isinstance(base.get(key), dict) else {})
+
+
+@given(sections, keys, keys)
+def test_deleting_the_last_child_leaves_the_parent_empty(base: dict[str, Any], parent: str, child: str) -> None:
+    merged = merge_patch(merge_patch(base, {parent: None}), {parent: {child: 1}})
+    assert merge_patch(merged, {parent: {child: None}}) == {**merged, parent: {}}
+
+
+def test_metadata_of_an_empty_object() -> None:
+    meta = merge_metadata({}, {"d": {}, "a": 1}, {"d": {}, "a": 1}, 7)
+    assert meta == {"d": {}, "a": {"timestamp": 7}}
+    emptied = merge_patch({"d": {"x": 1}}, {"d": {"x": None}})
+    assert merge_metadata({"d": {"x": {"timestamp": 1}}}, {"d": {"x": None}}, emptied, 9) == {"d": {}}

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,7 @@ from services.contracts.device_events import DeviceEvent, EventBatch
 from services.contracts.topics import DeviceChannels, TopicProfile
 from services.devtools.fleet.link import DeviceLink, Rejected
 from services.devtools.fleet.software import SimulatedSoftware
+from services.devtools.pki import TlsIdentity
 from services.domain.device.core import (
     Applied,
     ApplyPlan,
@@ -142,15 +144,18 @@ async def run_fleet(
     profile: TopicProfile,
     report_interval: float,
     connect_concurrency: int = 50,
+    certificates: Callable[[str], TlsIdentity] | None = None,
 ) -> None:
-    """Connect every device (a few at a time) and run them until cancelled."""
+    """Connect every device (a few at a time) and run them until cancelled; with `certificates`,
+    each over TLS with its own client certificate (`port` is then the TLS listener's)."""
     limit = asyncio.Semaphore(connect_concurrency)
     async with contextlib.AsyncExitStack() as stack:
         devices = []
 
         async def connect(device_id: str) -> None:
             async with limit:
-                link = DeviceLink(device_id, passwords[device_id], host, port, profile)
+                tls = certificates(device_id) if certificates is not None else None
+                link = DeviceLink(device_id, passwords.get(device_id, ""), host, port, profile, tls=tls)
                 await stack.enter_async_context(link)
                 devices.append(SimulatedDevice(link, report_interval, initial_state(device_id)))
 

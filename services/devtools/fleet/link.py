@@ -14,6 +14,7 @@ import aiomqtt
 
 from services.contracts.topics import Operation, Reply, TopicProfile, TwinAddress
 from services.contracts.wire import WireEncoding, decode_payload, encode_payload
+from services.devtools.pki import TlsIdentity
 from services.domain.errors import TwinError
 
 
@@ -25,7 +26,9 @@ class Rejected(Exception):
 
 
 class DeviceLink:
-    """One device connection (its own credentials; QoS 1; persistent session unless `clean`).
+    """One device connection (its own credentials; QoS 1; persistent session unless `clean`):
+    username/password, or with `tls` a client certificate on the broker's TLS listener (the
+    broker takes the certificate's CN as the username; `password` is then unused).
 
     Requests go out in `encoding`; whatever arrives is decoded by its own first byte, and the
     newest arrivals' (topic, encoding) are kept in `received` so tests can check what was sent.
@@ -43,19 +46,24 @@ class DeviceLink:
         clean: bool = True,
         client_id: str | None = None,
         encoding: WireEncoding = WireEncoding.JSON,
+        tls: TlsIdentity | None = None,
     ) -> None:
         self.address = TwinAddress(device_id, shadow)
         self.profile = profile
         self.encoding = encoding
         self.received: deque[tuple[str, WireEncoding]] = deque(maxlen=64)
+        tls_params = None
+        if tls is not None:
+            tls_params = aiomqtt.TLSParameters(ca_certs=str(tls.ca), certfile=str(tls.cert), keyfile=str(tls.key))
         self._client = aiomqtt.Client(
             host,
             port,
-            username=device_id,
-            password=password,
+            username=None if tls else device_id,
+            password=None if tls else password,
             identifier=client_id or device_id,
             clean_session=clean,
             keepalive=30,
+            tls_params=tls_params,
         )
         self._pending: dict[str, asyncio.Future[tuple[Reply, dict[str, Any]]]] = {}
         self.deltas: asyncio.Queue[dict[str, Any]] = asyncio.Queue()

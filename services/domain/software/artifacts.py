@@ -1,15 +1,14 @@
 """Firmware artifacts, pure: what an uploaded artifact is, its id and version rules, and how its
-bytes are stored as chunk objects.
+bytes are named as chunk objects (stores without one object per artifact).
 """
 
 from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import Any
 
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from services.domain.errors import bad_request
 
@@ -17,8 +16,8 @@ ARTIFACT_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 DEFAULT_CHUNK_SIZE = 1 << 20
-"""Artifacts are stored as objects of this many bytes: storage bindings move whole objects, so a
-chunk is what the service holds in memory at once, whatever the artifact's size."""
+"""Through a binding, artifacts are stored as objects of this many bytes: bindings move whole
+objects, so a chunk is what the service holds in memory at once, whatever the artifact's size."""
 
 
 class ArtifactStatus(StrEnum):
@@ -27,7 +26,8 @@ class ArtifactStatus(StrEnum):
 
 
 class Artifact(BaseModel):
-    """One uploaded artifact: its bytes (stored as chunks), their digest and the signed release."""
+    """One uploaded artifact: its bytes (chunk objects or one blob), their length and digest. It is
+    released while the current targets metadata lists it."""
 
     id: str
     name: str
@@ -37,10 +37,6 @@ class Artifact(BaseModel):
     chunk_size: int = DEFAULT_CHUNK_SIZE
     status: ArtifactStatus = ArtifactStatus.UPLOADING
     created: float
-    custom: dict[str, Any] = Field(default_factory=dict)
-    """Free-form release data the installer reads (e.g. a container image for the K3s installer)."""
-    metadata: dict[str, Any] | None = None
-    """The signed targets metadata (None until the upload completed)."""
 
     @property
     def chunks(self) -> int:

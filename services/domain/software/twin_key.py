@@ -6,8 +6,9 @@ desired   `{"artifact": "<artifact id>", "version": "2.1.0"}` — a reference, w
           then `"now"`),
           `"retry": n` (try again: the n-th retry) and `"autoConsentAt": t` (a device that asks
           for local consent installs anyway from then on).
-delta     the same, plus `url`: a download URL minted for this device when the delta is sent
-          (late binding), so a device that was offline for a week still gets a valid one.
+delta     the same, plus `url`: a download URL minted for this device by the firmware app when the
+          delta is sent (late binding), so a device that was offline for a week still gets a
+          valid one: the object store's own (SAS, presigned) or the app's HMAC URL.
 reported  `{"artifact", "version", "status", "reason"?, "failure"?, "progress"?, "attempt"?,
           "retry"?}` — what runs (artifact and version change only on UPDATED) and how the last
           attempt went: DOWNLOADING → DOWNLOADED → VERIFIED → [WAITING_FOR_INSTALL |
@@ -21,7 +22,6 @@ again until the desired reference changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -207,17 +207,15 @@ def download_url(base_url: str, key: bytes, grant: Grant) -> str:
     return f"{base_url.rstrip('/')}/v1/artifacts/{grant.artifact}/download?{urlencode(presign(key, grant))}"
 
 
-def bind_download_url(
-    delta: dict[str, Any], device_id: str, now: float, ttl: int, mint: Callable[[Grant], str]
-) -> dict[str, Any]:
-    """`delta` with a fresh download URL for this device next to its software reference; other
-    deltas unchanged (the same object)."""
+def with_download_url(delta: dict[str, Any], url: str) -> dict[str, Any]:
+    """`delta` with `url` next to its software reference (late binding; see `delta_artifact`)."""
+    state = delta["state"]
+    return {**delta, "state": {**state, SOFTWARE_KEY: {**state[SOFTWARE_KEY], "url": url}}}
+
+
+def delta_artifact(delta: dict[str, Any]) -> str | None:
+    """The artifact a delta's software reference names (None: the delta needs no URL)."""
     state = delta.get("state")
-    if not isinstance(state, dict):
-        return delta
-    software = state.get(SOFTWARE_KEY)
-    artifact = desired_artifact(software)
-    if artifact is None or not isinstance(software, dict):
-        return delta
-    url = mint(Grant(device_id, artifact, int(now) + ttl))
-    return {**delta, "state": {**state, SOFTWARE_KEY: {**software, "url": url}}}
+    if not isinstance(state, dict) or not isinstance(state.get(SOFTWARE_KEY), dict):
+        return None
+    return desired_artifact(state[SOFTWARE_KEY])

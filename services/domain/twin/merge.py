@@ -1,9 +1,9 @@
 """Partial-update merge of a state section and its per-leaf metadata.
 
-Rules (the device contract, DESIGN §2): keys in the patch overwrite; `null` deletes a key;
-objects merge recursively; arrays and scalars are values and replace whole. Objects left empty
-by deletions are removed, and an empty object in a patch adds nothing, so a stored section never
-holds `{}` leaves.
+Rules (the device contract, DESIGN §2, as AWS IoT's shadow merges): keys in the patch overwrite;
+`null` deletes a key; objects merge recursively; arrays and scalars are values and replace whole.
+An empty object is a value too: `{"d": {}}` sets `d` to `{}` (or leaves an object `d` as it is),
+and deleting an object's last child leaves the object, as `{}`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,7 @@ def merge_patch(target: JsonObject, patch: JsonObject) -> JsonObject:
             continue
         if isinstance(value, dict):
             base = merged.get(key)
-            sub = merge_patch(base if isinstance(base, dict) else {}, value)
-            if sub:
-                merged[key] = sub
-            else:
-                merged.pop(key, None)
+            merged[key] = merge_patch(base if isinstance(base, dict) else {}, value)
             continue
         merged[key] = value
     return merged
