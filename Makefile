@@ -8,6 +8,7 @@ DAPR_EXCLUDE_COMPONENTS := pubsub_pulsar
 TWINFLEET_CACHE ?= $(HOME)/.cache/twinfleet
 DAPRD := $(TWINFLEET_CACHE)/bin/daprd-$(DAPR_RUNTIME_VERSION)
 LOADGEN := $(TWINFLEET_CACHE)/bin/loadgen
+FLOORGO := $(TWINFLEET_CACHE)/bin/floorgo
 # Tools for the device agent's K3s chart (make tools): helm and kubeconform from their Go modules,
 # the Kubernetes JSON schemas of this minor and the Dapr CRD schemas, all offline, in the cache.
 HELM_VERSION := 3.22.0
@@ -20,6 +21,7 @@ PY := $(VENV)/bin/python
 FLEET ?= 1000
 export TWINFLEET_DAPRD := $(DAPRD)
 export TWINFLEET_LOADGEN := $(LOADGEN)
+export TWINFLEET_FLOORGO := $(FLOORGO)
 export TWINFLEET_HELM := $(HELM)
 export TWINFLEET_KUBECONFORM := $(KUBECONFORM)
 export TWINFLEET_KUBERNETES_VERSION := $(KUBERNETES_VERSION)
@@ -80,11 +82,14 @@ lint: setup
 	@$(VENV)/bin/mypy
 
 .PHONY: bench ## end-to-end figures next to the raw floor measured in the same run
-bench: setup $(LOADGEN)
-	@$(PY) -m bench
+bench: setup $(LOADGEN) $(FLOORGO)
+	@$(PY) -m bench $(BENCH_ARGS)
 
 $(LOADGEN): bench/loadgen/main.go bench/loadgen/go.mod
 	@cd bench/loadgen && go build -o $(LOADGEN) .
+
+$(FLOORGO): bench/floorgo/main.go bench/floorgo/go.mod
+	@cd bench/floorgo && go build -o $(FLOORGO) .
 
 .PHONY: components ## render the Dapr components for k3s and aks into deploy/
 components: setup

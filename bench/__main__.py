@@ -21,10 +21,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,47 +34,16 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.agent_footprint import Footprint, measure_agent
+from bench.device_path import PathFigures, measure, measure_floor, stack_processes
 from bench.firmware import FirmwareFigures, measure_firmware
 from bench.load import fleet
 from bench.rollout import RolloutFigures, measure_rollout
 from bench.wire import WireFigures, measure_wire
 from services.devtools.broker import SERVICE_USER
-from services.devtools.processes import ManagedProcess
 from services.devtools.stack import Stack
 
 console = Console()
 app = typer.Typer(add_completion=False)
-
-
-@dataclass
-class LoadResult:
-    """What `bench/loadgen` (Go, so the load generator takes little CPU) reports."""
-
-    accepted: int
-    rejected: int
-    rate: float
-    p50_ms: float
-    p99_ms: float
-
-
-def loadgen(stack: Stack, creds: Path, mode: str, seconds: float, rate: float = 0) -> LoadResult:
-    binary = os.environ.get("TWINFLEET_LOADGEN") or str(Path.home() / ".cache" / "twinfleet" / "bin" / "loadgen")
-    args = [binary, "-port", str(stack.mqtt_port), "-creds", str(creds), "-mode", mode, "-seconds", str(seconds)]
-    if rate:
-        args += ["-rate", str(rate)]
-    out = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
-    return LoadResult(out["accepted"], out["rejected"], out["rate"], out["p50_ms"], out["p99_ms"])
-
-
-def measure(stack: Stack, devices: int, seconds: float, rate: float, prefix: str) -> tuple[LoadResult, LoadResult]:
-    creds = stack.run_dir / f"{prefix}-creds.json"
-    creds.write_text(json.dumps(stack.provision_devices(f"{prefix}-{i:05d}" for i in range(devices))))
-    time.sleep(0.3)
-    loadgen(stack, creds, "closed", 2)  # warm-up
-    throughput = loadgen(stack, creds, "closed", seconds)
-    time.sleep(1)
-    latency = loadgen(stack, creds, "open", seconds, rate)
-    return throughput, latency
 
 
 async def delta_latency(stack: Stack, samples: int) -> list[float]:
@@ -144,7 +112,7 @@ def wire_table(figures: list[WireFigures]) -> Table:
 @app.command()
 def main(
     devices: int = typer.Option(1000, help="simulated devices, each with its own connection"),
-    seconds: float = typer.Option(15, help="duration of each load phase"),
+    seconds: float = typer.Option(10, help="duration of each load phase"),
     rate: float = typer.Option(1000, help="fixed rate for the latency phase (updates/s)"),
     samples: int = typer.Option(200, help="desired→delta samples"),
     wire_only: bool = typer.Option(False, "--wire-only", help="only the wire-encoding figures (no processes)"),
@@ -153,6 +121,8 @@ def main(
     firmware_only: bool = typer.Option(False, "--firmware-only", help="only the firmware download figures"),
     firmware_mib: float = typer.Option(8, help="size of the firmware artifact, MiB"),
     firmware_devices: int = typer.Option(100, help="devices downloading the artifact at once (≤ 1,000)"),
+    device_only: bool = typer.Option(False, "--device-only", help="only the device-path figures"),
+    repeat: int = typer.Option(2, help="runs of the device path (each with its floors)"),
 ) -> None:
     # Measured first, while nothing else runs on the machine.
     wire = measure_wire()
@@ -169,70 +139,149 @@ def main(
         console.print(firmware_summary(firmware))
         return
     console.print(f"[bold]Twinfleet bench[/] — {os.cpu_count()} cores, {devices} devices, {seconds:g}s phases")
-
-    floor_stack = Stack(base / "floor", apps=[])
-    floor_stack.start()
-    server = ManagedProcess(
-        "floor",
-        [
-            sys.executable,
-            "-m",
-            "bench.floor",
-            str(floor_stack.mqtt_port),
-            str(floor_stack.redis_port),
-            SERVICE_USER,
-            floor_stack.secrets["service"],
-        ],
-        base / "floor" / "logs" / "floor.log",
-    )
-    try:
-        server.start()
-        deadline = time.monotonic() + 20
-        while "ready" not in server.log_tail() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        floor_tp, floor_lat = measure(floor_stack, devices, seconds, rate, "floor")
-        floor_delta = asyncio.run(floor_delta_latency(floor_stack, samples))
-    finally:
-        server.stop()
-        floor_stack.stop()
-
-    suite = Stack(base / "suite")
+    runs = [device_path_run(base / f"run{n}", devices, seconds, rate, samples) for n in range(1, repeat + 1)]
+    for n, run in enumerate(runs, 1):
+        console.print(device_table(run, rate, n))
+        console.print(cpu_table(run, n))
+    if device_only:
+        console.print(device_verdicts(runs, rate))
+        return
+    suite = Stack(base / "agent")
     suite.start()
     try:
-        suite_tp, suite_lat = measure(suite, devices, seconds, rate, "bench")
-        suite_delta = asyncio.run(delta_latency(suite, samples))
         agent = measure_agent(suite)
     finally:
         suite.stop()
     rollout = measure_rollout(base, rollout_twins)
     firmware = measure_firmware(base, firmware_mib, firmware_devices)
-
-    table = Table(title="Twinfleet end-to-end vs raw floor (same run, same machine)")
-    table.add_column("measure")
-    table.add_column("suite", justify="right")
-    table.add_column("raw floor", justify="right")
-    table.add_column("suite/floor", justify="right")
-
-    def row(name: str, suite_value: float, floor_value: float, fmt: str) -> None:
-        ratio = suite_value / floor_value if floor_value else float("nan")
-        table.add_row(name, format(suite_value, fmt), format(floor_value, fmt), f"{ratio:.2f}")
-
-    row("accepted updates/s (closed loop)", suite_tp.rate, floor_tp.rate, ",.0f")
-    row("  p50 accept latency under max load, ms", suite_tp.p50_ms, floor_tp.p50_ms, ".1f")
-    row(f"p50 accept latency @ {rate:g}/s, ms", suite_lat.p50_ms, floor_lat.p50_ms, ".1f")
-    row(f"p99 accept latency @ {rate:g}/s, ms", suite_lat.p99_ms, floor_lat.p99_ms, ".1f")
-    row(f"achieved rate @ {rate:g}/s target", suite_lat.rate, floor_lat.rate, ",.0f")
-    row("p50 desired→delta latency, ms", pct(suite_delta, 50), pct(floor_delta, 50), ".1f")
-    row("p99 desired→delta latency, ms", pct(suite_delta, 99), pct(floor_delta, 99), ".1f")
-    console.print(table)
-    failed_suite = suite_tp.rejected + suite_lat.rejected
-    console.print(f"rejected/timeouts: suite {failed_suite}, floor {floor_tp.rejected + floor_lat.rejected}")
-    console.print("targets (issue): ≥ 5,000 accepted updates/s; p99 < 50 ms at 1,000 updates/s")
     console.print(wire_table(wire))
     console.print(agent_table(agent))
     console.print(rollout_table(rollout))
     console.print(firmware_table(firmware))
     console.print(firmware_summary(firmware))
+    console.print(device_verdicts(runs, rate))
+    console.print(verdict("device agent + its daprd RSS after load", agent_total(agent), "<", 100, "MiB"))
+    console.print(verdict(f"rollout to {rollout.twins:,} twins", rollout.write_seconds, "<", 30, "s"))
+
+
+@dataclass
+class DeviceRun:
+    """One run of the device path: the suite and its floors on the same machine, one after another."""
+
+    suite: PathFigures
+    floors: list[PathFigures]
+    suite_delta: list[float]
+    floor_delta: list[float]
+
+
+def device_path_run(base: Path, devices: int, seconds: float, rate: float, samples: int) -> DeviceRun:
+    floors = [
+        measure_floor("go", base, devices, seconds, rate),
+        measure_floor("go", base, devices, seconds, rate, tcp_nodelay=False),
+        measure_floor("python", base, devices, seconds, rate),
+    ]
+    probe = Stack(base / "floor-delta", apps=[])
+    probe.start()
+    try:
+        floor_delta = asyncio.run(floor_delta_latency(probe, samples))
+    finally:
+        probe.stop()
+    suite = Stack(base / "suite")
+    suite.start()
+    try:
+        figures = measure("suite", suite, stack_processes(suite), devices, seconds, rate)
+        suite_delta = asyncio.run(delta_latency(suite, samples))
+    finally:
+        suite.stop()
+    return DeviceRun(figures, floors, suite_delta, floor_delta)
+
+
+def device_table(run: DeviceRun, rate: float, n: int) -> Table:
+    table = Table(title=f"Device path, run {n}: suite vs floors (same run, same machine)")
+    table.add_column("measure")
+    table.add_column("suite", justify="right")
+    for floor in run.floors:
+        table.add_column(floor.name, justify="right")
+    table.add_column(f"suite/{run.floors[0].name}", justify="right")
+
+    def row(name: str, value: Callable[[PathFigures], float], fmt: str) -> None:
+        values = [value(run.suite), *(value(f) for f in run.floors)]
+        ratio = values[0] / values[1] if values[1] else float("nan")
+        table.add_row(name, *(format(v, fmt) for v in values), f"{ratio:.2f}")
+
+    row("accepted updates/s (closed loop)", lambda f: f.throughput.rate, ",.0f")
+    row("  p50 accept latency under max load, ms", lambda f: f.throughput.p50_ms, ".1f")
+    row("  p99 accept latency under max load, ms", lambda f: f.throughput.p99_ms, ".1f")
+    row(f"p50 accept latency @ {rate:g}/s, ms", lambda f: f.latency.p50_ms, ".1f")
+    row(f"p99 accept latency @ {rate:g}/s, ms", lambda f: f.latency.p99_ms, ".1f")
+    row(f"achieved rate @ {rate:g}/s target", lambda f: f.latency.rate, ",.0f")
+    row("rejected / timed out", lambda f: f.rejected, ",.0f")
+    row("CPU µs per accepted update (all processes)", lambda f: sum(f.cpu_us.values()), ",.0f")
+    table.add_row(
+        "desired→delta p50 / p99, ms",
+        f"{pct(run.suite_delta, 50):.1f} / {pct(run.suite_delta, 99):.1f}",
+        f"{pct(run.floor_delta, 50):.1f} / {pct(run.floor_delta, 99):.1f} (one MQTT hop)",
+    )
+    return table
+
+
+def cpu_table(run: DeviceRun, n: int) -> Table:
+    table = Table(title=f"Run {n}: CPU µs per accepted update, by process (closed-loop phase, /proc)")
+    table.add_column("process")
+    table.add_column("µs/update", justify="right")
+    for figures in (run.suite, *run.floors):
+        for name, us in sorted(figures.cpu_us.items(), key=lambda item: -item[1]):
+            table.add_row(f"{figures.name}: {name}", f"{us:,.0f}")
+    return table
+
+
+def verdict(name: str, value: float, op: str, target: float, unit: str, note: str = "") -> str:
+    ok = value < target if op == "<" else value >= target
+    mark = "[green]PASS[/]" if ok else "[red]FAIL[/]"
+    return f"{mark} {name}: {value:,.1f} {unit} (target {op} {target:,g} {unit}){note}"
+
+
+def device_verdicts(runs: list[DeviceRun], rate: float) -> str:
+    def each(value: Callable[[DeviceRun], float], fmt: str) -> str:
+        return " / ".join(format(value(r), fmt) for r in runs)
+
+    best = max(r.suite.throughput.rate for r in runs)
+    p99 = max(r.suite.latency.p99_ms for r in runs)
+    delta = max(pct(r.suite_delta, 99) for r in runs)
+    lines = [
+        verdict(
+            "accepted updates/s, closed loop (best run)",
+            best,
+            "≥",
+            5000,
+            "/s",
+            f"; runs {each(lambda r: r.suite.throughput.rate, ',.0f')}, Go floor "
+            f"{each(lambda r: r.floors[0].throughput.rate, ',.0f')}",
+        ),
+        verdict(
+            f"p99 accept latency at {rate:g}/s (worst run)",
+            p99,
+            "<",
+            50,
+            "ms",
+            f"; runs {each(lambda r: r.suite.latency.p99_ms, '.1f')}, Go floor "
+            f"{each(lambda r: r.floors[0].latency.p99_ms, '.1f')}",
+        ),
+        verdict(
+            "desired→delta p99 (worst run)",
+            delta,
+            "<",
+            20,
+            "ms",
+            f"; runs {each(lambda r: pct(r.suite_delta, 99), '.1f')}, floor "
+            f"{each(lambda r: pct(r.floor_delta, 99), '.1f')}",
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def agent_total(figures: dict[str, Footprint]) -> float:
+    return figures["agent (after load)"].rss_mib + figures["daprd (after load)"].rss_mib
 
 
 def rollout_table(f: RolloutFigures) -> Table:

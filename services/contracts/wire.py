@@ -60,7 +60,7 @@ def decode_payload(data: bytes) -> tuple[Any, WireEncoding]:
         raise bad_request(f"payload is not valid CBOR: {error}") from None
     if stream.tell() != len(data):
         raise bad_request(f"payload is not valid CBOR: {len(data) - stream.tell()} byte(s) after the map")
-    _check_json_compatible(value)
+    check_json_compatible(value)
     return value, encoding
 
 
@@ -140,7 +140,7 @@ def _render(path: _Path) -> str:
     return "$" + "".join(reversed(steps))
 
 
-def _check_json_compatible(document: Any) -> None:
+def check_json_compatible(document: Any) -> None:
     """Raise `NotJsonCompatible` naming the first place in `document` JSON cannot hold."""
     if not _json_compatible(document):
         _explain_incompatible(document)

@@ -146,6 +146,7 @@ class Stack:
         apps: Iterable[str] = (TWIN_STORE_APP, DELTA_APP, EVENTS_APP, COMMANDS_APP, ROLLOUT_APP, FIRMWARE_APP),
         app_env: dict[str, str] | None = None,
         redis_fsync: str = "everysec",
+        tcp_nodelay: bool = True,
     ) -> None:
         self.run_dir = run_dir.resolve()
         self.topic_profile = topic_profile
@@ -154,6 +155,8 @@ class Stack:
         self.redis_fsync = redis_fsync
         """Redis AOF fsync policy: `always` survives a Redis crash without losing acknowledged
         writes; `everysec` (default, faster) may lose the last second."""
+        self.tcp_nodelay = tcp_nodelay
+        """Mosquitto's `set_tcp_nodelay` (off only to measure what Nagle costs)."""
         self.redis_port = free_port()
         self.mqtt_port = free_port()
         self.ports = {app: AppPorts(free_port(), free_port(), free_port(), free_port()) for app in self.app_ids}
@@ -274,7 +277,7 @@ class Stack:
         if not (self.broker_dir / "passwd").exists():
             self.accounts.initialise(self.secrets["service"])
         config = self.broker_dir / "mosquitto.conf"
-        config.write_text(config_text(self.broker_dir, self.mqtt_port))
+        config.write_text(config_text(self.broker_dir, self.mqtt_port, tcp_nodelay=self.tcp_nodelay))
         proc = ManagedProcess(
             "mosquitto", [need("mosquitto"), "-c", str(config)], self.run_dir / "logs" / "mosquitto.log"
         )
