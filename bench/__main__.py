@@ -42,7 +42,7 @@ from bench.wire import WireFigures, measure_wire
 from services.devtools.broker import SERVICE_USER
 from services.devtools.stack import Stack
 
-console = Console()
+console = Console(width=150)
 app = typer.Typer(add_completion=False)
 
 

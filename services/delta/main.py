@@ -1,4 +1,5 @@
-"""delta: turns twin events into `/update/delta` and `/update/documents` on the device broker.
+"""delta: turns twin events into `/update/delta` and `/update/documents` on the device broker
+(on the app's own connection to it; the events come through the sidecar).
 
 Receives `twin.changed` and `twin.delta-requested` in bulk and hands them to the `Fanout` worker.
 """
@@ -15,9 +16,10 @@ from services.contracts.events import DELTA_REQUESTED_TOPIC, TWIN_CHANGED_TOPIC,
 from services.delta.fanout import Fanout
 from services.delta.settings import get_delta_settings
 from services.platform.cloudevents import handle_bulk, subscription
+from services.platform.device_broker import DeviceBroker
 from services.platform.http import install_common
-from services.platform.lifecycle import register_platform, running_sidecar
-from services.platform.names import DELTA_APP, INTERNAL_PUBSUB
+from services.platform.lifecycle import register_platform, running, running_sidecar
+from services.platform.names import DELTA_APP, DEVICE_BROKER_URL_KEY, INTERNAL_PUBSUB
 from services.platform.sidecar import Sidecar
 
 TWIN_CHANGED_ROUTE = "/events/twin-changed"
@@ -28,8 +30,10 @@ DELTA_REQUESTED_ROUTE = "/events/delta-requested"
 async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None]:
     settings = get_delta_settings()
     async with running_sidecar(DELTA_APP, Sidecar(*settings.sidecar_args())) as sidecar:
+        broker = DeviceBroker(lambda: sidecar.secret(DEVICE_BROKER_URL_KEY), settings.instance)
         fanout = Fanout(
             sidecar,
+            broker,
             settings.topics(),
             settings.publish_concurrency,
             settings.firmware_public_url,
@@ -37,7 +41,9 @@ async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None
         )
         register_platform(registry, sidecar, state=False)
         registry.register_value(Fanout, fanout)
-        yield
+        registry.register_value(DeviceBroker, broker, ping=DeviceBroker.ping)
+        async with running(broker.run()):
+            yield
 
 
 app = FastAPI(title="Twinfleet delta", version="0.1.0", lifespan=lifespan)

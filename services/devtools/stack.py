@@ -23,6 +23,7 @@ from services.domain.software.metadata import load_private_key, public_key_hex
 from services.platform.names import (
     COMMANDS_APP,
     DELTA_APP,
+    DEVICE_BROKER_URL_KEY,
     DOWNLOAD_URL_KEY,
     EVENTS_APP,
     FIRMWARE_APP,
@@ -121,6 +122,12 @@ def instance_slug(instance: str) -> str:
     return instance.replace("#", "-")
 
 
+def pod_name(instance: str) -> str:
+    """What stands for the pod name of an instance (`twin-store-0`, `twin-store-1`): its daprd's
+    consumer id and the client id of the app's own broker session."""
+    return instance_slug(instance) if "#" in instance else f"{instance}-0"
+
+
 def need(program: str) -> str:
     path = shutil.which(program) or (f"/usr/sbin/{program}" if Path(f"/usr/sbin/{program}").exists() else None)
     if path is None:
@@ -195,6 +202,7 @@ class Stack:
             METADATA_SIGNING_KEY: self.signing_seed,
             DOWNLOAD_URL_KEY: self.download_key,
             FLEET_SECRET: self.secrets["fleet"],
+            DEVICE_BROKER_URL_KEY: f"tcp://{SERVICE_USER}:{self.secrets['service']}@127.0.0.1:{self.mqtt_port}",
         }
         path.write_text(json.dumps(secrets))
         path.chmod(0o600)
@@ -316,6 +324,7 @@ class Stack:
             "DAPR_GRPC_PORT": str(ports.grpc),
             "DAPR_HTTP_PORT": str(ports.http),
             "TWINFLEET_TOPIC_PROFILE": self.topic_profile,
+            "POD_NAME": pod_name(app),
             **self._local_addresses(app_id(app)),
             **self.app_env,
         }
@@ -348,7 +357,7 @@ class Stack:
             f"{app}-daprd",
             daprd_args(app_id(app), ports, self.run_dir / "dapr"),
             self.run_dir / "logs" / f"{instance_slug(app)}-daprd.log",
-            env={"POD_NAME": instance_slug(app) if "#" in app else f"{app}-0"},
+            env={"POD_NAME": pod_name(app)},
         )
         proc.start()
         self.procs[f"{app}-daprd"] = proc

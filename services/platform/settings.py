@@ -3,6 +3,7 @@ app shares; each app's own knobs are in its `settings.py`, on top of these."""
 
 from __future__ import annotations
 
+import socket
 from dataclasses import fields
 
 from pydantic import Field
@@ -22,6 +23,10 @@ class Settings(BaseSettings):
     dapr_grpc_port: int = Field(default=50001, validation_alias="DAPR_GRPC_PORT")
     """This app's sidecar ports: the standard Dapr variables, set by the injector on Kubernetes."""
     dapr_http_port: int = Field(default=3500, validation_alias="DAPR_HTTP_PORT")
+
+    instance: str = Field(default_factory=socket.gethostname, validation_alias="POD_NAME")
+    """This instance's name (the pod's on Kubernetes): the client id of an app's own persistent
+    MQTT session, so a restarted instance resumes its session and gets what it had not acknowledged."""
 
     def topics(self) -> TopicProfile:
         return profile(self.topic_profile)

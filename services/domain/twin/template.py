@@ -143,8 +143,8 @@ def _mark(tree: dict[str, Any], path: list[str]) -> None:
 
 
 def _extras(document: dict[str, Any], named: dict[str, Any]) -> dict[str, Any]:
-    """What `document` holds beyond the named paths: keys no field covers, and objects that carry
-    no field's value at all (null sections, empty objects) where the template expects fields."""
+    """What `document` holds beyond the paths of the fields present in it (`named`): keys no
+    present field covers, whole (null sections, empty objects, new keys)."""
     extras: dict[str, Any] = {}
     for key, value in document.items():
         below = named.get(key, _MISSING)
@@ -153,18 +153,10 @@ def _extras(document: dict[str, Any], named: dict[str, Any]) -> dict[str, Any]:
         if below is _MISSING or type(value) is not dict:
             extras[key] = value
             continue
-        inner = _extras(value, below)
-        if inner or not _carries(value, below):
+        inner = _extras(value, below)  # `value` holds a present field's leaf: decoding re-creates it
+        if inner:
             extras[key] = inner
     return extras
-
-
-def _carries(value: dict[str, Any], named: dict[str, Any]) -> bool:
-    """Does `value` hold a leaf some field carries (so decoding re-creates the object)?"""
-    for key, below in named.items():
-        if key in value and (below is None or (type(value[key]) is dict and _carries(value[key], below))):
-            return True
-    return False
 
 
 def _place(document: dict[str, Any], path: list[str], value: Any) -> None:
