@@ -7,6 +7,10 @@ DAPR_RUNTIME_VERSION := 1.18.0
 DAPR_EXCLUDE_COMPONENTS := pubsub_pulsar
 TWINFLEET_CACHE ?= $(HOME)/.cache/twinfleet
 DAPRD := $(TWINFLEET_CACHE)/bin/daprd-$(DAPR_RUNTIME_VERSION)
+# The device agent's sidecar: only the components the agent's configuration uses (MQTT to the
+# cloud broker, SQLite state; name resolution and the Kubernetes secret store of a K3s pod).
+DEVICE_DAPR_COMPONENTS := pubsub_mqtt3 state_sqlite nameresolution_mdns nameresolution_kubernetes secretstores_kubernetes
+DEVICE_DAPRD := $(TWINFLEET_CACHE)/bin/daprd-device-$(DAPR_RUNTIME_VERSION)
 LOADGEN := $(TWINFLEET_CACHE)/bin/loadgen
 FLOORGO := $(TWINFLEET_CACHE)/bin/floorgo
 # Tools for the device agent's K3s chart (make tools): helm and kubeconform from their Go modules,
@@ -20,6 +24,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FLEET ?= 1000
 export TWINFLEET_DAPRD := $(DAPRD)
+export TWINFLEET_DEVICE_DAPRD := $(DEVICE_DAPRD)
 export TWINFLEET_LOADGEN := $(LOADGEN)
 export TWINFLEET_FLOORGO := $(FLOORGO)
 export TWINFLEET_HELM := $(HELM)
@@ -33,7 +38,7 @@ help:
 	@grep -E '^\.PHONY: [a-z-]+ ## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z-]+) ## (.*)/  make \1\t\2/' | expand -t 22
 
 .PHONY: setup ## install Redis, Mosquitto, the Python env and build daprd (idempotent)
-setup: system $(VENV)/.installed $(DAPRD)
+setup: system $(VENV)/.installed $(DAPRD) $(DEVICE_DAPRD)
 
 .PHONY: system
 system:
@@ -48,6 +53,10 @@ $(VENV)/.installed: pyproject.toml
 $(DAPRD):
 	@DAPR_RUNTIME_VERSION=$(DAPR_RUNTIME_VERSION) DAPR_EXCLUDE_COMPONENTS="$(DAPR_EXCLUDE_COMPONENTS)" \
 	  TWINFLEET_CACHE=$(TWINFLEET_CACHE) scripts/build-daprd.sh
+
+$(DEVICE_DAPRD):
+	@DAPR_RUNTIME_VERSION=$(DAPR_RUNTIME_VERSION) DAPR_KEEP_COMPONENTS="$(DEVICE_DAPR_COMPONENTS)" \
+	  DAPR_BINARY_NAME=daprd-device-$(DAPR_RUNTIME_VERSION) TWINFLEET_CACHE=$(TWINFLEET_CACHE) scripts/build-daprd.sh
 
 .PHONY: tools ## build helm + kubeconform, prepare Kubernetes and Dapr CRD schemas for offline validation
 tools: $(VENV)/.installed

@@ -41,6 +41,7 @@ from bench.rollout import RolloutFigures, measure_rollout
 from bench.wire import WireFigures, measure_wire
 from services.devtools.broker import SERVICE_USER
 from services.devtools.stack import Stack
+from services.platform.names import DELTA_APP, TWIN_STORE_APP
 
 console = Console(width=150)
 app = typer.Typer(add_completion=False)
@@ -122,6 +123,7 @@ def main(
     firmware_mib: float = typer.Option(8, help="size of the firmware artifact, MiB"),
     firmware_devices: int = typer.Option(100, help="devices downloading the artifact at once (≤ 1,000)"),
     device_only: bool = typer.Option(False, "--device-only", help="only the device-path figures"),
+    agent_only: bool = typer.Option(False, "--agent-only", help="only the device agent's footprint"),
     repeat: int = typer.Option(2, help="runs of the device path (each with its floors)"),
 ) -> None:
     # Measured first, while nothing else runs on the machine.
@@ -132,6 +134,11 @@ def main(
     base = Path(tempfile.mkdtemp(prefix="twinfleet-bench-"))
     if rollout_only:
         console.print(rollout_table(measure_rollout(base, rollout_twins)))
+        return
+    if agent_only:
+        agent = agent_footprint(base)
+        console.print(agent_table(agent))
+        console.print(verdict("device agent + its daprd RSS after load", agent_total(agent), "<", 100, "MiB"))
         return
     if firmware_only:
         firmware = measure_firmware(base, firmware_mib, firmware_devices)
@@ -146,16 +153,11 @@ def main(
     if device_only:
         console.print(device_verdicts(runs, rate))
         return
-    suite = Stack(base / "agent")
-    suite.start()
-    try:
-        agent = measure_agent(suite)
-    finally:
-        suite.stop()
+    agent = agent_footprint(base)
+    console.print(agent_table(agent))
     rollout = measure_rollout(base, rollout_twins)
     firmware = measure_firmware(base, firmware_mib, firmware_devices)
     console.print(wire_table(wire))
-    console.print(agent_table(agent))
     console.print(rollout_table(rollout))
     console.print(firmware_table(firmware))
     console.print(firmware_summary(firmware))
@@ -280,6 +282,15 @@ def device_verdicts(runs: list[DeviceRun], rate: float) -> str:
     return "\n".join(lines)
 
 
+def agent_footprint(base: Path) -> dict[str, Footprint]:
+    suite = Stack(base / "agent", apps=[TWIN_STORE_APP, DELTA_APP])
+    suite.start()
+    try:
+        return measure_agent(suite)
+    finally:
+        suite.stop()
+
+
 def agent_total(figures: dict[str, Footprint]) -> float:
     return figures["agent (after load)"].rss_mib + figures["daprd (after load)"].rss_mib
 
@@ -356,12 +367,13 @@ def firmware_summary(f: FirmwareFigures) -> str:
 
 
 def agent_table(figures: dict[str, Footprint]) -> Table:
-    table = Table(title="Device agent resident memory (agent and its daprd measured apart)")
+    table = Table(title="Device agent resident memory (the agent and its daprd, the device build, measured apart)")
     table.add_column("process")
     table.add_column("RSS MiB", justify="right")
     table.add_column("peak MiB", justify="right")
+    table.add_column("of RSS: private (RssAnon) MiB", justify="right")
     for name, figure in figures.items():
-        table.add_row(name, f"{figure.rss_mib:.1f}", f"{figure.peak_mib:.1f}")
+        table.add_row(name, f"{figure.rss_mib:.1f}", f"{figure.peak_mib:.1f}", f"{figure.anon_mib:.1f}")
     return table
 
 

@@ -55,11 +55,22 @@ def daprd_binary() -> str:
     return str(found[-1])
 
 
-def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
+def device_daprd_binary() -> str:
+    """The device's daprd (only the components the agent uses: `make setup` builds it as
+    `daprd-device-*`); TWINFLEET_DEVICE_DAPRD overrides; else the cloud build."""
+    explicit = os.environ.get("TWINFLEET_DEVICE_DAPRD")
+    if explicit:
+        return explicit
+    cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet")) / "bin"
+    found = sorted(cache.glob("daprd-device-*")) if cache.exists() else []
+    return str(found[-1]) if found else daprd_binary()
+
+
+def daprd_args(app: str, ports: AppPorts, dapr_dir: Path, binary: str | None = None) -> list[str]:
     """The daprd command line for one app: loopback only, no placement/scheduler, components and
     configuration from `dapr_dir` (`resources/`, `configuration.yaml`)."""
     return [
-        daprd_binary(),
+        binary or daprd_binary(),
         "--app-id",
         app,
         "--app-port",
