@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from bench.device_path import PathFigures, measure, measure_floor, stack_process
 from bench.firmware import FirmwareFigures, measure_firmware
 from bench.load import fleet
 from bench.rollout import RolloutFigures, measure_rollout
+from bench.scale import ACTIVE_SHARE, MEASURED, ScalePoint, measure_scale
 from bench.wire import WireFigures, measure_wire
 from services.devtools.broker import SERVICE_USER
 from services.devtools.stack import Stack
@@ -124,6 +126,9 @@ def main(
     firmware_devices: int = typer.Option(100, help="devices downloading the artifact at once (≤ 1,000)"),
     device_only: bool = typer.Option(False, "--device-only", help="only the device-path figures"),
     agent_only: bool = typer.Option(False, "--agent-only", help="only the device agent's footprint"),
+    scale_only: bool = typer.Option(False, "--scale-only", help="only the scale curve"),
+    scale_sizes: str = typer.Option("1000,10000,100000", help="connected devices at each point of the scale curve"),
+    scale_rate: float = typer.Option(500, help="total updates/s of the scale curve's latency phase"),
     repeat: int = typer.Option(2, help="runs of the device path (each with its floors)"),
 ) -> None:
     # Measured first, while nothing else runs on the machine.
@@ -134,6 +139,10 @@ def main(
     base = Path(tempfile.mkdtemp(prefix="twinfleet-bench-"))
     if rollout_only:
         console.print(rollout_table(measure_rollout(base, rollout_twins)))
+        return
+    sizes = [int(s) for s in scale_sizes.split(",") if s.strip()]
+    if scale_only:
+        console.print(scale_table(measure_scale(base, sizes, seconds, scale_rate), scale_rate))
         return
     if agent_only:
         agent = agent_footprint(base)
@@ -155,9 +164,11 @@ def main(
         return
     agent = agent_footprint(base)
     console.print(agent_table(agent))
+    scale = measure_scale(base, sizes, seconds, scale_rate)
     rollout = measure_rollout(base, rollout_twins)
     firmware = measure_firmware(base, firmware_mib, firmware_devices)
     console.print(wire_table(wire))
+    console.print(scale_table(scale, scale_rate))
     console.print(rollout_table(rollout))
     console.print(firmware_table(firmware))
     console.print(firmware_summary(firmware))
@@ -280,6 +291,33 @@ def device_verdicts(runs: list[DeviceRun], rate: float) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def scale_table(points: list[ScalePoint], rate: float) -> Table:
+    capped = [p for p in points if p.devices < p.requested]
+    caption = f"{ACTIVE_SHARE:.0%} of the devices active; every device sent one update first (so each has a twin)"
+    if capped:
+        caption += (
+            f"\n[red]capped: {', '.join(f'{p.requested:,} asked, {p.devices:,} measured' for p in capped)} — the "
+            "broker holds one descriptor per connection and RLIMIT_NOFILE here is "
+            f"{resource.getrlimit(resource.RLIMIT_NOFILE)[1]:,} (not raisable without privileges)[/]"
+        )
+    table = Table(title="Scale curve: connected devices (same run)", caption=caption)
+    for column in ("connected", "active", "accepted/s closed loop", f"p50 / p99 ms @ {rate:g}/s"):
+        table.add_column(column, justify="right")
+    for name in MEASURED:
+        table.add_column(f"{name} KiB/device", justify="right")
+    table.add_column("Redis bytes/twin: document / all", justify="right")
+    for p in points:
+        table.add_row(
+            f"{p.devices:,}",
+            f"{p.active:,}",
+            f"{p.throughput.rate:,.0f}",
+            f"{p.latency.p50_ms:.1f} / {p.latency.p99_ms:.1f}",
+            *(f"{p.kib_per_device.get(name, 0):.1f}" for name in MEASURED),
+            f"{p.redis_twin_bytes:,.0f} / {p.redis_bytes_per_twin:,.0f}",
+        )
+    return table
 
 
 def agent_footprint(base: Path) -> dict[str, Footprint]:

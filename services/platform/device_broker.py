@@ -133,7 +133,10 @@ class DeviceBroker:
             tls_context=ssl.create_default_context() if address.tls else None,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
-        client._client.manual_ack_set(True)
+        client._client.manual_ack_set(True)  # aiomqtt 2.5 does not expose paho's manual acknowledgement
+        # Hundreds of publishes in flight is the design (a batch's replies, a fan-out), not a sign
+        # of trouble: aiomqtt would log a warning for each one beyond 10.
+        client.pending_calls_threshold = 2 * self._max_inflight
         async with client:
             self._generation += 1
             generation = self._generation

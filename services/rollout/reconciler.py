@@ -200,17 +200,21 @@ class Reconciler:
 
     async def _progress(self, now: float) -> None:
         """One planner step per configuration in force: a decision is stored (then taken into
-        account), admissions become intents, written by `_write_dirty` this same round."""
+        account), admissions become intents, written by `_write_dirty` this same round.
+
+        While the fleet scan still runs, the twins seen so far are admitted as they come (the scan
+        is pipelined with the writes): a stage's target only grows with the twins targeted, so
+        admitting against part of the fleet never admits more than the whole fleet would; but
+        decisions (next stage, completed, halted) wait until every twin was seen."""
         for cid, compiled in list(self.compiled.items()):
             configuration = compiled.configuration
-            if cid in self._unscanned or configuration.state not in (
-                ConfigurationState.ACTIVE,
-                ConfigurationState.COMPLETED,
-            ):
+            if configuration.state not in (ConfigurationState.ACTIVE, ConfigurationState.COMPLETED):
                 continue
             in_flight = [d for d, intents in self._intents.items() if cid in intents]
             allowance = self._allowances.get(cid) or Allowance.fresh(now)
             step = next_step(configuration, self.membership.stats(cid), allowance, now, len(in_flight))
+            if step.changed and cid in self._unscanned:
+                continue
             if step.changed:
                 try:
                     await self.store.save(step.configuration)
