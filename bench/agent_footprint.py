@@ -41,8 +41,7 @@ def python_floor() -> Footprint:
         proc.wait()
 
 
-def measure_agent(stack: Stack, events: int = 1000) -> dict[str, Footprint]:
-    device = "bench-agent"
+def measure_agent(stack: Stack, events: int = 1000, device: str = "bench-agent") -> dict[str, Footprint]:
     password = stack.provision_devices([device])[device]
     agent = LocalAgent(stack.run_dir / "agents" / device, device, password, stack.mqtt_port, {})
     agent.start()

@@ -4,9 +4,9 @@ leaf paths), then sends only the values, in that order, without keys.
 A templated payload is one CBOR array (first byte 0x80..0x9f, so it is told apart from a CBOR map
 and from JSON by its first byte, like the other encodings):
 
-    [version, presence, value, value, ..., extras?]
+    [name, version, presence, value, value, ..., extras?]
 
-`version` is the template's version; `presence` a byte string with one bit per template field
+`name` and `version` say which registered template; `presence` a byte string with one bit per template field
 (field i is bit i % 8 of byte i // 8; trailing zero bytes may be left out); then one value per
 present field, in the template's order; then, only if the document holds anything the template
 does not name (a new key, a section set to null, an empty object), one CBOR map of it, merged
@@ -42,9 +42,13 @@ class TemplateField(RequestModel):
     """One leaf of the document: its path of keys from the root, and how its value is packed."""
 
     path: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(min_length=1, max_length=16)]
-    kind: FieldKind = FieldKind.ANY
+    kind: Annotated[FieldKind, Field(strict=False)] = FieldKind.ANY
+    """How the value is packed (its name on the wire: `any`, `decimal`, `uuid`)."""
     scale: Annotated[int, Field(ge=0, le=MAX_SCALE)] = 0
     """Digits after the decimal point (`decimal` only)."""
+
+
+MAX_TEMPLATES_PER_TWIN = 4
 
 
 class WireTemplate(RequestModel):

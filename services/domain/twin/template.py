@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import cbor2
@@ -44,29 +44,39 @@ def encode(document: dict[str, Any], template: WireTemplate) -> bytes:
         values.append(_pack(value, field))
         _mark(named, field.path)
     extras = _extras(document, named)
-    item: list[Any] = [template.version, bytes(presence.rstrip(b"\0")), *values]
+    item: list[Any] = [template.name, template.version, bytes(presence.rstrip(b"\0")), *values]
     if extras:
         item.append(extras)
     return cbor2.dumps(item)
 
 
-def decode(payload: bytes, template: WireTemplate) -> dict[str, Any]:
-    """The document a templated payload carries; 400 if it is not one of `template`'s version."""
+def decode(payload: bytes, templates: Mapping[str, WireTemplate]) -> dict[str, Any]:
+    """The document a templated payload carries, by the registered template it names (`templates`
+    by name); 400 if it is malformed or names no registered template at that version."""
     try:
         item = cbor2.loads(payload)
     except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError) as error:
         raise bad_request(f"templated payload is not valid CBOR: {error}") from None
-    if not isinstance(item, list) or len(item) < 2 or type(item[0]) is not int or type(item[1]) is not bytes:
-        raise bad_request("templated payload must be [version, presence, values..., extras?]")
-    version, presence = item[0], item[1]
+    if (
+        not isinstance(item, list)
+        or len(item) < 3
+        or type(item[0]) is not str
+        or type(item[1]) is not int
+        or type(item[2]) is not bytes
+    ):
+        raise bad_request("templated payload must be [name, version, presence, values..., extras?]")
+    name, version, presence = item[0], item[1], item[2]
+    template = templates.get(name)
+    if template is None:
+        raise bad_request(f"no template {name!r} is registered for this twin; publish it to .../template first")
     if version != template.version:
-        raise bad_request(f"template {template.name!r} is at version {template.version}, not {version}")
+        raise bad_request(f"template {name!r} is registered at version {template.version}, not {version}")
     count = len(template.fields)
     bits = int.from_bytes(presence, "little")
     if len(presence) > (count + 7) // 8 or bits >> count:
         raise bad_request(f"presence names more fields than template {template.name!r} has")
     present = [i for i in range(count) if bits >> i & 1]
-    values = item[2:]
+    values = item[3:]
     if len(values) not in (len(present), len(present) + 1):
         raise bad_request(f"{len(present)} values expected by the presence bits, {len(values)} sent")
     document: dict[str, Any] = {}
@@ -80,6 +90,11 @@ def decode(payload: bytes, template: WireTemplate) -> dict[str, Any]:
         _merge(document, extras)
     check_json_compatible(document)
     return document
+
+
+def template_value(template: WireTemplate) -> dict[str, Any]:
+    """A template as stored with its twin (its JSON form)."""
+    return template.model_dump(mode="json")
 
 
 def template_for(document: dict[str, Any], name: str, version: int) -> WireTemplate:
