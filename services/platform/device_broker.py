@@ -111,6 +111,8 @@ class DeviceBroker:
                 delay = 0.1
             except aiomqtt.MqttError as error:
                 log.warning("device broker connection lost", error=str(error))
+            except Exception as error:  # noqa: BLE001 - e.g. the secret store not answering yet: try again
+                log.warning("device broker not connected", error=repr(error))
             finally:
                 self._connected.clear()
                 self._client = None
