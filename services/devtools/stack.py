@@ -87,8 +87,6 @@ def daprd_args(app: str, ports: AppPorts, dapr_dir: Path, binary: str | None = N
         "127.0.0.1",
         "--dapr-internal-grpc-port",
         str(free_port()),
-        "--dapr-internal-grpc-listen-address",
-        "127.0.0.1",
         "--resources-path",
         str(dapr_dir / "resources"),
         "--config",

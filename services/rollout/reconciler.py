@@ -202,13 +202,16 @@ class Reconciler:
         """One planner step per configuration in force: a decision is stored (then taken into
         account), admissions become intents, written by `_write_dirty` this same round.
 
-        While the fleet scan still runs, the twins seen so far are admitted as they come (the scan
-        is pipelined with the writes): a stage's target only grows with the twins targeted, so
-        admitting against part of the fleet never admits more than the whole fleet would; but
-        decisions (next stage, completed, halted) wait until every twin was seen."""
+        While the fleet scan still runs, a configuration whose current stage takes every targeted
+        twin, unpaced, admits the twins seen so far as they come (the scan is pipelined with the
+        writes: who comes first does not matter when everyone is admitted at once); a staged or
+        paced one waits for the whole fleet, so its stages keep their order. Decisions (next stage,
+        completed, halted) always wait until every twin was seen."""
         for cid, compiled in list(self.compiled.items()):
             configuration = compiled.configuration
             if configuration.state not in (ConfigurationState.ACTIVE, ConfigurationState.COMPLETED):
+                continue
+            if cid in self._unscanned and not _admits_all_at_once(configuration):
                 continue
             in_flight = [d for d, intents in self._intents.items() if cid in intents]
             allowance = self._allowances.get(cid) or Allowance.fresh(now)
@@ -329,6 +332,13 @@ class Reconciler:
     def busy(self) -> bool:
         """Whether writes or scans are still under way (tests and benchmarks wait on it)."""
         return bool(self._dirty or self._intents or self._stale or self._unscanned)
+
+
+def _admits_all_at_once(configuration: Configuration) -> bool:
+    """Whether the configuration's current stage covers every targeted twin, with no pace."""
+    policy = configuration.spec.rollout
+    stage = policy.stages[min(configuration.stage, len(policy.stages) - 1)]
+    return stage.percent == 100 and policy.max_per_minute is None
 
 
 def _item(write: TwinWrite) -> BatchItem:
