@@ -21,7 +21,15 @@ from services.contracts.events import DeltaRequested, TwinChanged
 from services.contracts.templates import MAX_TEMPLATES_PER_TWIN, WireTemplate
 from services.contracts.topics import Operation, Reply, TopicProfile, TwinAddress
 from services.contracts.wire import NotJsonCompatible, WireEncoding, decode_payload, sniff
-from services.domain.errors import TwinError, bad_request, conflict, not_found, too_large, too_many_requests
+from services.domain.errors import (
+    TwinError,
+    bad_request,
+    conflict,
+    invalid,
+    not_found,
+    too_large,
+    too_many_requests,
+)
 from services.domain.json_values import JsonObject
 from services.domain.twin.document import TwinDocument
 from services.domain.twin.limits import Limits
@@ -299,9 +307,7 @@ def register_template(
     try:
         template = WireTemplate.model_validate(fields)
     except ValidationError as error:
-        problem = error.errors()[0]
-        where = ".".join(str(p) for p in problem["loc"]) or "$"
-        raise bad_request(f"template {where}: {problem['msg']}") from None
+        raise invalid("template", error, "$") from None
     current = doc if doc is not None and doc.exists else create_twin(doc, address.device_id, address.shadow, now)
     value = template_value(template)
     stored = current.templates.get(template.name)
