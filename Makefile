@@ -28,7 +28,7 @@ export TWINFLEET_CACHE
 
 .PHONY: help ## list the targets
 help:
-	@grep -E '^\.PHONY: [a-z-]+ ## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z-]+) ## (.*)/  make \1\t\2/' | expand -t 22
+	@grep -E '^\.PHONY: [a-z-]+ ## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z-]+) ## (.*)/  make \1\t\2/' | expand -t 24
 
 .PHONY: setup ## install Redis, Mosquitto, the Python env and build daprd (idempotent)
 setup: system $(VENV)/.installed $(DAPRD)
@@ -65,18 +65,46 @@ up: setup
 down:
 	@$(PY) -m services.devtools down
 
-.PHONY: test ## run the whole test suite (unit, integration with real daprd/Redis/Mosquitto, slow)
-test: setup tools
+.PHONY: test ## run the whole test suite (unit, integration with real daprd/Redis/Mosquitto, slow, containers)
+test: setup tools images
 	@$(PY) -m pytest -q
 
-.PHONY: test-fast ## unit + integration tests without the slow fault tests
+.PHONY: test-fast ## unit + integration tests without the slow fault tests and the containers
 test-fast: setup tools
-	@$(PY) -m pytest -q -m "not slow"
+	@$(PY) -m pytest -q -m "not slow and not containers"
+
+.PHONY: engine ## a Docker engine: reuse one that answers, else install docker.io and start dockerd
+engine:
+	@scripts/docker-engine.sh start
+
+.PHONY: engine-stop ## stop the Docker engine `make engine` started (never another one)
+engine-stop:
+	@scripts/docker-engine.sh stop
+
+.PHONY: images ## build every container image (each reused while its inputs are unchanged)
+images: $(VENV)/.installed $(DAPRD) engine
+	@nice -n 10 $(PY) -m services.devtools images build --daprd $(DAPRD)
+
+.PHONY: images-verify ## rebuild every image from nothing and check it comes out with the same ID
+images-verify: images
+	@nice -n 10 $(PY) -m services.devtools images verify --daprd $(DAPRD)
+
+.PHONY: images-lock ## re-resolve the Python image's locked dependencies (after pyproject changed)
+images-lock: $(VENV)/.installed
+	@$(PY) -m services.devtools images lock
+
+.PHONY: up-containers ## start the suite in containers in the background (from `make images`)
+up-containers: images
+	@$(PY) -m services.devtools containers up
+
+.PHONY: down-containers ## remove what `make up-containers` started
+down-containers: $(VENV)/.installed
+	@$(PY) -m services.devtools containers down
 
 .PHONY: lint ## ruff + mypy
 lint: setup
-	@$(VENV)/bin/ruff check services tests bench
-	@$(VENV)/bin/ruff format --check services tests bench
+	@$(VENV)/bin/ruff check services twinfleet tests examples bench
+	@$(VENV)/bin/ruff format --check services twinfleet tests examples bench
 	@$(VENV)/bin/mypy
 
 .PHONY: bench ## end-to-end figures next to the raw floor measured in the same run

@@ -7,10 +7,8 @@ from pathlib import Path
 
 from services.devtools import components
 from services.devtools.processes import ManagedProcess, free_port, wait_for_http
-from services.devtools.stack import AppPorts, daprd_args, uvicorn_args
+from services.devtools.stack import AppPorts, daprd_args, serve_args
 from services.platform.names import DEVICE_AGENT_APP
-
-AGENT_APP = "services.device_agent.main:app"
 
 
 class LocalAgent:
@@ -35,12 +33,13 @@ class LocalAgent:
             {
                 "device_id": device_id,
                 "device_password": password,
+                "mqtt_host": "127.0.0.1",
                 "mqtt_port": str(mqtt_port),
                 "data_dir": str(self.data_dir),
             },
         )
         self.app = ManagedProcess(
-            f"agent-{device_id}", uvicorn_args(AGENT_APP, self.ports.app), root / "agent.log", env=self.env
+            f"agent-{device_id}", serve_args(DEVICE_AGENT_APP, self.ports.app), root / "agent.log", env=self.env
         )
         self.daprd = ManagedProcess(
             f"agent-{device_id}-daprd", daprd_args(DEVICE_AGENT_APP, self.ports, root / "dapr"), root / "daprd.log"

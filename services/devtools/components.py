@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import yaml
 
 from services.platform import names
@@ -18,6 +17,8 @@ TARGETS = ("local", "k3s", "aks", "agent-local", "agent-k3s")
 
 def render(target: str, params: dict[str, str] | None = None) -> dict[str, str]:
     """File name -> YAML text. `params` fill `{name}` placeholders in the target's values."""
+    import jinja2  # a development dependency: installed packages carry rendered copies (`fill` them)
+
     values: dict[str, Any] = yaml.safe_load((ROOT / "targets" / f"{target}.yaml").read_text())
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(ROOT / "templates"),
@@ -26,14 +27,14 @@ def render(target: str, params: dict[str, str] | None = None) -> dict[str, str]:
     )
     common = {
         "names": {k: getattr(names, k) for k in dir(names) if k.isupper()},
-        "namespace": _fill(values.get("namespace") or "", params or {}),
+        "namespace": fill(values.get("namespace") or "", params or {}),
     }
     files: dict[str, str] = {}
     pubsubs = [getattr(names, c) for c, comp in values["components"].items() if comp["type"].startswith("pubsub.")]
     common["pubsubs"] = pubsubs
     for constant, component in values["components"].items():
         name = getattr(names, constant)
-        component = {**component, "metadata": _fill(component["metadata"], params or {})}
+        component = {**component, "metadata": fill(component["metadata"], params or {})}
         text = env.get_template("component.yaml.j2").render(common, name=name, component=component)
         files[f"{name}.yaml"] = text
     settings = {k: v for k, v in values.items() if k not in common}
@@ -42,14 +43,15 @@ def render(target: str, params: dict[str, str] | None = None) -> dict[str, str]:
     return files
 
 
-def _fill(value: Any, params: dict[str, str]) -> Any:
-    """`value` with `{param}` placeholders replaced in every string it holds."""
+def fill(value: Any, params: dict[str, str]) -> Any:
+    """`value` with `{param}` placeholders replaced in every string it holds (placeholders not in
+    `params`, such as Dapr's own `{appID}`, stay)."""
     if isinstance(value, str):
         for param, replacement in params.items():
             value = value.replace("{" + param + "}", replacement)
         return value
     if isinstance(value, dict):
-        return {key: _fill(item, params) for key, item in value.items()}
+        return {key: fill(item, params) for key, item in value.items()}
     return value
 
 

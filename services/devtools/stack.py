@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from services.devtools import components
 from services.devtools.broker import SERVICE_USER, BrokerAccounts, config_text, new_secret
@@ -32,15 +32,6 @@ from services.platform.names import (
     TWIN_STORE_APP,
 )
 
-APPS = {
-    TWIN_STORE_APP: "services.twin_store.main:app",
-    DELTA_APP: "services.delta.main:app",
-    EVENTS_APP: "services.events.main:app",
-    COMMANDS_APP: "services.commands.main:app",
-    ROLLOUT_APP: "services.rollout.main:app",
-    FIRMWARE_APP: "services.firmware.main:app",
-}
-
 
 def daprd_binary() -> str:
     """The daprd built by `make setup` (TWINFLEET_DAPRD, else the newest in the build cache)."""
@@ -48,17 +39,17 @@ def daprd_binary() -> str:
     if explicit:
         return explicit
     cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet")) / "bin"
-    found = sorted(cache.glob("daprd-*")) if cache.exists() else []
+    found = sorted(cache.glob("daprd-[0-9]*")) if cache.exists() else []
     if not found:
         raise FileNotFoundError("daprd not built yet: run `make setup`")
     return str(found[-1])
 
 
-def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
-    """The daprd command line for one app: loopback only, no placement/scheduler, components and
-    configuration from `dapr_dir` (`resources/`, `configuration.yaml`)."""
+def daprd_flags(app: str, ports: AppPorts, dapr_dir: PurePath) -> list[str]:
+    """daprd's flags for one app, wherever it runs (a local process or a container): no
+    placement/scheduler, components and configuration from `dapr_dir` (`resources/`,
+    `configuration.yaml`)."""
     return [
-        daprd_binary(),
         "--app-id",
         app,
         "--app-port",
@@ -71,8 +62,6 @@ def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
         str(ports.grpc),
         "--metrics-port",
         str(ports.metrics),
-        "--dapr-internal-grpc-port",
-        str(free_port()),
         "--resources-path",
         str(dapr_dir / "resources"),
         "--config",
@@ -85,30 +74,24 @@ def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
         "warn",
         "--dapr-graceful-shutdown-seconds",
         "2",
+    ]
+
+
+def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
+    """The daprd command line for one app as a local process: loopback only."""
+    return [
+        daprd_binary(),
+        *daprd_flags(app, ports, dapr_dir),
+        "--dapr-internal-grpc-port",
+        str(free_port()),
         "--dapr-listen-addresses",
         "127.0.0.1",
     ]
 
 
-def uvicorn_args(target: str, port: int) -> list[str]:
-    """The command line serving one app (`module:app`) on a loopback port."""
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        target,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--log-level",
-        "warning",
-    ]
+def serve_args(app: str, port: int) -> list[str]:
+    """The command line serving one app (by its app id, as the image does) on a loopback port."""
+    return [sys.executable, "-m", "services.platform.serve", app, "--host", "127.0.0.1", "--port", str(port)]
 
 
 def app_id(instance: str) -> str:
@@ -205,7 +188,9 @@ class Stack:
             "local",
             self.run_dir / "dapr",
             {
+                "redis_host": "127.0.0.1",
                 "redis_port": str(self.redis_port),
+                "mqtt_host": "127.0.0.1",
                 "mqtt_port": str(self.mqtt_port),
                 "broker_user": SERVICE_USER,
                 "broker_password": self.secrets["service"],
@@ -223,6 +208,9 @@ class Stack:
         for name in reversed(list(self.procs)):
             self.procs[name].stop()
 
+    mqtt_host = "127.0.0.1"
+    """Where devices reach the broker (its port is `mqtt_port`)."""
+
     @property
     def api_url(self) -> str:
         """The twin-store's REST API ("" when this stack runs no twin-store)."""
@@ -232,7 +220,7 @@ class Stack:
         state = {
             "api": self.api_url,
             "apps": {name: self.app_url(name) for name in self.ports},
-            "mqtt": {"host": "127.0.0.1", "port": self.mqtt_port},
+            "mqtt": {"host": self.mqtt_host, "port": self.mqtt_port},
             "redis_port": self.redis_port,
             "topic_profile": self.topic_profile,
             "pids": {name: proc.pid for name, proc in self.procs.items()},
@@ -318,7 +306,7 @@ class Stack:
         }
         proc = ManagedProcess(
             app,
-            uvicorn_args(APPS[app_id(app)], ports.app),
+            serve_args(app_id(app), ports.app),
             self.run_dir / "logs" / f"{instance_slug(app)}.log",
             env=env,
         )

@@ -10,11 +10,13 @@ import yaml
 from services.devtools import components
 from services.platform import names
 
+LOCAL_HOSTS = {"redis_host": "127.0.0.1", "mqtt_host": "127.0.0.1"}
+
 
 @pytest.mark.parametrize("target", ["local", "k3s", "aks"])
 def test_every_target_renders_the_same_components(target: str) -> None:
     files = components.render(
-        target, {"redis_port": "6379", "mqtt_port": "1883", "broker_user": "u", "broker_password": "p"}
+        target, {**LOCAL_HOSTS, "redis_port": "6379", "mqtt_port": "1883", "broker_user": "u", "broker_password": "p"}
     )
     docs: dict[str, Any] = {name: yaml.safe_load(text) for name, text in files.items()}
     rendered = {d["metadata"]["name"]: d for d in docs.values() if d["kind"] == "Component"}
@@ -56,7 +58,9 @@ def test_every_target_renders_the_same_components(target: str) -> None:
 
 
 def test_local_placeholders_must_be_filled() -> None:
-    text = components.render("local", {"redis_port": "1", "mqtt_port": "2", "broker_user": "u", "broker_password": "p"})
+    text = components.render(
+        "local", {**LOCAL_HOSTS, "redis_port": "1", "mqtt_port": "2", "broker_user": "u", "broker_password": "p"}
+    )
     assert "{redis_port}" not in "".join(text.values())
     assert "{appID}" in text[f"{names.INTERNAL_PUBSUB}.yaml"]  # Dapr's own placeholder stays
 
@@ -66,6 +70,7 @@ def test_agent_targets_render_its_broker_link_and_local_store(target: str) -> No
     params = {
         "device_id": "dev-1",
         "device_password": "pw",
+        **LOCAL_HOSTS,
         "mqtt_port": "1883",
         "data_dir": "/data",
         "namespace": "edge",
