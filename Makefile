@@ -8,11 +8,13 @@ DAPR_EXCLUDE_COMPONENTS := pubsub_pulsar
 TWINFLEET_CACHE ?= $(HOME)/.cache/twinfleet
 DAPRD := $(TWINFLEET_CACHE)/bin/daprd-$(DAPR_RUNTIME_VERSION)
 LOADGEN := $(TWINFLEET_CACHE)/bin/loadgen
-# Tools for the device agent's K3s chart (make tools): helm and kubeconform from their Go modules,
-# the Kubernetes JSON schemas of this minor and the Dapr CRD schemas, all offline, in the cache.
+# Tools for the Helm charts (make tools): helm and kubeconform from their Go modules, the
+# Kubernetes JSON schemas of this minor, the Dapr CRD schemas and the ServiceMonitor CRD's, all
+# offline, in the cache.
 HELM_VERSION := 3.22.0
 KUBECONFORM_VERSION := 0.8.0
 KUBERNETES_VERSION := 1.31.0
+PROMETHEUS_OPERATOR_VERSION := 0.85.0
 HELM := $(TWINFLEET_CACHE)/bin/helm-$(HELM_VERSION)
 KUBECONFORM := $(TWINFLEET_CACHE)/bin/kubeconform-$(KUBECONFORM_VERSION)
 VENV := .venv
@@ -24,6 +26,7 @@ export TWINFLEET_HELM := $(HELM)
 export TWINFLEET_KUBECONFORM := $(KUBECONFORM)
 export TWINFLEET_KUBERNETES_VERSION := $(KUBERNETES_VERSION)
 export TWINFLEET_DAPR_SCHEMAS := $(TWINFLEET_CACHE)/schemas/dapr-$(DAPR_RUNTIME_VERSION)
+export TWINFLEET_PROMETHEUS_SCHEMAS := $(TWINFLEET_CACHE)/schemas/prometheus-operator-$(PROMETHEUS_OPERATOR_VERSION)
 export TWINFLEET_CACHE
 
 .PHONY: help ## list the targets
@@ -47,10 +50,11 @@ $(DAPRD):
 	@DAPR_RUNTIME_VERSION=$(DAPR_RUNTIME_VERSION) DAPR_EXCLUDE_COMPONENTS="$(DAPR_EXCLUDE_COMPONENTS)" \
 	  TWINFLEET_CACHE=$(TWINFLEET_CACHE) scripts/build-daprd.sh
 
-.PHONY: tools ## build helm + kubeconform, prepare Kubernetes and Dapr CRD schemas for offline validation
+.PHONY: tools ## build helm + kubeconform, prepare Kubernetes, Dapr and ServiceMonitor schemas for offline validation
 tools: $(VENV)/.installed
 	@HELM_VERSION=$(HELM_VERSION) KUBECONFORM_VERSION=$(KUBECONFORM_VERSION) KUBERNETES_VERSION=$(KUBERNETES_VERSION) \
-	  DAPR_RUNTIME_VERSION=$(DAPR_RUNTIME_VERSION) PYTHON=$(PY) TWINFLEET_CACHE=$(TWINFLEET_CACHE) \
+	  DAPR_RUNTIME_VERSION=$(DAPR_RUNTIME_VERSION) PROMETHEUS_OPERATOR_VERSION=$(PROMETHEUS_OPERATOR_VERSION) \
+	  PYTHON=$(PY) TWINFLEET_CACHE=$(TWINFLEET_CACHE) \
 	  scripts/build-tools.sh >/dev/null
 
 .PHONY: run ## run the whole suite + a simulated fleet in the foreground (Ctrl-C stops it)

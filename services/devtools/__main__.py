@@ -171,6 +171,46 @@ AGENT_CHART_PARAMS = {
 """The agent-k3s target's parameters as Helm expressions: the chart fills them with `tpl`."""
 
 
+def _backing(path: str) -> str:
+    """A Helm expression for `global.backing.<path>` in the cloud chart's values."""
+    return f"{{{{ .Values.global.backing.{path} }}}}"
+
+
+def _required(path: str) -> str:
+    """The same, failing the render when unset (the message in backquotes: Go's raw string
+    survives the YAML's quoting)."""
+    return f"{{{{ required `global.backing.{path} is required` .Values.global.backing.{path} }}}}"
+
+
+CHART_PARAMS = {
+    "namespace": "{{ .Release.Namespace }}",
+    "tracing_sampling_rate": "{{ .Values.global.dapr.tracingSamplingRate }}",
+    "state_secret": _backing("state.secret"),
+    "state_redis_tls": _backing("state.redis.enableTLS"),
+    "cosmosdb_url": _required("state.cosmosdb.url"),
+    "cosmosdb_database": _backing("state.cosmosdb.database"),
+    "cosmosdb_collection": _backing("state.cosmosdb.collection"),
+    "pubsub_secret": _backing("pubsub.secret"),
+    "pubsub_redis_tls": _backing("pubsub.redis.enableTLS"),
+    "kafka_brokers": _required("pubsub.kafka.brokers"),
+    "servicebus_namespace": _required("pubsub.servicebus.namespace"),
+    "broker_secret": _backing("broker.secret"),
+    "keyvault_name": _required("secrets.keyvault.name"),
+    "events_secret": _backing("events.secret"),
+    "events_container": _backing("events.container"),
+    "events_blob_account": _required("events.blob.accountName"),
+    "events_s3_region": _backing("events.s3.region"),
+    "events_s3_endpoint": _backing("events.s3.endpoint"),
+    "artifacts_secret": _backing("artifacts.secret"),
+    "artifacts_container": _backing("artifacts.container"),
+    "artifacts_blob_account": _required("artifacts.blob.accountName"),
+    "artifacts_s3_region": _backing("artifacts.s3.region"),
+    "artifacts_s3_endpoint": _backing("artifacts.s3.endpoint"),
+}
+"""The aks target's parameters as Helm expressions (the cloud chart's values), filled with `tpl`."""
+CLOUD_CHART_DAPR = Path("aks") / "twinfleet" / "files" / "dapr"
+
+
 PACKAGED_DAPR = Path(__file__).resolve().parents[2] / "twinfleet" / "testing" / "dapr"
 PACKAGED_TARGETS = {"cloud": "local", "agent": "agent-local"}
 """What `twinfleet.testing` carries (it runs without the templates): these targets rendered with
@@ -182,14 +222,14 @@ def render_components(
     out: Path = typer.Option(Path("deploy")),
     package: Path = typer.Option(PACKAGED_DAPR, help="twinfleet.testing's copies"),
 ) -> None:
-    """Render the Dapr components for the k3s and aks targets, the device agent's (agent-k3s)
-    into its Helm chart, and the suite's on one machine into `twinfleet.testing`."""
-    for target in ("k3s", "aks"):
-        directory = out / target / "dapr"
-        components.write(target, directory)
-        console.print(f"wrote {directory}")
-    chart_files = out / "k3s" / "device-agent" / "files" / "dapr"
-    write_rendered(chart_files, "agent-k3s", AGENT_CHART_PARAMS)
+    """Render the Dapr components into the Helm charts (aks: the cloud suite's, every backing
+    service; agent-k3s: the device agent's), the k3s target for cloud apps on an edge gateway,
+    and the suite's on one machine (local, agent-local) into `twinfleet.testing`."""
+    directory = out / "k3s" / "dapr"
+    components.write("k3s", directory)
+    console.print(f"wrote {directory}")
+    write_rendered(out / CLOUD_CHART_DAPR, "aks", CHART_PARAMS)
+    write_rendered(out / "k3s" / "device-agent" / "files" / "dapr", "agent-k3s", AGENT_CHART_PARAMS)
     for kind, target in PACKAGED_TARGETS.items():
         write_rendered(package / kind, target)
 
@@ -197,10 +237,11 @@ def render_components(
 def write_rendered(directory: Path, target: str, params: dict[str, str] | None = None) -> None:
     """Render `target` into `directory` (replacing what was there), each file saying where it came from."""
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("*.yaml"):
+    for stale in directory.rglob("*.yaml"):
         stale.unlink()
     header = f"# Rendered by `make components` from components/ (target {target}): edit those, not this.\n"
     for file_name, text in components.render(target, params).items():
+        (directory / file_name).parent.mkdir(parents=True, exist_ok=True)
         (directory / file_name).write_text(header + text)
     console.print(f"wrote {directory}")
 

@@ -109,9 +109,9 @@ def test_a_parents_layers_pass_unchanged_and_may_be_left_out(tmp_path: Path) -> 
     parent = _layer({"base": b"b"}, EPOCH + 5, "root")  # not normal by our rules, but the parent's
     own = _layer({"app": b"a"}, EPOCH + 5, "root")
     saved = _saved([parent, own], "t")
-    normal = frozenset({f"sha256:{hashlib.sha256(parent).hexdigest()}"})
-    complete_id, complete = _normalize(saved, tmp_path, normal=normal)
-    partial_id, partial = _normalize(saved, tmp_path, normal=normal, complete=False)
+    layers = (f"sha256:{hashlib.sha256(parent).hexdigest()}",)
+    complete_id, complete = _normalize(saved, tmp_path, parent=layers)
+    partial_id, partial = _normalize(saved, tmp_path, parent=layers, complete=False)
     assert complete_id == partial_id and len(partial) < len(complete)
     with tarfile.open(fileobj=io.BytesIO(complete)) as loaded:
         layers = [m.name for m in loaded if m.name.endswith("layer.tar")]
@@ -155,3 +155,13 @@ def test_an_images_version_is_its_packages_upstream_version(
 
     (tmp_path / deb).touch()
     assert upstream_version(tmp_path, package) == version
+
+
+def test_a_layer_left_out_as_the_parents_is_still_written_when_the_image_repeats_it(tmp_path: Path) -> None:
+    empty = _layer({}, EPOCH, "")  # e.g. a WORKDIR in the parent and again in the image
+    own = _layer({"app": b"a"}, EPOCH, "")
+    layers = (f"sha256:{hashlib.sha256(empty).hexdigest()}",)
+    _, partial = _normalize(_saved([empty, own, empty], "t"), tmp_path, parent=layers, complete=False)
+    with tarfile.open(fileobj=io.BytesIO(partial)) as loaded:
+        layers = [m.name for m in loaded if m.name.endswith("layer.tar")]
+    assert f"{hashlib.sha256(empty).hexdigest()}/layer.tar" in layers

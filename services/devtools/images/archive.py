@@ -69,10 +69,11 @@ def _write_archive(
                 archive.addfile(info, io.BytesIO(data))
 
         add(f"{digest}.json", config)
-        names = []
+        names, written = [], set()
         for name, path in layers:
-            if path is not None and name not in names:  # the same layer twice is stored once
+            if path is not None and name not in written:  # the same layer twice is stored once
                 add(name, path=path)
+                written.add(name)
             names.append(name)
         add("manifest.json", json.dumps([{"Config": f"{digest}.json", "RepoTags": [tag], "Layers": names}]).encode())
     return f"sha256:{digest}"
@@ -128,13 +129,13 @@ def normalize(
     epoch: int,
     labels: dict[str, str],
     work: Path,
-    normal: frozenset[str] = frozenset(),
+    parent: tuple[str, ...] = (),
     complete: bool = True,
 ) -> str:
     """Rewrite the one-image archive `docker save` streams from `source` into `out`, tagged `tag`
-    with `labels` added; returns the image ID `docker load` will give it. Layers whose diff_id is
-    in `normal` (those of a normalized parent image) are already normal: they pass unchanged, or
-    are left out of the archive unless `complete` (the daemon loading it has them)."""
+    with `labels` added; returns the image ID `docker load` will give it. The layers it starts
+    with that are its (normalized) `parent`'s (their diff_ids, in order) are normal already: they
+    pass unchanged, or are left out unless `complete` (the daemon loading it has that chain)."""
     work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=work) as scratch:
         files: dict[str, Path] = {}
@@ -164,7 +165,7 @@ def normalize(
         diff_ids: list[str] = []
         for index, name in enumerate(manifest[0]["Layers"]):
             rewritten = Path(scratch) / f"layer-{index}"
-            if digests[name] in normal:
+            if diff_ids == list(parent[:index]) and index < len(parent) and digests[name] == parent[index]:
                 diff_id = digests[name]
                 layers.append((f"{diff_id.removeprefix('sha256:')}/layer.tar", files[name] if complete else None))
                 diff_ids.append(diff_id)

@@ -137,13 +137,13 @@ class Docker:
         The `parent` image's layers are normal already and left out of the archive; a daemon that
         refuses an archive without them gets a complete one."""
         found = self.inspect(parent) if parent else None
-        normal = frozenset(found["RootFS"]["Layers"]) if found else frozenset()
+        layers = tuple(found["RootFS"]["Layers"]) if found else ()
         try:
-            return self._normalized(image_id, tag, labels, work, normal, load, complete=not normal)
+            return self._normalized(image_id, tag, labels, work, layers, load, complete=not layers)
         except RuntimeError:
-            if not normal or not load:
+            if not layers or not load:
                 raise
-            return self._normalized(image_id, tag, labels, work, normal, load, complete=True)
+            return self._normalized(image_id, tag, labels, work, layers, load, complete=True)
 
     def _normalized(
         self,
@@ -151,7 +151,7 @@ class Docker:
         tag: str,
         labels: dict[str, str],
         work: Path,
-        normal: frozenset[str],
+        parent: tuple[str, ...],
         load: bool,
         complete: bool,
     ) -> str:
@@ -160,7 +160,7 @@ class Docker:
 
         def write(out: IO[bytes]) -> str:
             assert saving.stdout is not None
-            return archive.normalize(saving.stdout, out, tag, EPOCH, labels, work, normal, complete)
+            return archive.normalize(saving.stdout, out, tag, EPOCH, labels, work, parent, complete)
 
         try:
             if load:
