@@ -4,6 +4,7 @@
 #                             missing, start containerd + dockerd as processes and wait for them
 #   docker-engine.sh stop     stop only the daemons this script started (its pid files)
 #   docker-engine.sh status
+#   docker-engine.sh answers  exit 0 when a daemon answers (any daemon)
 # With your own Docker (Docker Desktop, a system service, DOCKER_HOST), `start` finds it answering
 # and does nothing else.
 set -euo pipefail
@@ -110,6 +111,6 @@ status() {
 }
 
 case "${1:-}" in
-  start | stop | status) "$1" ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  start | stop | status | answers) "$1" ;;
+  *) echo "usage: $0 start|stop|status|answers" >&2; exit 2 ;;
 esac
