@@ -105,17 +105,20 @@ class Docker:
         found: dict[str, Any] = json.loads(result.stdout)[0]
         return found
 
-    def build(self, dockerfile: Path, context: Path, args: dict[str, str], no_cache: bool) -> str:
+    def build(self, spec: Spec, context: Path, no_cache: bool) -> str:
         """Build offline; the (not yet normalized) image's ID."""
+        dockerfile = SOURCES / spec.name / "Dockerfile"
         command = [self.client, "build", "--network=none", "-q", "-f", str(dockerfile)]
         command += ["--no-cache"] if no_cache else []
-        for key, value in args.items():
+        for key, value in spec.args.items():
             command += ["--build-arg", f"{key}={value}"]
+        for key, value in spec.labels.items():
+            command += ["--label", f"{key}={value}"]
         result = subprocess.run(
             [*command, str(context)], capture_output=True, text=True, env={**os.environ, **self.build_env}
         )
         if result.returncode:
-            raise RuntimeError(f"building {dockerfile.parent.name} failed:\n{result.stderr.strip()[-4000:]}")
+            raise RuntimeError(f"building {spec.name} failed:\n{result.stderr.strip()[-4000:]}")
         return result.stdout.strip().splitlines()[-1]
 
     def load(self, write: Callable[[IO[bytes]], str]) -> str:
@@ -189,13 +192,15 @@ class Inputs:
 
 @dataclass(frozen=True)
 class Spec:
-    """One image: its Dockerfile directory, context files (context path -> source) and arguments."""
+    """One image: its Dockerfile directory, context files (context path -> source), build
+    arguments and labels."""
 
     name: str
     tag: str
     parent: str | None
     files: dict[str, Path]
     args: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -271,58 +276,98 @@ def revision() -> str:
     return (head or "unknown") + ("-dirty" if changed.stdout.strip() else "")
 
 
+def _labels(title: str, description: str, version: str, base: str | None, **more: str) -> dict[str, str]:
+    """An image's OCI labels (set by the builder: the Dockerfiles carry none)."""
+    labels = {
+        "title": title,
+        "description": description,
+        "version": version,
+        "created": archive.timestamp(EPOCH),
+        **({"base.name": base} if base else {}),
+        **more,
+    }
+    return {f"org.opencontainers.image.{key}": value for key, value in labels.items()}
+
+
 def specs(inputs: Inputs) -> list[Spec]:
-    created = archive.timestamp(EPOCH)
-    common = {"CREATED": created, "SOURCE_DATE_EPOCH": str(EPOCH)}
+    epoch = {"SOURCE_DATE_EPOCH": str(EPOCH)}
     debs = inputs.debs
     daprd_version = subprocess.run([str(inputs.daprd), "--version"], capture_output=True, text=True).stdout.strip()
     pip_wheel = next(inputs.wheels.glob("pip-*.whl")).name
+    python_files = {
+        "debs/python": debs / "python",
+        "debs/build": debs / "build",
+        "wheels": inputs.wheels,
+        "requirements.lock": LOCK,
+    }
+    daprd_files = {
+        "daprd": inputs.daprd,
+        "healthcheck": inputs.healthcheck,
+        "passwd": SOURCES / "daprd" / "passwd",
+        "group": SOURCES / "daprd" / "group",
+        "ca-certificates.crt": inputs.rootfs.with_name("ca-certificates.crt"),
+    }
+    python = upstream_version(debs / "python", "python3.11")
+    mosquitto_files = {"debs/mosquitto": debs / "mosquitto", "mosquitto.conf": SOURCES / "mosquitto" / "mosquitto.conf"}
     return [
         Spec(
             "python",
             PYTHON_IMAGE,
             BASE_IMAGE,
-            {
-                "debs/python": debs / "python",
-                "debs/build": debs / "build",
-                "wheels": inputs.wheels,
-                "requirements.lock": LOCK,
-            },
-            {**common, "PIP_WHEEL": pip_wheel, "VERSION": upstream_version(debs / "python", "python3.11")},
+            python_files,
+            {**epoch, "PIP_WHEEL": pip_wheel},
+            _labels(
+                "twinfleet-python", "Debian's Python and Twinfleet's locked runtime dependencies", python, BASE_IMAGE
+            ),
         ),
         Spec(
             "app",
             APP_IMAGE,
             PYTHON_IMAGE,
             {"services": ROOT / "services"},
-            {**common, "VERSION": VERSION, "REVISION": revision()},
+            epoch,
+            _labels(
+                "twinfleet-app",
+                "Twinfleet's Dapr apps and device agent; the first argument names the app",
+                VERSION,
+                PYTHON_IMAGE,
+                revision=revision(),
+            ),
         ),
         Spec(
             "daprd",
             DAPRD_IMAGE,
             None,
-            {
-                "daprd": inputs.daprd,
-                "healthcheck": inputs.healthcheck,
-                "passwd": SOURCES / "daprd" / "passwd",
-                "group": SOURCES / "daprd" / "group",
-                "ca-certificates.crt": inputs.rootfs.with_name("ca-certificates.crt"),
-            },
-            {**common, "VERSION": daprd_version},
+            daprd_files,
+            epoch,
+            _labels(
+                "daprd",
+                "The Dapr sidecar (stable components) built from its Go module",
+                daprd_version,
+                None,
+                source="https://github.com/dapr/dapr",
+            ),
         ),
         Spec(
             "redis",
             REDIS_IMAGE,
             BASE_IMAGE,
             {"debs/redis": debs / "redis"},
-            {**common, "VERSION": upstream_version(debs / "redis", "redis-server")},
+            epoch,
+            _labels("redis", "Debian's redis-server", upstream_version(debs / "redis", "redis-server"), BASE_IMAGE),
         ),
         Spec(
             "mosquitto",
             MOSQUITTO_IMAGE,
             BASE_IMAGE,
-            {"debs/mosquitto": debs / "mosquitto", "mosquitto.conf": SOURCES / "mosquitto" / "mosquitto.conf"},
-            {**common, "VERSION": upstream_version(debs / "mosquitto", "mosquitto")},
+            mosquitto_files,
+            epoch,
+            _labels(
+                "mosquitto",
+                "Debian's mosquitto broker and clients",
+                upstream_version(debs / "mosquitto", "mosquitto"),
+                BASE_IMAGE,
+            ),
         ),
     ]
 
@@ -359,7 +404,7 @@ def inputs_digest(spec: Spec, context: Path, parent_id: str) -> str:
     """The digest of everything the image is built from."""
     digest = hashlib.sha256()
     dockerfile = SOURCES / spec.name / "Dockerfile"
-    digest.update(json.dumps([spec.name, spec.tag, parent_id, spec.args]).encode())
+    digest.update(json.dumps([spec.name, spec.tag, parent_id, spec.args, spec.labels]).encode())
     digest.update(Path(archive.__file__).read_bytes())  # how the image is normalized
     digest.update(dockerfile.read_bytes())
     for path in sorted(context.rglob("*")):
@@ -399,7 +444,7 @@ class Builder:
         labels = (found or {}).get("Config", {}).get("Labels") or {}
         built = self.no_cache or labels.get(INPUTS_LABEL) != key
         if built:
-            raw = self.docker.build(SOURCES / spec.name / "Dockerfile", context, spec.args, self.no_cache)
+            raw = self.docker.build(spec, context, self.no_cache)
             self.docker.normalized(raw, spec.tag, {INPUTS_LABEL: key}, self.cache / "tmp", spec.parent)
             self.docker.run("image", "rm", raw)
         return self._outcome(spec.name, spec.tag, started, built)
@@ -412,7 +457,7 @@ class Builder:
         if current is None:
             raise RuntimeError(f"{spec.tag} is not built yet")
         key = current["Config"]["Labels"][INPUTS_LABEL]
-        raw = self.docker.build(SOURCES / spec.name / "Dockerfile", context, spec.args, no_cache=True)
+        raw = self.docker.build(spec, context, no_cache=True)
         try:
             rebuilt = self.docker.normalized(
                 raw, spec.tag, {INPUTS_LABEL: key}, self.cache / "tmp", spec.parent, load=False
