@@ -258,12 +258,15 @@ def _cache() -> Path:
 def build_images(
     daprd: Path = typer.Option(..., help="the daprd binary the image carries (the Makefile's)"),
     no_cache: bool = typer.Option(False, help="rebuild every image from nothing"),
+    ids: Path | None = typer.Option(None, help="write image name -> ID (JSON) here"),
 ) -> None:
     """Build every image that is missing or whose inputs changed; print what each is."""
     from services.devtools.images.build import Builder
 
     started = time.monotonic()
     outcomes = Builder(_cache(), daprd, no_cache).build_all()
+    if ids is not None:
+        ids.write_text(json.dumps({outcome.name: outcome.image_id for outcome in outcomes}))
     table = Table("image", "size", "", "seconds", box=None)
     for outcome in outcomes:
         table.add_row(

@@ -118,14 +118,14 @@ def test_every_part_runs_read_only_as_a_non_root_user_and_turns_healthy(stack: T
     assert not unhealthy, [(c.name, c.attrs["State"].get("Health")) for c in unhealthy]
 
 
-def test_images_carry_their_version_and_a_health_check(stack: TwinfleetSuite) -> None:
+def test_images_carry_their_version_and_a_health_check(images: dict[str, str]) -> None:
     client = docker.from_env()
-    for tag in ("twinfleet/app", "twinfleet/daprd", "twinfleet/redis", "twinfleet/mosquitto"):
-        (found,) = client.images.list(name=tag)
-        config = found.attrs["Config"]
-        assert config["Labels"]["org.opencontainers.image.version"], tag
-        assert config["Labels"]["org.twinfleet.image.inputs"], tag
-        assert config["Healthcheck"]["Test"], tag
+    for kind in ("app", "daprd", "redis", "mosquitto"):
+        config = client.images.get(images[kind]).attrs["Config"]
+        assert config["Labels"]["org.opencontainers.image.version"], kind
+        assert config["Labels"]["org.twinfleet.image.inputs"], kind
+        assert config["Healthcheck"]["Test"], kind
+    assert client.images.get(images["app"]).attrs["Config"]["Labels"]["org.opencontainers.image.revision"]
 
 
 def test_the_same_inputs_give_the_same_images() -> None:

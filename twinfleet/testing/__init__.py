@@ -7,10 +7,11 @@
         device = suite.provision_device("kitchen-sensor")   # MQTT credentials, host and port
 
 With pytest, the `twinfleet_suite` fixture (session-scoped, from this package's pytest plugin)
-yields a started suite. The images come from `make images` in the twinfleet repository; nothing is
-pulled. Cleanup does not need Ryuk: see `twinfleet.testing.suite`.
+yields a started suite. The images come from `make images` in the twinfleet repository (or as
+TWINFLEET_*_IMAGE name them: `Images`); nothing is pulled. Cleanup does not need Ryuk: see
+`twinfleet.testing.suite`.
 """
 
-from twinfleet.testing.suite import DeviceAgentContainer, DeviceCredentials, TwinfleetSuite
+from twinfleet.testing.suite import DeviceAgentContainer, DeviceCredentials, Images, TwinfleetSuite
 
-__all__ = ["DeviceAgentContainer", "DeviceCredentials", "TwinfleetSuite"]
+__all__ = ["DeviceAgentContainer", "DeviceCredentials", "Images", "TwinfleetSuite"]

@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -74,6 +74,17 @@ OWNER_LABEL = "org.twinfleet.owner"
 KEPT = "kept"
 """The owner of a suite left running on purpose (`make up-containers`): never swept."""
 DAPRD_UID, APP_UID, MOSQUITTO_UID = 65532, 10001, 10003
+
+
+@dataclass(frozen=True)
+class Images:
+    """The images a suite runs: `make images`'s tags, or what TWINFLEET_{APP,DAPRD,REDIS,MOSQUITTO}_IMAGE
+    name (another registry's names, or image IDs)."""
+
+    app: str = field(default_factory=lambda: os.environ.get("TWINFLEET_APP_IMAGE", APP_IMAGE))
+    daprd: str = field(default_factory=lambda: os.environ.get("TWINFLEET_DAPRD_IMAGE", DAPRD_IMAGE))
+    redis: str = field(default_factory=lambda: os.environ.get("TWINFLEET_REDIS_IMAGE", REDIS_IMAGE))
+    mosquitto: str = field(default_factory=lambda: os.environ.get("TWINFLEET_MOSQUITTO_IMAGE", MOSQUITTO_IMAGE))
 
 
 @dataclass(frozen=True)
@@ -152,7 +163,8 @@ class TwinfleetSuite:
 
     `app_env` sets app settings (`TWINFLEET_*`) for every cloud app; `firmware_public_url` is the
     firmware app's address in the late-bound download URLs (default: as containers on the suite's
-    network reach it). Ports are published on `host` (loopback) only.
+    network reach it); `images` which images (default: `Images()`). Ports are published on the
+    loopback interface only.
     """
 
     def __init__(
@@ -163,8 +175,10 @@ class TwinfleetSuite:
         firmware_public_url: str = f"http://{FIRMWARE_APP}:{IN_POD.app}",
         ready_timeout: float = 180.0,
         keep: bool = False,
+        images: Images | None = None,
     ) -> None:
         self.suite_id = uuid.uuid4().hex[:12]
+        self.images = images or Images()
         self.topic_profile = topic_profile
         self.app_env = dict(app_env or {})
         self.firmware_public_url = firmware_public_url
@@ -176,6 +190,8 @@ class TwinfleetSuite:
         self.signing_seed = os.urandom(32).hex()
         self.download_key = new_secret()
         self.mqtt_port = 0
+        self.start_seconds = 0.0
+        """How long `start` took, until every app was ready."""
         self._passwords: dict[str, str] = {SERVICE_USER: self.secrets["service"]}
         self._network: Network | None = None
         self._redis: _Container | None = None
@@ -195,7 +211,7 @@ class TwinfleetSuite:
     def start(self) -> Self:
         """Start everything and wait until it is ready; on any failure remove what started."""
         started = time.monotonic()
-        missing = [image for image in (APP_IMAGE, DAPRD_IMAGE, REDIS_IMAGE, MOSQUITTO_IMAGE) if not self._has(image)]
+        missing = [image for image in astuple(self.images) if not self._has(image)]
         if missing:
             raise RuntimeError(
                 f"images not built: {', '.join(missing)} (run `make images` in the twinfleet repository)"
@@ -351,7 +367,7 @@ class TwinfleetSuite:
 
     def _start_backing_services(self) -> None:
         assert self._network is not None
-        redis = self._container(REDIS_IMAGE, "redis").with_network(self._network).with_network_aliases("redis")
+        redis = self._container(self.images.redis, "redis").with_network(self._network).with_network_aliases("redis")
         self._redis = self._run(redis.with_command(["--appendonly", "yes"]))
         config = config_text(Path("/mosquitto/config"), MQTT_PORT, host="0.0.0.0", run_as_me=False, persistence=False)
         files = {
@@ -360,7 +376,9 @@ class TwinfleetSuite:
             "passwd": password_file({}, self._passwords.items()).encode(),
         }
         self.mqtt_port = free_port()
-        broker = self._container(MOSQUITTO_IMAGE, "mosquitto", mounts=[Mount("/mosquitto/config", None, type="volume")])
+        broker = self._container(
+            self.images.mosquitto, "mosquitto", mounts=[Mount("/mosquitto/config", None, type="volume")]
+        )
         broker.with_network(self._network).with_network_aliases("mosquitto")
         broker.ports[f"{MQTT_PORT}/tcp"] = (self.host, self.mqtt_port)  # type: ignore[assignment]
         self._broker = self._run(
@@ -414,7 +432,7 @@ class TwinfleetSuite:
         assert self._network is not None
         name = name or app
         mounts = [Mount(str(volume[0]), None, type="volume")] if volume else []
-        container = self._container(APP_IMAGE, name, mounts=mounts)
+        container = self._container(self.images.app, name, mounts=mounts)
         container.with_network(self._network).with_network_aliases(name).with_command([app, "--port", str(IN_POD.app)])
         container.with_envs(**env).with_tmpfs_mount("/tmp", f"size=64m,uid={APP_UID},gid={APP_UID}")
         app_port, dapr_port = free_port(), free_port()
@@ -429,7 +447,7 @@ class TwinfleetSuite:
 
     def _start_sidecar(self, app: str, pod: _Pod) -> _Container:
         sidecar = self._container(
-            DAPRD_IMAGE,
+            self.images.daprd,
             f"{pod.name}-daprd",
             network_mode=f"container:{pod.app.docker.id}",
             mounts=[Mount(str(DAPR_DIR), None, type="volume")],

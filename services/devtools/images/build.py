@@ -123,14 +123,17 @@ class Docker:
 
     def load(self, write: Callable[[IO[bytes]], str]) -> str:
         """`docker load` what `write` streams; the ID `write` returns."""
-        loading = subprocess.Popen([self.client, "load", "-q"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-        assert loading.stdin is not None
+        loading = subprocess.Popen(
+            [self.client, "load", "-q"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        assert loading.stdin is not None and loading.stderr is not None
         try:
             image_id = write(loading.stdin)
         finally:
             loading.stdin.close()
+        refused = loading.stderr.read().decode(errors="replace").strip()
         if loading.wait():
-            raise RuntimeError("docker load failed")
+            raise RuntimeError(f"docker load failed: {refused}")
         return image_id
 
     def normalized(
