@@ -54,36 +54,50 @@ def sdk_suffix_plugin() -> Path | None:
     return path if path.exists() else None
 
 
-def config_text(directory: Path, port: int, tls_port: int, ca: LocalCA, plugin: Path | None) -> str:
-    # Run as whoever started us: the run directory is ours, not the `mosquitto` system user's.
-    user = [f"user {pwd.getpwuid(os.geteuid()).pw_name}"]
-    return "\n".join(
-        [
-            *user,
-            "per_listener_settings false",
-            f"listener {port} 127.0.0.1",
-            f"listener {tls_port} 127.0.0.1",
+def config_text(
+    directory: Path,
+    port: int,
+    *,
+    tls_port: int | None = None,
+    ca: LocalCA | None = None,
+    plugin: Path | None = None,
+    host: str = "127.0.0.1",
+    run_as_me: bool = True,
+    persistence: bool = True,
+) -> str:
+    """A broker with accounts only (password file and ACL in `directory`) listening on
+    `host:port`, and with `tls_port` and `ca` a TLS listener on which a device's client
+    certificate (CN = device id) is its identity; `plugin`: the SDK-suffix plugin; `run_as_me`: as
+    whoever starts it (the run directory is ours, not the `mosquitto` system user's);
+    `persistence`: sessions and queued messages survive a restart."""
+    lines = [f"user {pwd.getpwuid(os.geteuid()).pw_name}"] if run_as_me else []
+    lines += ["per_listener_settings false", f"listener {port} {host}"]
+    if tls_port is not None and ca is not None:
+        lines += [
+            f"listener {tls_port} {host}",
             f"cafile {ca.ca_cert}",
             f"certfile {ca.server_cert}",
             f"keyfile {ca.server_key}",
             "require_certificate true",
             "use_identity_as_username true",
-            "allow_anonymous false",
-            *([f"plugin {plugin}"] if plugin is not None else []),
-            f"password_file {directory / 'passwd'}",
-            f"acl_file {directory / 'acl'}",
-            "persistence true",
-            f"persistence_location {directory}/",
-            "autosave_interval 1",
-            "max_queued_messages 200000",
-            "max_inflight_messages 1000",
-            "max_keepalive 300",
-            "log_dest stdout",
-            "log_type error",
-            "log_type warning",
-            "",
         ]
-    )
+    lines += [
+        "allow_anonymous false",
+        *([f"plugin {plugin}"] if plugin is not None else []),
+        f"password_file {directory / 'passwd'}",
+        f"acl_file {directory / 'acl'}",
+    ]
+    if persistence:
+        lines += ["persistence true", f"persistence_location {directory}/", "autosave_interval 1"]
+    lines += [
+        "max_queued_messages 200000",
+        "max_inflight_messages 1000",
+        "max_keepalive 300",
+        "log_dest stdout",
+        "log_type error",
+        "log_type warning",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 class BrokerAccounts:
@@ -102,10 +116,8 @@ class BrokerAccounts:
 
     def set_many(self, accounts: Iterable[tuple[str, str]]) -> None:
         entries = dict(self._read())
-        for user, password in accounts:
-            entries[user] = hash_password(password)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{u}:{h}\n" for u, h in entries.items()))
+        tmp.write_text(password_file(entries, accounts))
         tmp.chmod(0o600)
         tmp.replace(self.path)
 
@@ -121,6 +133,12 @@ class BrokerAccounts:
             if sep:
                 rows.append((user, digest))
         return rows
+
+
+def password_file(entries: dict[str, str], accounts: Iterable[tuple[str, str]]) -> str:
+    """The password file's text: `entries` (user -> hash) with `accounts` (user, password) set."""
+    updated = {**entries, **{user: hash_password(password) for user, password in accounts}}
+    return "".join(f"{user}:{digest}\n" for user, digest in updated.items())
 
 
 def new_secret() -> str:

@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import httpx
 
@@ -40,15 +40,6 @@ from services.platform.names import (
     TUF_TIMESTAMP_KEY,
     TWIN_STORE_APP,
 )
-
-APPS = {
-    TWIN_STORE_APP: "services.twin_store.main:app",
-    DELTA_APP: "services.delta.main:app",
-    EVENTS_APP: "services.events.main:app",
-    COMMANDS_APP: "services.commands.main:app",
-    ROLLOUT_APP: "services.rollout.main:app",
-    FIRMWARE_APP: "services.firmware.main:app",
-}
 
 
 def daprd_binary() -> str:
@@ -84,11 +75,11 @@ def azurite_binary() -> str:
     return str(path)
 
 
-def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
-    """The daprd command line for one app: loopback only, no placement/scheduler, components and
-    configuration from `dapr_dir` (`resources/`, `configuration.yaml`)."""
+def daprd_flags(app: str, ports: AppPorts, dapr_dir: PurePath) -> list[str]:
+    """daprd's flags for one app, wherever it runs (a local process or a container): no
+    placement/scheduler, components and configuration from `dapr_dir` (`resources/`,
+    `configuration.yaml`)."""
     return [
-        daprd_binary(),
         "--app-id",
         app,
         "--app-port",
@@ -101,8 +92,6 @@ def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
         str(ports.grpc),
         "--metrics-port",
         str(ports.metrics),
-        "--dapr-internal-grpc-port",
-        str(free_port()),
         "--resources-path",
         str(dapr_dir / "resources"),
         "--config",
@@ -115,6 +104,16 @@ def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
         os.environ.get("TWINFLEET_DAPRD_LOG_LEVEL", "warn"),
         "--dapr-graceful-shutdown-seconds",
         "2",
+    ]
+
+
+def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
+    """The daprd command line for one app as a local process: loopback only."""
+    return [
+        daprd_binary(),
+        *daprd_flags(app, ports, dapr_dir),
+        "--dapr-internal-grpc-port",
+        str(free_port()),
         "--dapr-listen-addresses",
         "127.0.0.1",
         "--max-body-size",
@@ -122,25 +121,17 @@ def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
     ]
 
 
-def uvicorn_args(target: str, port: int) -> list[str]:
-    """The command line serving one app (`module:app`) on a loopback port."""
+def gateway_args(port: int) -> list[str]:
+    """The command line serving the local ingress (`services.devtools.gateway`) on a loopback port."""
     return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        target,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--log-level",
-        "warning",
-    ]
+        sys.executable, "-m", "uvicorn", GATEWAY, "--host", "127.0.0.1", "--port", str(port),
+        "--no-access-log", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def serve_args(app: str, port: int) -> list[str]:
+    """The command line serving one app (by its app id, as the image does) on a loopback port."""
+    return [sys.executable, "-m", "services.platform.serve", app, "--host", "127.0.0.1", "--port", str(port)]
 
 
 def app_id(instance: str) -> str:
@@ -276,7 +267,9 @@ class Stack:
             "local",
             self.run_dir / "dapr",
             {
+                "redis_host": "127.0.0.1",
                 "redis_port": str(self.redis_port),
+                "mqtt_host": "127.0.0.1",
                 "mqtt_port": str(self.mqtt_port),
                 "broker_user": SERVICE_USER,
                 "broker_password": self.secrets["service"],
@@ -307,6 +300,9 @@ class Stack:
         for name in reversed(list(self.procs)):
             self.procs[name].stop()
 
+    mqtt_host = "127.0.0.1"
+    """Where devices reach the broker (its port is `mqtt_port`)."""
+
     @property
     def api_url(self) -> str:
         """Every app's REST API, through the stack's ingress (the gateway)."""
@@ -321,7 +317,7 @@ class Stack:
             "apps": {name: self.api_url for name in self.ports},
             "sidecars": {name: self.app_url(name) for name in self.ports},
             "token_file": str(token_file),
-            "mqtt": {"host": "127.0.0.1", "port": self.mqtt_port, "tls_port": self.mqtts_port},
+            "mqtt": {"host": self.mqtt_host, "port": self.mqtt_port, "tls_port": self.mqtts_port},
             "redis_port": self.redis_port,
             "topic_profile": self.topic_profile,
             "pids": {name: proc.pid for name, proc in self.procs.items()},
@@ -401,7 +397,11 @@ class Stack:
             self.accounts.initialise(self.secrets["service"])
         self.ca.create()
         config = self.broker_dir / "mosquitto.conf"
-        config.write_text(config_text(self.broker_dir, self.mqtt_port, self.mqtts_port, self.ca, sdk_suffix_plugin()))
+        config.write_text(
+            config_text(
+                self.broker_dir, self.mqtt_port, tls_port=self.mqtts_port, ca=self.ca, plugin=sdk_suffix_plugin()
+            )
+        )
         proc = ManagedProcess(
             "mosquitto", [need("mosquitto"), "-c", str(config)], self.run_dir / "logs" / "mosquitto.log"
         )
@@ -449,7 +449,7 @@ class Stack:
         sidecars = {app_id(n): f"http://127.0.0.1:{p.http}" for n, p in self.ports.items() if "#" not in n}
         proc = ManagedProcess(
             INGRESS_APP,
-            uvicorn_args(GATEWAY, self.gateway_port),
+            gateway_args(self.gateway_port),
             self.run_dir / "logs" / "gateway.log",
             env={"TWINFLEET_GATEWAY_APPS": json.dumps(sidecars), "DAPR_API_TOKEN": self.dapr_token},
         )
@@ -472,7 +472,7 @@ class Stack:
         }
         proc = ManagedProcess(
             app,
-            uvicorn_args(APPS[app_id(app)], ports.app),
+            serve_args(app_id(app), ports.app),
             self.run_dir / "logs" / f"{instance_slug(app)}.log",
             env=env,
         )
