@@ -7,11 +7,16 @@ DAPR_RUNTIME_VERSION := 1.18.0
 DAPR_EXCLUDE_COMPONENTS := pubsub_pulsar
 TWINFLEET_CACHE ?= $(HOME)/.cache/twinfleet
 DAPRD := $(TWINFLEET_CACHE)/bin/daprd-$(DAPR_RUNTIME_VERSION)
+# The device agent's sidecar: only the components the agent's configuration uses (MQTT to the
+# cloud broker, SQLite state; name resolution and the Kubernetes secret store of a K3s pod).
+DEVICE_DAPR_COMPONENTS := pubsub_mqtt3 state_sqlite nameresolution_mdns nameresolution_kubernetes secretstores_kubernetes
+DEVICE_DAPRD := $(TWINFLEET_CACHE)/bin/daprd-device-$(DAPR_RUNTIME_VERSION)
 LOADGEN := $(TWINFLEET_CACHE)/bin/loadgen
 # Azurite, the local Azure Blob endpoint (npm; 3.35 runs on Node 20), and the broker plugin that
 # strips the AWS IoT SDK's username suffix (gcc, keyed by its source's hash), both in the cache.
 AZURITE_VERSION := 3.35.0
 AZURITE := $(TWINFLEET_CACHE)/azurite-$(AZURITE_VERSION)/node_modules/.bin/azurite-blob
+FLOORGO := $(TWINFLEET_CACHE)/bin/floorgo
 # Tools for the Helm charts (make tools): helm and kubeconform from their Go modules, the
 # Kubernetes JSON schemas of this minor, the Dapr CRD schemas and the ServiceMonitor CRD's, all
 # offline, in the cache.
@@ -28,8 +33,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FLEET ?= 1000
 export TWINFLEET_DAPRD := $(DAPRD)
+export TWINFLEET_DEVICE_DAPRD := $(DEVICE_DAPRD)
 export TWINFLEET_LOADGEN := $(LOADGEN)
 export TWINFLEET_AZURITE := $(AZURITE)
+export TWINFLEET_FLOORGO := $(FLOORGO)
 export TWINFLEET_HELM := $(HELM)
 export TWINFLEET_KUBECONFORM := $(KUBECONFORM)
 export TWINFLEET_HYDRA := $(HYDRA)
@@ -42,8 +49,8 @@ export TWINFLEET_CACHE
 help:
 	@grep -E '^\.PHONY: [a-z-]+ ## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z-]+) ## (.*)/  make \1\t\2/' | expand -t 24
 
-.PHONY: setup ## install Redis, Mosquitto, Azurite, the Python env, build daprd and the broker plugin (idempotent)
-setup: system $(VENV)/.installed $(DAPRD) $(AZURITE) broker-plugin
+.PHONY: setup ## install Redis, Mosquitto, Azurite, the Python env, build daprd (cloud and device) and the broker plugin (idempotent)
+setup: system $(VENV)/.installed $(DAPRD) $(DEVICE_DAPRD) $(AZURITE) broker-plugin
 
 .PHONY: system
 system:
@@ -65,6 +72,10 @@ broker-plugin: system
 $(DAPRD):
 	@DAPR_RUNTIME_VERSION=$(DAPR_RUNTIME_VERSION) DAPR_EXCLUDE_COMPONENTS="$(DAPR_EXCLUDE_COMPONENTS)" \
 	  TWINFLEET_CACHE=$(TWINFLEET_CACHE) scripts/build-daprd.sh
+
+$(DEVICE_DAPRD):
+	@DAPR_RUNTIME_VERSION=$(DAPR_RUNTIME_VERSION) DAPR_KEEP_COMPONENTS="$(DEVICE_DAPR_COMPONENTS)" \
+	  DAPR_BINARY_NAME=daprd-device-$(DAPR_RUNTIME_VERSION) TWINFLEET_CACHE=$(TWINFLEET_CACHE) scripts/build-daprd.sh
 
 .PHONY: tools ## build helm + kubeconform, prepare Kubernetes, Dapr and ServiceMonitor schemas for offline validation
 tools: $(VENV)/.installed
@@ -131,11 +142,14 @@ lint: setup
 	@$(VENV)/bin/mypy
 
 .PHONY: bench ## end-to-end figures next to the raw floor measured in the same run
-bench: setup $(LOADGEN)
-	@$(PY) -m bench
+bench: setup $(LOADGEN) $(FLOORGO)
+	@$(PY) -m bench $(BENCH_ARGS)
 
 $(LOADGEN): bench/loadgen/main.go bench/loadgen/go.mod
 	@cd bench/loadgen && go build -o $(LOADGEN) .
+
+$(FLOORGO): bench/floorgo/main.go bench/floorgo/go.mod
+	@cd bench/floorgo && go build -o $(FLOORGO) .
 
 .PHONY: components ## render the Dapr components for k3s and aks into deploy/
 components: setup

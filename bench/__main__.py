@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
+import resource
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,47 +36,18 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.agent_footprint import Footprint, measure_agent
+from bench.device_path import PathFigures, measure, measure_floor, stack_processes
 from bench.firmware import FirmwareFigures, measure_firmware
 from bench.load import fleet
 from bench.rollout import RolloutFigures, measure_rollout
+from bench.scale import ACTIVE_SHARE, MEASURED, ScalePoint, measure_scale
 from bench.wire import WireFigures, measure_wire
 from services.devtools.broker import SERVICE_USER
-from services.devtools.processes import ManagedProcess
-from services.devtools.stack import Stack
+from services.devtools.stack import Stack, daprd_binary
+from services.platform.names import DELTA_APP, TWIN_STORE_APP
 
-console = Console()
+console = Console(width=150)
 app = typer.Typer(add_completion=False)
-
-
-@dataclass
-class LoadResult:
-    """What `bench/loadgen` (Go, so the load generator takes little CPU) reports."""
-
-    accepted: int
-    rejected: int
-    rate: float
-    p50_ms: float
-    p99_ms: float
-
-
-def loadgen(stack: Stack, creds: Path, mode: str, seconds: float, rate: float = 0) -> LoadResult:
-    binary = os.environ.get("TWINFLEET_LOADGEN") or str(Path.home() / ".cache" / "twinfleet" / "bin" / "loadgen")
-    args = [binary, "-port", str(stack.mqtt_port), "-creds", str(creds), "-mode", mode, "-seconds", str(seconds)]
-    if rate:
-        args += ["-rate", str(rate)]
-    out = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
-    return LoadResult(out["accepted"], out["rejected"], out["rate"], out["p50_ms"], out["p99_ms"])
-
-
-def measure(stack: Stack, devices: int, seconds: float, rate: float, prefix: str) -> tuple[LoadResult, LoadResult]:
-    creds = stack.run_dir / f"{prefix}-creds.json"
-    creds.write_text(json.dumps(stack.provision_devices(f"{prefix}-{i:05d}" for i in range(devices))))
-    time.sleep(0.3)
-    loadgen(stack, creds, "closed", 2)  # warm-up
-    throughput = loadgen(stack, creds, "closed", seconds)
-    time.sleep(1)
-    latency = loadgen(stack, creds, "open", seconds, rate)
-    return throughput, latency
 
 
 async def delta_latency(stack: Stack, samples: int) -> list[float]:
@@ -123,7 +94,7 @@ def pct(values: list[float], p: float) -> float:
 
 def wire_table(figures: list[WireFigures]) -> Table:
     table = Table(
-        title="Wire encoding: a gateway's messages, JSON vs CBOR (same run)",
+        title="Wire encoding: a gateway's messages, JSON vs CBOR vs template-driven (same run)",
         caption="reported state of a gateway (bench/documents.py); accepted = the state as sent + per-leaf "
         "metadata; delta and documents after a rollout; µs = encode + decode of one message",
     )
@@ -131,24 +102,42 @@ def wire_table(figures: list[WireFigures]) -> Table:
     table.add_column("JSON bytes", justify="right")
     table.add_column("CBOR bytes", justify="right")
     table.add_column("saved", justify="right")
+    table.add_column("templated bytes", justify="right")
+    table.add_column("saved", justify="right")
     table.add_column("JSON µs", justify="right")
     table.add_column("CBOR µs", justify="right")
+    table.add_column("templated µs", justify="right")
     for f in figures:
         table.add_row(
             f.message,
             f"{f.json_bytes:,}",
             f"{f.cbor_bytes:,}",
             f"{f.saved_percent:.0f} %",
+            f"{f.template_bytes:,}",
+            f"{f.template_saved_percent:.0f} %",
             f"{f.json_us:.1f}",
             f"{f.cbor_us:.1f}",
+            f"{f.template_us:.1f}",
         )
     return table
+
+
+def wire_verdict(figures: list[WireFigures]) -> str:
+    report = figures[0]
+    return verdict(
+        f"template-driven encoding of the gateway's report: bytes saved vs JSON ({report.message})",
+        report.template_saved_percent,
+        "≥",
+        60,
+        "%",
+        f"; {report.json_bytes:,} → {report.template_bytes:,} bytes (CBOR {report.saved_percent:.0f} %)",
+    )
 
 
 @app.command()
 def main(
     devices: int = typer.Option(1000, help="simulated devices, each with its own connection"),
-    seconds: float = typer.Option(15, help="duration of each load phase"),
+    seconds: float = typer.Option(10, help="duration of each load phase"),
     rate: float = typer.Option(1000, help="fixed rate for the latency phase (updates/s)"),
     samples: int = typer.Option(200, help="desired→delta samples"),
     wire_only: bool = typer.Option(False, "--wire-only", help="only the wire-encoding figures (no processes)"),
@@ -158,84 +147,233 @@ def main(
     firmware_mib: float = typer.Option(2, help="size of the downloaded firmware artifact, MiB"),
     firmware_devices: str = typer.Option("100,1000", help="devices downloading at once, per measurement (≤ 1,000)"),
     firmware_upload_mib: int = typer.Option(1024, help="size of the uploaded artifact, MiB"),
+    device_only: bool = typer.Option(False, "--device-only", help="only the device-path figures"),
+    agent_only: bool = typer.Option(False, "--agent-only", help="only the device agent's footprint"),
+    scale_only: bool = typer.Option(False, "--scale-only", help="only the scale curve"),
+    scale_sizes: str = typer.Option("1000,10000,100000", help="connected devices at each point of the scale curve"),
+    scale_rate: float = typer.Option(500, help="total updates/s of the scale curve's latency phase"),
+    repeat: int = typer.Option(2, help="runs of the device path (each with its floors)"),
 ) -> None:
     counts = tuple(int(n) for n in firmware_devices.split(","))
     # Measured first, while nothing else runs on the machine.
     wire = measure_wire()
     if wire_only:
         console.print(wire_table(wire))
+        console.print(wire_verdict(wire))
         return
     base = Path(tempfile.mkdtemp(prefix="twinfleet-bench-"))
     if rollout_only:
         console.print(rollout_table(measure_rollout(base, rollout_twins)))
         return
+    sizes = [int(s) for s in scale_sizes.split(",") if s.strip()]
+    if scale_only:
+        console.print(scale_table(measure_scale(base, sizes, seconds, scale_rate), scale_rate))
+        return
+    if agent_only:
+        agent = agent_footprint(base)
+        console.print(agent_table(agent))
+        console.print(verdict("device agent + its daprd RSS after load", agent_total(agent), "<", 100, "MiB"))
+        return
     if firmware_only:
         console.print(firmware_table(measure_firmware(base, firmware_mib, counts, firmware_upload_mib)))
         return
     console.print(f"[bold]Twinfleet bench[/] — {os.cpu_count()} cores, {devices} devices, {seconds:g}s phases")
+    runs = [device_path_run(base / f"run{n}", devices, seconds, rate, samples) for n in range(1, repeat + 1)]
+    for n, run in enumerate(runs, 1):
+        console.print(device_table(run, rate, n))
+        console.print(cpu_table(run, n))
+    if device_only:
+        console.print(device_verdicts(runs, rate))
+        return
+    agent = agent_footprint(base)
+    console.print(agent_table(agent))
+    scale = measure_scale(base, sizes, seconds, scale_rate)
+    rollout = measure_rollout(base, rollout_twins)
+    firmware = measure_firmware(base, firmware_mib, counts, firmware_upload_mib)
+    console.print(wire_table(wire))
+    console.print(scale_table(scale, scale_rate))
+    console.print(rollout_table(rollout))
+    console.print(firmware_table(firmware))
+    console.print(device_verdicts(runs, rate))
+    console.print(wire_verdict(wire))
+    console.print(verdict("device agent + its daprd RSS after load", agent_total(agent), "<", 100, "MiB"))
+    console.print(verdict(f"rollout to {rollout.twins:,} twins", rollout.write_seconds, "<", 30, "s"))
 
-    floor_stack = Stack(base / "floor", apps=[])
-    floor_stack.start()
-    server = ManagedProcess(
-        "floor",
-        [
-            sys.executable,
-            "-m",
-            "bench.floor",
-            str(floor_stack.mqtt_port),
-            str(floor_stack.redis_port),
-            SERVICE_USER,
-            floor_stack.secrets["service"],
-        ],
-        base / "floor" / "logs" / "floor.log",
-    )
+
+@dataclass
+class DeviceRun:
+    """One run of the device path: the suite and its floors on the same machine, one after another."""
+
+    suites: list[PathFigures]
+    """The suite with one twin-store process, then with two (replicas splitting the requests)."""
+    floors: list[PathFigures]
+    suite_delta: list[float]
+    floor_delta: list[float]
+
+
+def device_path_run(base: Path, devices: int, seconds: float, rate: float, samples: int) -> DeviceRun:
+    floors = [
+        measure_floor("go", base, devices, seconds, rate),
+        measure_floor("go", base, devices, seconds, rate, tcp_nodelay=False),
+        measure_floor("python", base, devices, seconds, rate),
+    ]
+    probe = Stack(base / "floor-delta", apps=[])
+    probe.start()
     try:
-        server.start()
-        deadline = time.monotonic() + 20
-        while "ready" not in server.log_tail() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        floor_tp, floor_lat = measure(floor_stack, devices, seconds, rate, "floor")
-        floor_delta = asyncio.run(floor_delta_latency(floor_stack, samples))
+        floor_delta = asyncio.run(floor_delta_latency(probe, samples))
     finally:
-        server.stop()
-        floor_stack.stop()
-
+        probe.stop()
     suite = Stack(base / "suite")
     suite.start()
     try:
-        suite_tp, suite_lat = measure(suite, devices, seconds, rate, "bench")
+        one = measure("suite", suite, stack_processes(suite), devices, seconds, rate)
         suite_delta = asyncio.run(delta_latency(suite, samples))
-        agent = measure_agent(suite)
+        suite.add_replica(TWIN_STORE_APP)
+        two = measure("suite-2-twin-stores", suite, stack_processes(suite), devices, seconds, rate)
     finally:
         suite.stop()
-    rollout = measure_rollout(base, rollout_twins)
-    firmware = measure_firmware(base, firmware_mib, counts, firmware_upload_mib)
+    return DeviceRun([one, two], floors, suite_delta, floor_delta)
 
-    table = Table(title="Twinfleet end-to-end vs raw floor (same run, same machine)")
+
+def device_table(run: DeviceRun, rate: float, n: int) -> Table:
+    table = Table(title=f"Device path, run {n}: suite vs floors (same run, same machine)")
     table.add_column("measure")
-    table.add_column("suite", justify="right")
-    table.add_column("raw floor", justify="right")
-    table.add_column("suite/floor", justify="right")
+    for figures in (*run.suites, *run.floors):
+        table.add_column(figures.name, justify="right")
+    table.add_column(f"suite/{run.floors[0].name}", justify="right")
 
-    def row(name: str, suite_value: float, floor_value: float, fmt: str) -> None:
-        ratio = suite_value / floor_value if floor_value else float("nan")
-        table.add_row(name, format(suite_value, fmt), format(floor_value, fmt), f"{ratio:.2f}")
+    def row(name: str, value: Callable[[PathFigures], float], fmt: str) -> None:
+        values = [value(f) for f in (*run.suites, *run.floors)]
+        floor = values[len(run.suites)]
+        ratio = values[0] / floor if floor else float("nan")
+        table.add_row(name, *(format(v, fmt) for v in values), f"{ratio:.2f}")
 
-    row("accepted updates/s (closed loop)", suite_tp.rate, floor_tp.rate, ",.0f")
-    row("  p50 accept latency under max load, ms", suite_tp.p50_ms, floor_tp.p50_ms, ".1f")
-    row(f"p50 accept latency @ {rate:g}/s, ms", suite_lat.p50_ms, floor_lat.p50_ms, ".1f")
-    row(f"p99 accept latency @ {rate:g}/s, ms", suite_lat.p99_ms, floor_lat.p99_ms, ".1f")
-    row(f"achieved rate @ {rate:g}/s target", suite_lat.rate, floor_lat.rate, ",.0f")
-    row("p50 desired→delta latency, ms", pct(suite_delta, 50), pct(floor_delta, 50), ".1f")
-    row("p99 desired→delta latency, ms", pct(suite_delta, 99), pct(floor_delta, 99), ".1f")
-    console.print(table)
-    failed_suite = suite_tp.rejected + suite_lat.rejected
-    console.print(f"rejected/timeouts: suite {failed_suite}, floor {floor_tp.rejected + floor_lat.rejected}")
-    console.print("targets (issue): ≥ 5,000 accepted updates/s; p99 < 50 ms at 1,000 updates/s")
-    console.print(wire_table(wire))
-    console.print(agent_table(agent))
-    console.print(rollout_table(rollout))
-    console.print(firmware_table(firmware))
+    row("accepted updates/s (closed loop)", lambda f: f.throughput.rate, ",.0f")
+    row("  p50 accept latency under max load, ms", lambda f: f.throughput.p50_ms, ".1f")
+    row("  p99 accept latency under max load, ms", lambda f: f.throughput.p99_ms, ".1f")
+    row(f"p50 accept latency @ {rate:g}/s, ms", lambda f: f.latency.p50_ms, ".1f")
+    row(f"p99 accept latency @ {rate:g}/s, ms", lambda f: f.latency.p99_ms, ".1f")
+    row(f"achieved rate @ {rate:g}/s target", lambda f: f.latency.rate, ",.0f")
+    row("rejected / timed out", lambda f: f.rejected, ",.0f")
+    row("CPU µs per accepted update (all processes)", lambda f: sum(f.cpu_us.values()), ",.0f")
+    table.add_row(
+        "desired→delta p50 / p99, ms",
+        f"{pct(run.suite_delta, 50):.1f} / {pct(run.suite_delta, 99):.1f}",
+        "",
+        f"{pct(run.floor_delta, 50):.1f} / {pct(run.floor_delta, 99):.1f} (one MQTT hop)",
+    )
+    return table
+
+
+def cpu_table(run: DeviceRun, n: int) -> Table:
+    table = Table(title=f"Run {n}: CPU µs per accepted update, by process (closed-loop phase, /proc)")
+    table.add_column("process")
+    table.add_column("µs/update", justify="right")
+    for figures in (*run.suites, *run.floors):
+        for name, us in sorted(figures.cpu_us.items(), key=lambda item: -item[1]):
+            table.add_row(f"{figures.name}: {name}", f"{us:,.0f}")
+    return table
+
+
+def verdict(name: str, value: float, op: str, target: float, unit: str, note: str = "") -> str:
+    ok = value < target if op == "<" else value >= target
+    mark = "[green]PASS[/]" if ok else "[red]FAIL[/]"
+    return f"{mark} {name}: {value:,.1f} {unit} (target {op} {target:,g} {unit}){note}"
+
+
+def device_verdicts(runs: list[DeviceRun], rate: float) -> str:
+    def each(value: Callable[[DeviceRun], float], fmt: str) -> str:
+        return " / ".join(format(value(r), fmt) for r in runs)
+
+    def best(r: DeviceRun) -> PathFigures:
+        return max(r.suites, key=lambda f: f.throughput.rate)
+
+    names = sorted({best(r).name for r in runs})
+    top = max(best(r).throughput.rate for r in runs)
+    p99 = max(min(f.latency.p99_ms for f in r.suites) for r in runs)
+    delta = max(pct(r.suite_delta, 99) for r in runs)
+    lines = [
+        verdict(
+            f"accepted updates/s, closed loop (best run; {' / '.join(names)})",
+            top,
+            "≥",
+            5000,
+            "/s",
+            f"; runs {each(lambda r: best(r).throughput.rate, ',.0f')}, Go floor "
+            f"{each(lambda r: r.floors[0].throughput.rate, ',.0f')}",
+        ),
+        verdict(
+            f"p99 accept latency at {rate:g}/s (worst run, better suite of each)",
+            p99,
+            "<",
+            50,
+            "ms",
+            f"; runs {each(lambda r: min(f.latency.p99_ms for f in r.suites), '.1f')}, Go floor "
+            f"{each(lambda r: r.floors[0].latency.p99_ms, '.1f')}",
+        ),
+        verdict(
+            "desired→delta p99 (worst run)",
+            delta,
+            "<",
+            20,
+            "ms",
+            f"; runs {each(lambda r: pct(r.suite_delta, 99), '.1f')}, floor "
+            f"{each(lambda r: pct(r.floor_delta, 99), '.1f')}",
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def scale_table(points: list[ScalePoint], rate: float) -> Table:
+    capped = [p for p in points if p.devices < p.requested]
+    caption = f"{ACTIVE_SHARE:.0%} of the devices active; every device sent one update first (so each has a twin)"
+    if capped:
+        caption += (
+            f"\n[red]capped: {', '.join(f'{p.requested:,} asked, {p.devices:,} measured' for p in capped)} — the "
+            "broker holds one descriptor per connection and RLIMIT_NOFILE here is "
+            f"{resource.getrlimit(resource.RLIMIT_NOFILE)[1]:,} (not raisable without privileges)[/]"
+        )
+    table = Table(title="Scale curve: connected devices (same run)", caption=caption)
+    for column in ("connected", "active", "accepted/s closed loop", f"p50 / p99 ms @ {rate:g}/s"):
+        table.add_column(column, justify="right")
+    for name in MEASURED:
+        table.add_column(f"{name} KiB/device", justify="right")
+    table.add_column("Redis bytes/twin: document / all", justify="right")
+    for p in points:
+        table.add_row(
+            f"{p.devices:,}",
+            f"{p.active:,}",
+            f"{p.throughput.rate:,.0f}",
+            f"{p.latency.p50_ms:.1f} / {p.latency.p99_ms:.1f}",
+            *(f"{p.kib_per_device.get(name, 0):.1f}" for name in MEASURED),
+            f"{p.redis_twin_bytes:,.0f} / {p.redis_bytes_per_twin:,.0f}",
+        )
+    return table
+
+
+def agent_footprint(base: Path) -> dict[str, Footprint]:
+    """The agent with the device's daprd, then (for comparison) the same agent with the cloud's."""
+    suite = Stack(base / "agent", apps=[TWIN_STORE_APP, DELTA_APP])
+    suite.start()
+    try:
+        figures = measure_agent(suite)
+        previous = os.environ.get("TWINFLEET_DEVICE_DAPRD")
+        os.environ["TWINFLEET_DEVICE_DAPRD"] = daprd_binary()
+        try:
+            cloud = measure_agent(suite, device="bench-agent-cloud-daprd")
+        finally:
+            if previous is None:
+                del os.environ["TWINFLEET_DEVICE_DAPRD"]
+            else:
+                os.environ["TWINFLEET_DEVICE_DAPRD"] = previous
+        figures["daprd, the cloud build (after load)"] = cloud["daprd (after load)"]
+        return figures
+    finally:
+        suite.stop()
+
+
+def agent_total(figures: dict[str, Footprint]) -> float:
+    return figures["agent (after load)"].rss_mib + figures["daprd (after load)"].rss_mib
 
 
 def rollout_table(f: RolloutFigures) -> Table:
@@ -313,12 +451,13 @@ def firmware_table(f: FirmwareFigures) -> Table:
 
 
 def agent_table(figures: dict[str, Footprint]) -> Table:
-    table = Table(title="Device agent resident memory (agent and its daprd measured apart)")
+    table = Table(title="Device agent resident memory (the agent and its daprd, the device build, measured apart)")
     table.add_column("process")
     table.add_column("RSS MiB", justify="right")
     table.add_column("peak MiB", justify="right")
+    table.add_column("of RSS: private (RssAnon) MiB", justify="right")
     for name, figure in figures.items():
-        table.add_row(name, f"{figure.rss_mib:.1f}", f"{figure.peak_mib:.1f}")
+        table.add_row(name, f"{figure.rss_mib:.1f}", f"{figure.peak_mib:.1f}", f"{figure.anon_mib:.1f}")
     return table
 
 

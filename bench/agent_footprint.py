@@ -20,12 +20,15 @@ from services.devtools.stack import Stack
 class Footprint:
     rss_mib: float
     peak_mib: float
+    anon_mib: float
+    """The private part of the RSS (RssAnon: heap, stacks); the rest is file pages (the program's
+    code and libraries as mapped from disk, shared and reclaimable)."""
 
 
 def footprint(pid: int) -> Footprint:
-    """VmRSS and VmHWM (peak) of a process, in MiB."""
+    """VmRSS, VmHWM (peak) and RssAnon of a process, in MiB."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return Footprint(int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024)
+    return Footprint(*(int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM", "RssAnon")))
 
 
 def python_floor() -> Footprint:
@@ -38,8 +41,7 @@ def python_floor() -> Footprint:
         proc.wait()
 
 
-def measure_agent(stack: Stack, events: int = 1000) -> dict[str, Footprint]:
-    device = "bench-agent"
+def measure_agent(stack: Stack, events: int = 1000, device: str = "bench-agent") -> dict[str, Footprint]:
     password = stack.provision_devices([device])[device]
     agent = LocalAgent(stack.run_dir / "agents" / device, device, password, stack.mqtt_port, {})
     agent.start()

@@ -142,8 +142,15 @@ async def write_figure(stack: Stack, twins: int) -> tuple[float, float, int, int
                 raise TimeoutError(f"rollout not done after {TIMEOUT:.0f}s: {metrics}")
             await asyncio.sleep(0.2)
         written = time.perf_counter() - started
+        print(f"rollout: activation → {twins:,} desired written in {written:.1f} s", flush=True)
         sample = random.Random(5).sample(range(twins), min(1000, twins))
-        views = await asyncio.gather(*(api.get(f"/v1/twins/bench-{i:06d}") for i in sample))
+        reads = asyncio.Semaphore(20)
+
+        async def read(i: int) -> httpx.Response:
+            async with reads:
+                return await api.get(f"/v1/twins/bench-{i:06d}")
+
+        views = await asyncio.gather(*(read(i) for i in sample))
         verified = sum(1 for v in views if v.json()["state"].get("desired") == CONTENT)
         return seeded, written, verified, len(sample)
 

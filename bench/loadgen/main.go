@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"sort"
 	"strconv"
@@ -57,6 +58,15 @@ func (r *recorder) reply(token string, ok bool) {
 	r.mu.Unlock()
 }
 
+func (r *recorder) reset() {
+	r.mu.Lock()
+	r.latencies = nil
+	r.mu.Unlock()
+	r.sent.Store(0)
+	r.accepted.Store(0)
+	r.rejected.Store(0)
+}
+
 func (r *recorder) percentile(p float64) float64 {
 	if len(r.latencies) == 0 {
 		return 0
@@ -69,12 +79,16 @@ func (r *recorder) percentile(p float64) float64 {
 	return float64(r.latencies[index].Microseconds()) / 1000
 }
 
-func connect(host string, port int, id, password string, rec *recorder) (*device, error) {
-	dev := &device{id: id, replies: make(chan string, 1024)}
+func connect(host string, port int, id, password string, source net.IP, rec *recorder) (*device, error) {
+	dev := &device{id: id, replies: make(chan string, 16)}
 	opts := mqtt.NewClientOptions().
 		AddBroker(fmt.Sprintf("tcp://%s:%d", host, port)).
 		SetClientID(id).SetUsername(id).SetPassword(password).
-		SetCleanSession(true).SetAutoReconnect(false).SetOrderMatters(false)
+		SetCleanSession(true).SetAutoReconnect(false).SetOrderMatters(false).
+		SetKeepAlive(5 * time.Minute).SetConnectTimeout(60 * time.Second)
+	if source != nil {
+		opts.SetDialer(&net.Dialer{Timeout: 60 * time.Second, LocalAddr: &net.TCPAddr{IP: source}})
+	}
 	dev.client = mqtt.NewClient(opts)
 	if token := dev.client.Connect(); token.WaitTimeout(30*time.Second) && token.Error() != nil {
 		return nil, token.Error()
@@ -121,6 +135,10 @@ func main() {
 	mode := flag.String("mode", "closed", "closed (next update once the previous is answered) or open (fixed rate)")
 	rate := flag.Float64("rate", 1000, "updates/s in open mode")
 	seconds := flag.Float64("seconds", 10, "duration")
+	active := flag.Int("active", 0, "devices that send (the first N by id; 0: all); the others stay connected, idle")
+	sources := flag.Int("sources", 1, "loopback source addresses to spread the connections over (127.0.0.1 .. 127.0.0.N)")
+	hello := flag.Bool("hello", false, "every device sends one update once connected (so each has a twin)")
+	settle := flag.Float64("settle", 0, "seconds to stay connected and idle before the load (prints a line when connected)")
 	flag.Parse()
 
 	raw, err := os.ReadFile(*credsPath)
@@ -147,7 +165,11 @@ func main() {
 			defer wg.Done()
 			limit <- struct{}{}
 			defer func() { <-limit }()
-			dev, err := connect(*host, *port, id, creds[id], rec)
+			var source net.IP
+			if *sources > 1 {
+				source = net.IPv4(127, 0, byte(i%*sources/250), byte(1+i%*sources%250))
+			}
+			dev, err := connect(*host, *port, id, creds[id], source, rec)
 			if err != nil {
 				panic(fmt.Sprintf("%s: %v", id, err))
 			}
@@ -155,12 +177,44 @@ func main() {
 		}(i, id)
 	}
 	wg.Wait()
+	if *hello {
+		for n, dev := range devices {
+			wg.Add(1)
+			go func(dev *device, n int) {
+				defer wg.Done()
+				limit <- struct{}{}
+				defer func() { <-limit }()
+				token := dev.publish(rec, -1-n)
+				timeout := time.After(60 * time.Second)
+				for {
+					select {
+					case got := <-dev.replies:
+						if got == token {
+							return
+						}
+					case <-timeout:
+						return
+					}
+				}
+			}(dev, n)
+		}
+		wg.Wait()
+		rec.reset()
+	}
+	if *settle > 0 {
+		fmt.Fprintf(os.Stdout, "{\"connected\": %d}\n", len(devices))
+		time.Sleep(time.Duration(*settle * float64(time.Second)))
+	}
+	senders := devices
+	if *active > 0 && *active < len(devices) {
+		senders = devices[:*active]
+	}
 
 	duration := time.Duration(*seconds * float64(time.Second))
 	start := time.Now()
 	deadline := start.Add(duration)
 	if *mode == "closed" {
-		for _, dev := range devices {
+		for _, dev := range senders {
 			wg.Add(1)
 			go func(dev *device) {
 				defer wg.Done()
@@ -189,7 +243,7 @@ func main() {
 			if wait := time.Until(target); wait > 0 {
 				time.Sleep(wait)
 			}
-			devices[n%len(devices)].publish(rec, n)
+			senders[n%len(senders)].publish(rec, n)
 		}
 		grace := time.Now().Add(30 * time.Second)
 		for rec.accepted.Load()+rec.rejected.Load() < rec.sent.Load() && time.Now().Before(grace) {

@@ -18,6 +18,8 @@ class Operation(StrEnum):
     UPDATE = "update"
     GET = "get"
     DELETE = "delete"
+    TEMPLATE = "template"
+    """A device registers a wire template (`contracts/templates.py`), then sends values without keys."""
 
 
 class Reply(StrEnum):

@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 import cbor2
 
 from services.domain.errors import ErrorCode, TwinError, bad_request
+from services.domain.json_values import fast_dumps, fast_loads
 
 _CBOR_INT_MIN, _CBOR_INT_MAX = -(2**64), 2**64 - 1
 """Integers CBOR encodes natively (major types 0 and 1); larger ones would need bignum tags."""
@@ -60,7 +61,7 @@ def decode_payload(data: bytes) -> tuple[Any, WireEncoding]:
         raise bad_request(f"payload is not valid CBOR: {error}") from None
     if stream.tell() != len(data):
         raise bad_request(f"payload is not valid CBOR: {len(data) - stream.tell()} byte(s) after the map")
-    _check_json_compatible(value)
+    check_json_compatible(value)
     return value, encoding
 
 
@@ -71,7 +72,7 @@ def encode_payload(value: Any, encoding: WireEncoding) -> bytes:
     leaves its fast path once any custom encoder is given. Any float width is accepted on input."""
     if encoding is WireEncoding.CBOR:
         return cbor2.dumps(value)
-    return json.dumps(value, separators=(",", ":")).encode()
+    return fast_dumps(value)
 
 
 # --- JSON -------------------------------------------------------------------------------------
@@ -92,6 +93,12 @@ _JSON = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_fl
 
 
 def _decode_json(data: bytes) -> Any:
+    # orjson first (what it accepts, this decoder accepts as the same value); the strict decoder
+    # for the rest, which also reads UTF-16/32 and names what is wrong.
+    return fast_loads(data, _decode_json_strictly)
+
+
+def _decode_json_strictly(data: bytes) -> Any:
     try:
         value = _JSON.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
     except (ValueError, UnicodeDecodeError, RecursionError) as error:
@@ -140,7 +147,7 @@ def _render(path: _Path) -> str:
     return "$" + "".join(reversed(steps))
 
 
-def _check_json_compatible(document: Any) -> None:
+def check_json_compatible(document: Any) -> None:
     """Raise `NotJsonCompatible` naming the first place in `document` JSON cannot hold."""
     if not _json_compatible(document):
         _explain_incompatible(document)

@@ -19,6 +19,7 @@ from services.contracts.wire import WireEncoding
 from services.delta.metrics import PUBLISHED
 from services.domain.software.twin_key import delta_artifact, with_download_url
 from services.domain.twin.fanout import plan_fanout
+from services.platform.device_broker import DevicePublisher
 from services.platform.sidecar import Sidecar, gather_bounded
 
 
@@ -28,12 +29,14 @@ class Fanout:
     def __init__(
         self,
         sidecar: Sidecar,
+        devices: DevicePublisher,
         profile: TopicProfile,
         concurrency: int,
         firmware: FirmwareClient | None = None,
         url_ttl: int = 3600,
     ) -> None:
         self._sidecar = sidecar
+        self._devices = devices
         self._profile = profile
         self._limit = asyncio.Semaphore(concurrency)
         self._sent: dict[TwinAddress, int] = {}
@@ -73,7 +76,7 @@ class Fanout:
                     topic = profile.reply_topic(out.address, Operation.UPDATE, Reply.DELTA)
                     messages.append((topic, await self._bind(out.address, out.delta), wire, "delta"))
             results = await gather_bounded(
-                self._limit, [self._sidecar.publish_device(t, p, w) for t, p, w, _ in messages]
+                self._limit, [self._devices.publish_device(t, p, w) for t, p, w, _ in messages]
             )
             for (*_, kind), result in zip(messages, results, strict=True):
                 if isinstance(result, BaseException):

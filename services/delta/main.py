@@ -1,4 +1,5 @@
-"""delta: turns twin events into `/update/delta` and `/update/documents` on the device broker.
+"""delta: turns twin events into `/update/delta` and `/update/documents` on the device broker
+(on the app's own connection to it; the events come through the sidecar).
 
 Receives `twin.changed` and `twin.delta-requested` in bulk and hands them to the `Fanout` worker.
 """
@@ -19,9 +20,10 @@ from services.delta.access import RULES
 from services.delta.fanout import Fanout
 from services.delta.settings import get_delta_settings
 from services.platform.cloudevents import handle_bulk, subscription
+from services.platform.device_broker import DeviceBroker
 from services.platform.http import install_common
-from services.platform.lifecycle import register_platform, running_sidecar
-from services.platform.names import DELTA_APP, FIRMWARE_APP, INTERNAL_PUBSUB
+from services.platform.lifecycle import register_platform, running, running_sidecar
+from services.platform.names import DELTA_APP, DEVICE_BROKER_URL_KEY, FIRMWARE_APP, INTERNAL_PUBSUB
 from services.platform.sidecar import Sidecar
 
 TWIN_CHANGED_ROUTE = "/events/twin-changed"
@@ -39,11 +41,16 @@ async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None
             auth=service_auth(settings),
         ) as firmware,
     ):
+        broker = DeviceBroker(lambda: sidecar.secret(DEVICE_BROKER_URL_KEY), settings.instance)
         urls = firmware if settings.download_urls else None
-        fanout = Fanout(sidecar, settings.topics(), settings.publish_concurrency, urls, settings.download_url_ttl)
+        fanout = Fanout(
+            sidecar, broker, settings.topics(), settings.publish_concurrency, urls, settings.download_url_ttl
+        )
         register_platform(registry, sidecar, state=False)
         registry.register_value(Fanout, fanout)
-        yield
+        registry.register_value(DeviceBroker, broker, ping=DeviceBroker.ping)
+        async with running(broker.run()):
+            yield
 
 
 app = FastAPI(title="Twinfleet delta", version="0.1.0", lifespan=lifespan)

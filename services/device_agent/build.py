@@ -67,7 +67,10 @@ def build_agent(settings: AgentSettings) -> DeviceAgent:
         raise ValueError(f"TWINFLEET_DEVICE_ID {settings.device_id!r} is not a valid device id")
     data_dir = Path(settings.agent_data_dir)
     sidecar = AgentSidecar(
-        *settings.sidecar_args(), WireEncoding(settings.wire_encoding), settings.agent_publish_timeout
+        settings.dapr_http_port,
+        WireEncoding(settings.wire_encoding),
+        settings.agent_publish_timeout,
+        settings.sidecar_headers(),
     )
     configmap = (
         ConfigMapWriter(settings.agent_configmap, settings.agent_namespace) if settings.agent_configmap else None

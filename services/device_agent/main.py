@@ -3,6 +3,10 @@ in step with its twin, queues its events, and runs its durable commands."""
 
 from __future__ import annotations
 
+# isort: off
+from services.device_agent import lean  # noqa: F401 - first: keeps unused optional integrations out
+# isort: on
+
 from collections.abc import AsyncGenerator
 from typing import Any
 

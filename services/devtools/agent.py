@@ -9,7 +9,7 @@ from pathlib import Path
 from services.devtools import components
 from services.devtools.pki import TlsIdentity
 from services.devtools.processes import ManagedProcess, free_port, wait_for_http
-from services.devtools.stack import AppPorts, daprd_args, serve_args
+from services.devtools.stack import AppPorts, daprd_args, device_daprd_binary, serve_args
 from services.platform.names import DEVICE_AGENT_APP
 
 
@@ -74,7 +74,7 @@ class LocalAgent:
         )
         self.daprd = ManagedProcess(
             f"agent-{device_id}-daprd",
-            daprd_args(DEVICE_AGENT_APP, self.ports, root / "dapr"),
+            daprd_args(DEVICE_AGENT_APP, self.ports, root / "dapr", device_daprd_binary()),
             root / "daprd.log",
             env=tokens,
         )

@@ -30,6 +30,7 @@ from services.platform.names import (
     ARTIFACT_STORE_KEY,
     COMMANDS_APP,
     DELTA_APP,
+    DEVICE_BROKER_URL_KEY,
     DOWNLOAD_URL_KEY,
     EVENTS_APP,
     FIRMWARE_APP,
@@ -75,6 +76,17 @@ def azurite_binary() -> str:
     return str(path)
 
 
+def device_daprd_binary() -> str:
+    """The device's daprd (only the components the agent uses: `make setup` builds it as
+    `daprd-device-*`); TWINFLEET_DEVICE_DAPRD overrides; else the cloud build."""
+    explicit = os.environ.get("TWINFLEET_DEVICE_DAPRD")
+    if explicit:
+        return explicit
+    cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet")) / "bin"
+    found = sorted(cache.glob("daprd-device-*")) if cache.exists() else []
+    return str(found[-1]) if found else daprd_binary()
+
+
 def daprd_flags(app: str, ports: AppPorts, dapr_dir: PurePath) -> list[str]:
     """daprd's flags for one app, wherever it runs (a local process or a container): no
     placement/scheduler, components and configuration from `dapr_dir` (`resources/`,
@@ -107,11 +119,14 @@ def daprd_flags(app: str, ports: AppPorts, dapr_dir: PurePath) -> list[str]:
     ]
 
 
-def daprd_args(app: str, ports: AppPorts, dapr_dir: Path) -> list[str]:
-    """The daprd command line for one app as a local process: loopback only."""
+def daprd_args(app: str, ports: AppPorts, dapr_dir: Path, binary: str | None = None) -> list[str]:
+    """The daprd command line for one app as a local process: its API and metrics on loopback only
+    (the internal gRPC port on every address: service invocation resolves the host's address)."""
     return [
-        daprd_binary(),
+        binary or daprd_binary(),
         *daprd_flags(app, ports, dapr_dir),
+        "--metrics-listen-address",
+        "127.0.0.1",
         "--dapr-internal-grpc-port",
         str(free_port()),
         "--dapr-listen-addresses",
@@ -144,6 +159,12 @@ def instance_slug(instance: str) -> str:
     return instance.replace("#", "-")
 
 
+def pod_name(instance: str) -> str:
+    """What stands for the pod name of an instance (`twin-store-0`, `twin-store-1`): its daprd's
+    consumer id and the client id of the app's own broker session."""
+    return instance_slug(instance) if "#" in instance else f"{instance}-0"
+
+
 def need(program: str) -> str:
     path = shutil.which(program) or (f"/usr/sbin/{program}" if Path(f"/usr/sbin/{program}").exists() else None)
     if path is None:
@@ -171,6 +192,7 @@ class Stack:
         redis_fsync: str = "everysec",
         identity: Identity | None = None,
         artifact_store: str = "azure",
+        tcp_nodelay: bool = True,
     ) -> None:
         self.run_dir = run_dir.resolve()
         self.topic_profile = topic_profile
@@ -182,6 +204,8 @@ class Stack:
         self.artifact_store = artifact_store
         """`azure`: artifacts in Azurite (downloads straight from it); `binding`: chunk objects on
         local disk through the Dapr binding (downloads through the firmware app)."""
+        self.tcp_nodelay = tcp_nodelay
+        """Mosquitto's `set_tcp_nodelay` (off only to measure what Nagle costs)."""
         self.redis_port = free_port()
         self.mqtt_port = free_port()
         self.mqtts_port = free_port()
@@ -251,6 +275,7 @@ class Stack:
             ARTIFACT_STORE_KEY: self.blob_key,
             DOWNLOAD_URL_KEY: self.download_key,
             FLEET_SECRET: self.secrets["fleet"],
+            DEVICE_BROKER_URL_KEY: f"tcp://{SERVICE_USER}:{self.secrets['service']}@127.0.0.1:{self.mqtt_port}",
         }
         path.write_text(json.dumps(secrets))
         path.chmod(0o600)
@@ -397,9 +422,15 @@ class Stack:
             self.accounts.initialise(self.secrets["service"])
         self.ca.create()
         config = self.broker_dir / "mosquitto.conf"
+        plugin = sdk_suffix_plugin()
         config.write_text(
             config_text(
-                self.broker_dir, self.mqtt_port, tls_port=self.mqtts_port, ca=self.ca, plugin=sdk_suffix_plugin()
+                self.broker_dir,
+                self.mqtt_port,
+                tls_port=self.mqtts_port,
+                ca=self.ca,
+                plugin=plugin,
+                tcp_nodelay=self.tcp_nodelay,
             )
         )
         proc = ManagedProcess(
@@ -463,6 +494,7 @@ class Stack:
             "DAPR_GRPC_PORT": str(ports.grpc),
             "DAPR_HTTP_PORT": str(ports.http),
             "TWINFLEET_TOPIC_PROFILE": self.topic_profile,
+            "POD_NAME": pod_name(app),
             "APP_API_TOKEN": self.app_token(app),
             "DAPR_API_TOKEN": self.dapr_token,
             **self.identity.app_env(app_id(app)),
@@ -505,7 +537,7 @@ class Stack:
             daprd_args(app_id(app), ports, self.run_dir / "dapr"),
             self.run_dir / "logs" / f"{instance_slug(app)}-daprd.log",
             env={
-                "POD_NAME": instance_slug(app) if "#" in app else f"{app}-0",
+                "POD_NAME": pod_name(app),
                 "APP_API_TOKEN": self.app_token(app),
                 "DAPR_API_TOKEN": self.dapr_token,
             },

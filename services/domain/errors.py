@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from pydantic import ValidationError
+
 
 class ErrorCode(IntEnum):
     """Rejection codes shared by the MQTT contract (`/rejected` payloads) and the REST API."""
@@ -34,6 +36,14 @@ class TwinError(Exception):
 
 def bad_request(message: str) -> TwinError:
     return TwinError(ErrorCode.BAD_REQUEST, message)
+
+
+def invalid(what: str, error: ValidationError, whole: str = "payload") -> TwinError:
+    """A 400 naming the first problem a model found, located (`event batch: events.0.seq: ...`);
+    `whole` names the place when the problem is the value itself."""
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or whole
+    return bad_request(f"{what}: {where}: {first['msg']}")
 
 
 def not_found(message: str) -> TwinError:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable
 from typing import Any, TypeAlias
+
+import orjson
 
 JsonObject: TypeAlias = dict[str, Any]
 """A JSON object as decoded by `json.loads`: values are JSON values."""
@@ -19,3 +24,30 @@ def json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, (dict, list)) or isinstance(b, (dict, list)):
         return False
     return bool(a == b)
+
+
+_LONG_NUMBER = re.compile(rb"\d{19,}")
+"""A digit run orjson might read differently: it makes floats of integers beyond 64 bits, where
+the standard library keeps them exact."""
+
+
+def fast_loads(data: bytes | str, fallback: Callable[[bytes], Any] = json.loads) -> Any:
+    """Parse JSON with orjson where it reads exactly what `fallback` (the standard library) would:
+    UTF-8, no NaN/Infinity, no overflowing number, no lone surrogate, no integer beyond 64 bits.
+    Anything else goes to `fallback`, which decides (and says why)."""
+    raw = data.encode() if isinstance(data, str) else data
+    if not _LONG_NUMBER.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return fallback(raw)
+
+
+def fast_dumps(value: Any) -> bytes:
+    """Compact JSON, UTF-8: orjson, or the standard library for what orjson refuses (integers beyond
+    64 bits, lone surrogates)."""
+    try:
+        return orjson.dumps(value)
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, separators=(",", ":")).encode()

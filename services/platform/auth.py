@@ -16,9 +16,9 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import jwt
@@ -45,8 +45,10 @@ from services.domain.access import (
 from services.domain.errors import TwinError, forbidden, unauthorized
 from services.platform.names import AUTH_STORE
 from services.platform.settings import Settings
-from services.platform.sidecar import Sidecar
-from services.platform.state import StateRepository
+
+if TYPE_CHECKING:  # the device agent serves through the guard and holds no Dapr SDK client
+    from services.platform.sidecar import Sidecar
+    from services.platform.state import StateRepository
 
 log = structlog.get_logger()
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -375,6 +377,8 @@ class Guard:
             return None, error.message
 
     async def sidecar(self) -> Sidecar:
+        from services.platform.sidecar import Sidecar  # imported when first used: see TYPE_CHECKING
+
         if self._sidecar is None:
             async with svcs.Container(svcs.fastapi.get_registry(self.api)) as services:
                 self._sidecar = await services.aget(Sidecar)
@@ -382,6 +386,8 @@ class Guard:
 
     async def authenticator(self) -> Authenticator:
         if self._authenticator is None:
+            from services.platform.state import StateRepository
+
             keys = ApiKeyVerifier(StateRepository(await self.sidecar(), store=AUTH_STORE))
             self._authenticator = Authenticator(TokenVerifier(self.settings), keys)
         return self._authenticator
@@ -456,24 +462,6 @@ async def _observed(app: ASGIApp, scope: Scope, receive: Receive, send: Send) ->
         except (ValueError, AttributeError):
             message = body[:300].decode(errors="replace")
     return status, message
-
-
-class SidecarGate:
-    """The app-token check alone, for the few exact paths an app serves in plain ASGI in front of
-    FastAPI (the twin-store's device requests): one dict lookup and one constant-time compare."""
-
-    def __init__(self, app: ASGIApp, paths: Iterable[str], settings: Settings) -> None:
-        self.app = app
-        self.paths = frozenset(paths)
-        self.token = settings.app_api_token.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in self.paths:
-            sent = next((value for key, value in scope["headers"] if key == b"dapr-api-token"), b"")
-            if not self.token or not hmac.compare_digest(sent, self.token):
-                await _refuse(send, unauthorized("calls reach this app only through its Dapr sidecar"))
-                return
-        await self.app(scope, receive, send)
 
 
 # -- what routes use --------------------------------------------------------------------------------

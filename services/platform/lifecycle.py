@@ -9,15 +9,23 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import svcs
 
 from services.platform.logging import configure_logging
-from services.platform.sidecar import Sidecar
-from services.platform.state import StateRepository
 
-S = TypeVar("S", bound=Sidecar)
+if TYPE_CHECKING:  # the Dapr SDK stays out of processes that never use it (the device agent)
+    from services.platform.sidecar import Sidecar
+    from services.platform.state import StateRepository
+
+
+class SidecarClient(Protocol):
+    async def connect(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+S = TypeVar("S", bound=SidecarClient)
 
 
 @asynccontextmanager
@@ -37,6 +45,9 @@ async def running_sidecar(app_name: str, sidecar: S) -> AsyncIterator[S]:
 def register_platform(registry: svcs.Registry, sidecar: Sidecar, *, state: bool = True) -> StateRepository:
     """Register the sidecar and (unless `state` is false) the state repository over it, each with
     its readiness ping; returns the repository."""
+    from services.platform.sidecar import Sidecar
+    from services.platform.state import StateRepository
+
     registry.register_value(Sidecar, sidecar, ping=Sidecar.ping)
     repository = StateRepository(sidecar)
     if state:

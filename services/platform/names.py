@@ -8,7 +8,8 @@ prefixed by app id (`keyPrefix: name`); only the twin-store writes it."""
 INTERNAL_PUBSUB = "twin-events"
 """Internal events between cloud apps (pubsub.redis Streams locally)."""
 DEVICE_BROKER = "device-broker"
-"""The MQTT broker devices connect to (pubsub.mqtt3)."""
+"""The MQTT broker devices connect to (pubsub.mqtt3), for the events and commands apps; the
+twin-store and the delta app hold their own connection (`platform/device_broker.py`)."""
 
 TWIN_STORE_APP = "twin-store"
 """Also owns API keys (`/v1/api-keys`) and keeps the audit trail (`/v1/audit`)."""
@@ -49,3 +50,6 @@ DOWNLOAD_URL_KEY = "download-url-key"
 """Secret: the HMAC key of pre-signed download URLs and temporary download credentials."""
 FLEET_SECRET = "fleet-secret"
 """Secret: what device credentials are derived from (and checked against)."""
+DEVICE_BROKER_URL_KEY = "device-broker-url"
+"""Secret: the device broker as the twin-store and the delta app reach it with their own MQTT
+connection (`tcp://user:password@host:port`; `ssl://` or `mqtts://` for TLS)."""

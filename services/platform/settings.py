@@ -3,6 +3,7 @@ app shares; each app's own knobs are in its `settings.py`, on top of these."""
 
 from __future__ import annotations
 
+import socket
 from dataclasses import fields
 
 from pydantic import Field
@@ -49,6 +50,10 @@ class Settings(BaseSettings):
     auth_client_secret: str = ""
     auth_token_url: str = ""
     """Client credentials of this app's own identity (its calls to other apps)."""
+
+    instance: str = Field(default_factory=socket.gethostname, validation_alias="POD_NAME")
+    """This instance's name (the pod's on Kubernetes): the client id of an app's own persistent
+    MQTT session, so a restarted instance resumes its session and gets what it had not acknowledged."""
 
     def topics(self) -> TopicProfile:
         return profile(self.topic_profile)

@@ -16,6 +16,7 @@ from dapr.clients.exceptions import DaprGrpcError
 from dapr.clients.grpc._state import Concurrency, StateItem, StateOptions
 
 from services.contracts.wire import WireEncoding, encode_payload
+from services.domain.json_values import fast_dumps, fast_loads
 from services.platform.names import DEVICE_BROKER, INTERNAL_PUBSUB, SECRET_STORE, STATE_STORE
 
 _RAW = {"rawPayload": "true"}
@@ -123,7 +124,7 @@ class Sidecar:
         for item in response.items:
             if item.error:
                 raise RuntimeError(f"state read of {item.key} failed: {item.error}")
-            value = json.loads(item.data) if item.data else None
+            value = fast_loads(item.data) if item.data else None
             found[item.key] = Stored(item.key, value, item.etag or None)
         return {key: found.get(key, Stored(key, None, None)) for key in keys}
 
@@ -139,7 +140,7 @@ class Sidecar:
         items = [
             StateItem(
                 key=w.key,
-                value=json.dumps(w.value, separators=(",", ":")),
+                value=fast_dumps(w.value),
                 etag=w.etag,
                 options=_FIRST_WRITE,
                 metadata={} if w.ttl_seconds is None else {"ttlInSeconds": str(w.ttl_seconds)},

@@ -245,17 +245,24 @@ class Reconciler:
 
     async def _progress(self, now: float) -> None:
         """One planner step per configuration in force: a decision is stored (then taken into
-        account), admissions become intents, written by `_write_dirty` this same round."""
+        account), admissions become intents, written by `_write_dirty` this same round.
+
+        While the fleet scan still runs, a configuration whose current stage takes every targeted
+        twin, unpaced, admits the twins seen so far as they come (the scan is pipelined with the
+        writes: who comes first does not matter when everyone is admitted at once); a staged or
+        paced one waits for the whole fleet, so its stages keep their order. Decisions (next stage,
+        completed, halted) always wait until every twin was seen."""
         for cid, compiled in list(self.compiled.items()):
             configuration = compiled.configuration
-            if cid in self._unscanned or configuration.state not in (
-                ConfigurationState.ACTIVE,
-                ConfigurationState.COMPLETED,
-            ):
+            if configuration.state not in (ConfigurationState.ACTIVE, ConfigurationState.COMPLETED):
+                continue
+            if cid in self._unscanned and not _admits_all_at_once(configuration):
                 continue
             in_flight = {d for d, intents in self._intents.items() if cid in intents}
             allowance = self._allowances.get(cid) or Allowance.fresh(now)
             decision = decide(compiled, self.membership, self.events, allowance, now, in_flight, self.observing_since)
+            if decision.changed and cid in self._unscanned:
+                continue
             self._allowances[cid] = decision.allowance
             self.outside_window[cid] = decision.outside_window
             if decision.changed:
@@ -386,6 +393,14 @@ def _replaces_members(before: Configuration, after: Configuration) -> bool:
         or before.retry_serial != after.retry_serial
         or before.install_triggers != after.install_triggers
     )
+
+
+def _admits_all_at_once(configuration: Configuration) -> bool:
+    """Whether the configuration's current stage covers every targeted twin, with no pace (flat
+    or ramped)."""
+    policy = configuration.spec.rollout
+    stage = policy.stages[min(configuration.stage, len(policy.stages) - 1)]
+    return stage.percent == 100 and policy.max_per_minute is None and policy.ramp is None
 
 
 def _item(write: TwinWrite) -> BatchItem:

@@ -17,5 +17,5 @@ RULES: dict[str, Rule] = {
     "GET /v1/audit": allow(Role.ADMIN),
     "POST /events/audit": SIDECAR,
 }
-"""`POST /device-requests` (device messages from the sidecar) is served in front of FastAPI and
-checked there (`SidecarGate`)."""
+"""Device requests do not come over HTTP at all: the twin-store takes them on its own broker
+connection (`device_requests.py`), as the broker's ACL lets only each device publish its own."""

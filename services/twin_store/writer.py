@@ -23,6 +23,7 @@ from services.domain.twin.commands import Command, Context, Effects, apply_comma
 from services.domain.twin.document import TwinDocument
 from services.domain.twin.limits import Limits
 from services.domain.twin.ratelimit import TokenBucket
+from services.platform.device_broker import DevicePublisher
 from services.platform.sidecar import Sidecar, Stored, gather_bounded
 from services.platform.state import Put, StateRepository
 from services.twin_store.listing import TwinListing
@@ -47,6 +48,7 @@ class TwinWriter:
         self,
         state: StateRepository,
         sidecar: Sidecar,
+        devices: DevicePublisher,
         profile: TopicProfile,
         limits: Limits,
         batch_max: int,
@@ -54,6 +56,7 @@ class TwinWriter:
         publish_concurrency: int,
     ) -> None:
         self._sidecar = sidecar
+        self._devices = devices
         self._state = state
         self._listing = TwinListing(self._state)
         self._profile = profile
@@ -84,11 +87,16 @@ class TwinWriter:
             batch = [await self._queue.get()]
             deadline = time.monotonic() + self._batch_wait
             while len(batch) < self._batch_max:
+                # What is queued is taken at once (`wait_for` with no time left gives up on a
+                # non-empty queue on Python 3.11: batches then held only what came within the wait).
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 and self._queue.empty():
+                if remaining <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), max(remaining, 0)))
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
             # Writes run one batch after another (later commands see earlier writes); a batch's
@@ -168,7 +176,7 @@ class TwinWriter:
         changed = [ev.model_dump_json() for ev in events if not isinstance(ev, DeltaRequested)]
         requested = [ev.model_dump_json() for ev in events if isinstance(ev, DeltaRequested)]
         results, *_ = await asyncio.gather(
-            gather_bounded(self._publish_limit, [self._sidecar.publish_device(t, p, w) for t, p, w in replies]),
+            gather_bounded(self._publish_limit, [self._devices.publish_device(t, p, w) for t, p, w in replies]),
             self._sidecar.publish_events(TWIN_CHANGED_TOPIC, changed),
             self._sidecar.publish_events(DELTA_REQUESTED_TOPIC, requested),
         )

@@ -11,10 +11,11 @@ import httpx
 import pytest
 
 from services.contracts.topics import Operation
-from services.contracts.wire import WireEncoding
+from services.contracts.wire import WireEncoding, encode_payload
 from services.devtools.fleet.link import DeviceLink, Rejected
 from services.devtools.stack import Stack
 from services.domain.json_values import json_equal
+from services.domain.twin.template import encode, template_for
 from tests.support.devices import link, new_device_id
 
 STACK_ENV = {"TWINFLEET_MAX_STATE_BYTES": "1024"}
@@ -154,3 +155,30 @@ async def test_device_switching_encodings_is_followed_without_a_new_version(
         await dev.report({"mode": "b"})
         assert dev.received_as("/update/accepted") is JSON
         assert (await api.get(f"/v1/twins/{device_id}")).json()["wire"] == "json"
+
+
+async def test_a_device_registers_a_template_then_sends_values_without_keys(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    device_id = new_device_id("tmpl")
+    report = {"state": {"reported": REPORTED}, "clientToken": "5f0c9d2e-7a41-4b8e-9c3d-2e6f1a8b4c07"}
+    template = template_for(report, "sensor", 1)
+    async with cbor_link(stack, device_id) as dev:
+        registered = await dev.request(Operation.TEMPLATE, template.model_dump(mode="json"))
+        assert registered["name"] == "sensor" and registered["version"] == 1
+        payload = encode(report, template)
+        assert len(payload) < 0.5 * len(encode_payload(report, JSON))
+        accepted = await dev.request_encoded(Operation.UPDATE, payload, report["clientToken"])
+        assert dev.received_as("/update/accepted") is CBOR and json_equal(accepted["state"]["reported"], REPORTED)
+        twin = (await api.get(f"/v1/twins/{device_id}")).json()
+        assert json_equal(twin["state"]["reported"], REPORTED) and twin["wire"] == "cbor"
+        # The same values again are a redelivery (same clientToken): answered, not applied.
+        again = await dev.request_encoded(Operation.UPDATE, payload, report["clientToken"])
+        assert again["version"] == accepted["version"]
+        # Values for a template version the twin does not have are refused (400), nothing changes;
+        # the refusal cannot echo the clientToken (it is among the values the template would name).
+        stale = encode({**report, "clientToken": "t2"}, template.model_copy(update={"version": 2}))
+        await dev.publish(Operation.UPDATE, stale)
+        topic, refusal = await asyncio.wait_for(dev.untokened.get(), 15)
+        assert topic.endswith("/update/rejected") and refusal["code"] == 400 and "not 2" in refusal["message"]
+        assert (await api.get(f"/v1/twins/{device_id}")).json()["version"] == accepted["version"]

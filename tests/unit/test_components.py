@@ -32,7 +32,11 @@ def test_every_target_renders_the_same_components(target: str) -> None:
     artifacts, secrets = rendered[names.ARTIFACT_STORE], rendered[names.SECRET_STORE]
     assert artifacts["spec"]["type"].startswith("bindings.") and artifacts["scopes"] == [names.FIRMWARE_APP]
     assert secrets["spec"]["type"].startswith("secretstores.")
-    assert set(secrets["scopes"]) == {names.FIRMWARE_APP, names.DELTA_APP}  # key material for these two only
+    # Key material for these only (the twin-store and delta apps read the device broker's URL).
+    assert set(secrets["scopes"]) == {names.FIRMWARE_APP, names.DELTA_APP, names.TWIN_STORE_APP}
+    # The twin-store and delta apps hold their own broker connection: no sidecar client may take
+    # their client ids (their pod names) or their shared subscriptions.
+    assert set(rendered[names.DEVICE_BROKER]["scopes"]) == {names.EVENTS_APP, names.COMMANDS_APP}
     assert names.FIRMWARE_APP in rendered[names.STATE_STORE]["scopes"]
     assert rendered[names.DEVICE_BROKER]["spec"]["type"] == "pubsub.mqtt3"
     assert rendered[names.STATE_STORE]["scopes"][0] == names.TWIN_STORE_APP

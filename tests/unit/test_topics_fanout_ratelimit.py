@@ -34,7 +34,7 @@ def test_reply_topics_and_subscriptions() -> None:
     assert AWS.reply_topic(named, Operation.UPDATE, Reply.DELTA) == "$aws/things/t1/shadow/name/cfg/update/delta"
     assert AWS.reply_topic(TwinAddress("t1"), Operation.GET, Reply.ACCEPTED) == "$aws/things/t1/shadow/get/accepted"
     assert DEFAULT.reply_topic(TwinAddress("d"), Operation.UPDATE, Reply.DOCUMENTS) == "d/state/update/documents"
-    assert DEFAULT.subscriptions() == ["+/state/update", "+/state/get", "+/state/delete"]
+    assert DEFAULT.subscriptions() == ["+/state/update", "+/state/get", "+/state/delete", "+/state/template"]
     assert "$aws/things/+/shadow/name/+/update" in AWS.subscriptions()
     assert DEFAULT.request_topic(TwinAddress("d"), Operation.GET) == "d/state/get"
     assert profile("aws") is AWS

@@ -123,6 +123,10 @@ class DeviceLink:
         """Send a request and wait for its reply; raises `Rejected` on `/rejected`."""
         body = dict(payload or {})
         token = body.setdefault("clientToken", uuid.uuid4().hex)
+        return await self.request_encoded(op, encode_payload(body, self.encoding), token, timeout)
+
+    async def request_encoded(self, op: Operation, body: bytes, token: str, timeout: float = 15.0) -> dict[str, Any]:
+        """`request` with a payload already encoded (e.g. template-driven) carrying `token`."""
         future: asyncio.Future[tuple[Reply, dict[str, Any]]] = asyncio.get_running_loop().create_future()
         self._pending[token] = future
         await self.publish(op, body)

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.contracts.device_events import DeviceEvent, EventBatch
-from services.domain.errors import bad_request
+from services.domain.errors import invalid
 from services.domain.json_values import JsonObject
 
 
@@ -25,9 +25,7 @@ def parse_batch(payload: Any) -> EventBatch:
     try:
         return EventBatch.model_validate(payload)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "payload"
-        raise bad_request(f"event batch: {where}: {first['msg']}") from None
+        raise invalid("event batch", error) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,15 +15,28 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from services.contracts.events import DeltaRequested, TwinChanged
+from services.contracts.templates import MAX_TEMPLATES_PER_TWIN, WireTemplate
 from services.contracts.topics import Operation, Reply, TopicProfile, TwinAddress
 from services.contracts.wire import NotJsonCompatible, WireEncoding, decode_payload, sniff
 from services.domain.access import UNSCOPED, Scope, check_in_scope
-from services.domain.errors import TwinError, not_found, too_large, too_many_requests
+from services.domain.errors import (
+    TwinError,
+    bad_request,
+    conflict,
+    invalid,
+    not_found,
+    too_large,
+    too_many_requests,
+)
 from services.domain.json_values import JsonObject
 from services.domain.twin.document import TwinDocument
 from services.domain.twin.limits import Limits
 from services.domain.twin.ratelimit import TokenBucket, take_token
+from services.domain.twin.template import decode as decode_templated
+from services.domain.twin.template import is_templated, template_value
 from services.domain.twin.update import (
     BatchWrite,
     UpdateOutcome,
@@ -116,19 +129,26 @@ class Context:
     buckets: dict[str, TokenBucket]
 
 
-def decode_request(payload: bytes, limits: Limits) -> Any:
-    """Decode a device request body: a JSON object or CBOR map (empty for get/delete); 400/413
-    otherwise. The size limit is on the wire bytes; the state limit later on the document."""
+def decode_request(payload: bytes, limits: Limits, doc: TwinDocument | None = None) -> Any:
+    """Decode a device request body: a JSON object or CBOR map (empty for get/delete), or values
+    sent with one of the twin's registered templates; 400/413 otherwise. The size limit is on the
+    wire bytes; the state limit later on the document."""
     if len(payload) > limits.max_payload_bytes:
         raise too_large(f"payload is {len(payload)} bytes; at most {limits.max_payload_bytes} allowed")
     if not payload or payload.isspace():
         return {}
+    if is_templated(payload):
+        stored = doc.templates if doc is not None else {}
+        return decode_templated(payload, {name: WireTemplate.model_validate(t) for name, t in stored.items()})
     return decode_payload(payload)[0]
 
 
 def request_encoding(payload: bytes) -> WireEncoding | None:
-    """The encoding a request's payload shows (by its first byte); None for an empty payload."""
-    return None if not payload or payload.isspace() else sniff(payload)
+    """The encoding a request's payload shows (by its first byte); None for an empty payload. A
+    templated payload is CBOR (and its device is answered in CBOR)."""
+    if not payload or payload.isspace():
+        return None
+    return WireEncoding.CBOR if is_templated(payload) else sniff(payload)
 
 
 def apply_command(docs: dict[str, TwinDocument | None], command: Command, ctx: Context) -> Effects:
@@ -223,7 +243,7 @@ def _device_request(docs: dict[str, TwinDocument | None], req: DeviceRequest, ct
     encoding = shown or (doc.wire if doc is not None else WireEncoding.JSON)
     try:
         try:
-            body = decode_request(req.payload, ctx.limits)
+            body = decode_request(req.payload, ctx.limits, doc)
         except NotJsonCompatible as error:
             token = _token_best_effort(error.value, ctx.limits)
             raise
@@ -246,6 +266,16 @@ def _device_request(docs: dict[str, TwinDocument | None], req: DeviceRequest, ct
             effects.replies.append(
                 (ctx.profile.reply_topic(req.address, req.op, Reply.ACCEPTED), outcome.accepted, encoding)
             )
+        elif req.op is Operation.TEMPLATE:
+            registered, answer = register_template(doc, req.address, body, now)
+            if registered is not doc:
+                docs[key] = registered
+                if doc is None or not doc.exists:  # a new (empty) twin; a template alone is no version
+                    effects.events.append(_event(registered, doc, registered, "update", token))
+            effects.document = registered
+            if token is not None:
+                answer["clientToken"] = token
+            effects.replies.append((ctx.profile.reply_topic(req.address, req.op, Reply.ACCEPTED), answer, encoding))
         elif req.op is Operation.GET:
             if doc is None or not doc.exists:
                 raise not_found(f"no twin exists for {req.address.device_id}")
@@ -283,6 +313,37 @@ def _device_request(docs: dict[str, TwinDocument | None], req: DeviceRequest, ct
             rejected["clientToken"] = token
         effects.replies.append((ctx.profile.reply_topic(req.address, req.op, Reply.REJECTED), rejected, encoding))
     return effects
+
+
+def register_template(
+    doc: TwinDocument | None, address: TwinAddress, body: Any, now: int
+) -> tuple[TwinDocument, dict[str, Any]]:
+    """Keep a template the device registers (`{"name", "version", "fields"}`, with an optional
+    clientToken): a higher version replaces the stored one; the same version with the same fields
+    is answered again (a redelivery); anything else is a 409. A twin that does not exist yet is
+    created empty. Returns the twin (the same object when nothing changed) and the answer."""
+    if not isinstance(body, dict):
+        raise bad_request("a template must be an object: name, version, fields")
+    fields = {k: v for k, v in body.items() if k != "clientToken"}
+    try:
+        template = WireTemplate.model_validate(fields)
+    except ValidationError as error:
+        raise invalid("template", error, "$") from None
+    current = doc if doc is not None and doc.exists else create_twin(doc, address.device_id, address.shadow, now)
+    value = template_value(template)
+    stored = current.templates.get(template.name)
+    answer: dict[str, Any] = {"name": template.name, "version": template.version, "timestamp": now}
+    if stored is not None and stored["version"] >= template.version:
+        if stored == value:
+            return current, answer
+        raise conflict(
+            f"template {template.name!r} is registered at version {stored['version']}; "
+            "register changed fields under a higher version"
+        )
+    if stored is None and len(current.templates) >= MAX_TEMPLATES_PER_TWIN:
+        raise too_large(f"a twin keeps at most {MAX_TEMPLATES_PER_TWIN} templates")
+    registered = current.model_copy(update={"templates": {**current.templates, template.name: value}})
+    return registered, answer
 
 
 def _token_best_effort(body: Any, limits: Limits) -> str | None:

@@ -39,6 +39,9 @@ class TwinDocument(BaseModel):
     deltas and documents go out in it. A per-twin attribute outside state and versioning: a change
     of it alone (a `get` in the other encoding) is written without a version bump; kept across
     deletes."""
+    templates: dict[str, JsonObject] = Field(default_factory=dict)
+    """The wire templates the device registered (`contracts.templates.WireTemplate`, JSON form),
+    by name, newest version each; like `wire`, outside state and versioning."""
 
     @property
     def exists(self) -> bool:
