@@ -37,7 +37,7 @@ async def test_a_new_setpoint_reaches_the_thermostat(twinfleet_suite: TwinfleetS
             password=thermostat.password,
             identifier=thermostat.device_id,
         ) as mqtt,
-        httpx.AsyncClient(base_url=twinfleet_suite.api_url, timeout=10) as api,
+        httpx.AsyncClient(base_url=twinfleet_suite.api_url, headers=twinfleet_suite.headers, timeout=10) as api,
     ):
         await mqtt.subscribe(f"{topic}/#", qos=1)
         report = {"state": {"reported": {"setpoint": 19.0, "mode": "heat"}}, "clientToken": "boot"}

@@ -116,6 +116,8 @@ def daprd_flags(app: str, ports: AppPorts, dapr_dir: PurePath) -> list[str]:
         os.environ.get("TWINFLEET_DAPRD_LOG_LEVEL", "warn"),
         "--dapr-graceful-shutdown-seconds",
         "2",
+        "--max-body-size",
+        MAX_BODY.get(app, "4Mi"),
     ]
 
 
@@ -131,8 +133,6 @@ def daprd_args(app: str, ports: AppPorts, dapr_dir: Path, binary: str | None = N
         str(free_port()),
         "--dapr-listen-addresses",
         "127.0.0.1",
-        "--max-body-size",
-        MAX_BODY.get(app, "4Mi"),
     ]
 
 
@@ -147,6 +147,18 @@ def gateway_args(port: int) -> list[str]:
 def serve_args(app: str, port: int) -> list[str]:
     """The command line serving one app (by its app id, as the image does) on a loopback port."""
     return [sys.executable, "-m", "services.platform.serve", app, "--host", "127.0.0.1", "--port", str(port)]
+
+
+def publish_first_root(firmware_url: str, headers: dict[str, str], root: bytes) -> None:
+    """Give the firmware app (its API at `firmware_url`) the release chain's first root, once (it
+    is kept in the state store), as a suite's operator (`headers`)."""
+    url = f"{firmware_url}/v1/metadata"
+    with httpx.Client(timeout=30, headers=headers) as client:
+        if client.get(f"{url}/1.root.json").status_code == 200:
+            return
+        answer = client.post(f"{url}/root", content=root)
+    if answer.status_code != 201:
+        raise RuntimeError(f"the firmware app refused the first root: {answer.status_code} {answer.text}")
 
 
 def app_id(instance: str) -> str:
@@ -312,14 +324,7 @@ class Stack:
         self.write_state()
 
     def publish_first_root(self) -> None:
-        """Give the firmware app the release chain's first root (once; kept in the state store)."""
-        url = f"{self.app_url(FIRMWARE_APP)}/v1/metadata"
-        with httpx.Client(timeout=30, headers=self.headers) as client:
-            if client.get(f"{url}/1.root.json").status_code == 200:
-                return
-            answer = client.post(f"{url}/root", content=self.trusted_root.read_bytes())
-        if answer.status_code != 201:
-            raise RuntimeError(f"the firmware app refused the first root: {answer.status_code} {answer.text}")
+        publish_first_root(self.app_url(FIRMWARE_APP), self.headers, self.trusted_root.read_bytes())
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):

@@ -11,14 +11,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 
 import docker
 import httpx
 import pytest
 
 from services.devtools.stack import daprd_binary
-from services.platform.names import FIRMWARE_APP, TWIN_STORE_APP
+from services.platform.names import TWIN_STORE_APP
 from tests.integration.test_device_contract import (
     test_delete_then_recreate_keeps_versions_growing,
     test_desired_from_rest_reaches_device_as_delta,
@@ -32,11 +31,11 @@ from tests.integration.test_device_contract import (
 )
 from tests.integration.test_rollout import rollouts, test_a_staged_rollout_halts_on_failures_before_the_next_stage
 from tests.support.devices import new_device_id
-from tests.support.software import HEALTHY, finished, image, software, upload
+from tests.support.releases import HEALTHY, desire, finished, image, publish, software
 from tests.support.streams import interrupted_stream
 from tests.support.waiting import eventually
 from twinfleet.testing import TwinfleetSuite
-from twinfleet.testing.suite import OWNER_LABEL, SUITE_LABEL, sweep_abandoned
+from twinfleet.testing.suite import OWNER_LABEL, SUITE_LABEL, Images, sweep_abandoned
 
 pytestmark = pytest.mark.containers
 SMOKE = (
@@ -53,12 +52,6 @@ SMOKE = (
     rollouts,
 )
 """Collected here too: the same tests, against the containers."""
-
-
-@pytest.fixture(scope="module")
-async def firmware(stack: TwinfleetSuite) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.app_url(FIRMWARE_APP), timeout=30) as client:
-        yield client
 
 
 async def test_a_software_update_reaches_a_device_agent_container(
@@ -81,11 +74,8 @@ async def test_a_software_update_reaches_a_device_agent_container(
     await eventually(lambda: software(api, device_id), what="the factory version reported")
     assert (await software(api, device_id))["version"] == "1.0.0"
     data = image("2.0.0")
-    artifact = (await upload(firmware, "gateway", "2.0.0", data))["id"]
-    patched = await api.patch(
-        f"/v1/twins/{device_id}/desired", json={"software": {"artifact": artifact, "version": "2.0.0"}}
-    )
-    assert patched.status_code == 200, patched.text
+    artifact = await publish(stack, firmware, "gateway", "2.0.0", data)  # signed into the suite's TUF chain
+    await desire(api, device_id, artifact, "2.0.0")
     outcome = await finished(api, device_id, artifact, timeout=90)
     assert outcome["status"] == "UPDATED" and outcome["version"] == "2.0.0", outcome
     assert agent.read(target) == data  # the agent container's file is the release, byte for byte
@@ -104,7 +94,7 @@ async def test_the_twin_store_container_killed_mid_stream_loses_nothing(stack: T
 def test_every_part_runs_read_only_as_a_non_root_user_and_turns_healthy(stack: TwinfleetSuite) -> None:
     client = docker.from_env()
     containers = client.containers.list(filters={"label": f"{SUITE_LABEL}={stack.suite_id}"})
-    assert len(containers) >= 14  # Redis, Mosquitto, six apps and their sidecars
+    assert len(containers) >= 15  # Redis, Mosquitto, the ingress, six apps and their sidecars
     for container in containers:
         assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True, container.name
         assert container.attrs["Config"]["User"] not in ("", "0", "root", "0:0"), container.name
@@ -139,9 +129,12 @@ def _suite_containers(client: docker.DockerClient, label: str) -> list[object]:
     return list(client.containers.list(all=True, filters={"label": label}))
 
 
-def test_a_suite_that_fails_to_start_leaves_nothing() -> None:
-    suite = TwinfleetSuite(ready_timeout=0.1)
-    with pytest.raises(TimeoutError):
+def test_a_suite_that_fails_to_start_leaves_nothing(images: dict[str, str]) -> None:
+    """The sidecars' image runs no daprd: the first sidecar exits once Redis, Mosquitto, the network
+    and an app container are up (a short ready timeout alone may not fail: the apps may all be
+    ready by the time the suite first looks)."""
+    suite = TwinfleetSuite(images=Images(app=images["app"], daprd=images["app"]))
+    with pytest.raises(RuntimeError, match="stopped"):
         suite.start()
     client = docker.from_env()
     assert not _suite_containers(client, f"{SUITE_LABEL}={suite.suite_id}")

@@ -1,6 +1,15 @@
 """The whole Twinfleet suite in containers (testcontainers), for integration tests of what is built
 on it: Redis, Mosquitto and each cloud app with its daprd sidecar container sharing the app's
-network namespace, on a private Docker network, from the images `make images` builds.
+network namespace, and the ingress (one address for every app's REST API, as in a cluster), on a
+private Docker network, from the images `make images` builds.
+
+Wired as the local process stack (`services.devtools.stack`) wires it: each app's own token from
+its sidecar and the sidecars' API token, an issuer of the suite's own whose JWKS the apps read and
+whose admin token a test sends (`headers`), the release chain's first root published to the
+firmware app, the online TUF keys and the device broker's URL in the secret store. Artifact bytes
+are chunk objects in the firmware sidecar's volume (the binding store, downloads served by the
+firmware app): an object store would be one more image to build from source where no image
+registry is reachable, and the object-store paths are covered by the process stack's tests.
 
 Cleanup without Ryuk (its image cannot be pulled where no registry is reachable): every container
 and network of a suite carries the suite's id and its owner (host and process id). `stop()` removes
@@ -16,8 +25,10 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import socket
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -32,28 +43,34 @@ from typing import Any, Self
 import docker
 from docker.models.containers import Container
 from docker.types import Mount
-from services.domain.software.metadata import load_private_key, public_key_hex
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 from testcontainers.core.transferable import Transferable
 
+from services.devtools.agent import agent_broker
 from services.devtools.broker import SERVICE_USER, acl_text, config_text, new_secret, password_file
 from services.devtools.components import fill
+from services.devtools.identity import LocalIssuer
 from services.devtools.images.tags import APP_IMAGE, DAPRD_IMAGE, MOSQUITTO_IMAGE, REDIS_IMAGE
 from services.devtools.processes import free_port
-from services.devtools.stack import AppPorts, daprd_flags
+from services.devtools.release_team import ReleaseTeam
+from services.devtools.stack import GATEWAY, AppPorts, daprd_flags, publish_first_root
+from services.domain.software import repository as tuf_rules
 from services.domain.software.grants import device_password
 from services.platform.names import (
     COMMANDS_APP,
     DELTA_APP,
     DEVICE_AGENT_APP,
+    DEVICE_BROKER_URL_KEY,
     DOWNLOAD_URL_KEY,
     EVENTS_APP,
     FIRMWARE_APP,
     FLEET_SECRET,
-    METADATA_SIGNING_KEY,
+    INGRESS_APP,
     ROLLOUT_APP,
+    TUF_SNAPSHOT_KEY,
+    TUF_TIMESTAMP_KEY,
     TWIN_STORE_APP,
 )
 
@@ -65,9 +82,13 @@ IN_POD = AppPorts(app=8000, http=3500, grpc=50001, metrics=9090)
 """The ports inside each app's network namespace (shared by the app and its sidecar)."""
 DAPR_DIR = PurePosixPath("/dapr")
 """The sidecar's components, configuration and local files (a volume)."""
-AGENT_VOLUME = PurePosixPath("/var/lib/twinfleet")
-AGENT_DATA = AGENT_VOLUME / "agent"
-"""The agent's data directory: in a volume, made the agent's own (a volume's root is root's)."""
+APP_VOLUME = PurePosixPath("/var/lib/twinfleet")
+"""Each app container's files (a volume): the issuer's JWKS, the agent's data and trusted root."""
+AGENT_DATA = APP_VOLUME / "agent"
+"""The agent's data directory: in the volume, made the agent's own (a volume's root is root's)."""
+JWKS = APP_VOLUME / "identity" / "jwks.json"
+TRUSTED_ROOT = APP_VOLUME / "root.json"
+"""The release chain's first root, as a device agent is provisioned with it."""
 MQTT_PORT = 1883
 SUITE_LABEL = "org.twinfleet.suite"
 OWNER_LABEL = "org.twinfleet.owner"
@@ -149,6 +170,7 @@ class _Pod:
     app: _Container
     sidecar: _Container | None
     sidecar_files: bytes
+    sidecar_env: dict[str, str]
     app_port: int
     dapr_port: int
 
@@ -162,9 +184,9 @@ class TwinfleetSuite:
     app is ready (its `/readyz` and its sidecar's health), and removes it at the end.
 
     `app_env` sets app settings (`TWINFLEET_*`) for every cloud app; `firmware_public_url` is the
-    firmware app's address in the late-bound download URLs (default: as containers on the suite's
-    network reach it); `images` which images (default: `Images()`). Ports are published on the
-    loopback interface only.
+    firmware app's address in the download URLs devices are given (default: as containers on the
+    suite's network reach it); `images` which images (default: `Images()`). Ports are published on
+    the loopback interface only. A caller of the APIs sends `headers` (the suite's admin token).
     """
 
     def __init__(
@@ -187,8 +209,18 @@ class TwinfleetSuite:
         owner = KEPT if keep else f"{socket.gethostname()}:{os.getpid()}"
         self.labels = {SUITE_LABEL: self.suite_id, OWNER_LABEL: owner}
         self.secrets = {"service": new_secret(), "fleet": new_secret()}
-        self.signing_seed = os.urandom(32).hex()
         self.download_key = new_secret()
+        self.dapr_token = new_secret()
+        """The sidecars' API token (one per suite, as one Kubernetes secret serves a namespace)."""
+        self.app_tokens = {app: new_secret() for app in CLOUD_APPS}
+        """What each app's sidecar sends it (`APP_API_TOKEN`)."""
+        self.online_seeds = {role: os.urandom(32).hex() for role in tuf_rules.ONLINE_ROLES}
+        self.directory = Path(tempfile.mkdtemp(prefix=f"twinfleet-{self.suite_id}-"))
+        """The suite's key material on this side: the issuer's key, the release team's offline keys."""
+        self.identity = LocalIssuer(self.directory / "identity")
+        self.admin_token = self.identity.token("suite-admin", ["admin"])
+        self.release_team = ReleaseTeam(self.directory / "release")
+        """The release chain's offline keys (root, targets): what a release manager signs with."""
         self.mqtt_port = 0
         self.start_seconds = 0.0
         """How long `start` took, until every app was ready."""
@@ -196,6 +228,8 @@ class TwinfleetSuite:
         self._network: Network | None = None
         self._redis: _Container | None = None
         self._broker: _Container | None = None
+        self._gateway: _Container | None = None
+        self._gateway_port = 0
         self._pods: dict[str, _Pod] = {}
         self._client = docker.from_env()
 
@@ -220,11 +254,14 @@ class TwinfleetSuite:
         if self.labels[OWNER_LABEL] != KEPT:
             atexit.register(self.stop)
         try:
+            self.release_team.create({r: tuf_rules.seed_signer(s).public_key for r, s in self.online_seeds.items()})
             self._network = Network(docker_network_kw={"labels": self.labels}).create()
             self._start_backing_services()
             for app in CLOUD_APPS:
-                self._pods[app] = self._start_pod(app, self._app_env(app))
+                self._pods[app] = self._start_pod(app, self._app_env(app), volume=self._identity_files())
+            self._start_gateway()
             self._wait_ready(list(self._pods.values()))
+            publish_first_root(self.app_url(FIRMWARE_APP), self.headers, self.trusted_root.read_bytes())
         except BaseException:
             self.stop()
             raise
@@ -232,10 +269,13 @@ class TwinfleetSuite:
         return self
 
     def stop(self) -> None:
-        """Remove every container and the network of this suite (also those a failed start left)."""
+        """Remove every container and the network of this suite (also those a failed start left),
+        and the key material it kept on this side."""
         atexit.unregister(self.stop)
         remove_suite(self.suite_id, self._client)
         self._pods.clear()
+        if self.labels[OWNER_LABEL] != KEPT:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def _has(self, image: str) -> bool:
         try:
@@ -247,25 +287,40 @@ class TwinfleetSuite:
     # -- addresses -----------------------------------------------------------------------------
     @property
     def urls(self) -> dict[str, str]:
-        """App id -> its REST API's base URL, as the test process reaches it."""
-        return {name: pod.url for name, pod in self._pods.items()}
+        """App id -> its REST API's base URL (through its own sidecar), as the test process reaches it."""
+        return {name: self.app_url(name) for name in self._pods if name in CLOUD_APPS}
 
     def app_url(self, app: str) -> str:
+        """One app's API through its own sidecar (Dapr service invocation of its own app id); a
+        device agent's own port (its API answers its own device)."""
+        pod = self._pods[app]
+        if app not in CLOUD_APPS:
+            return pod.url
+        return f"http://{self.host}:{pod.dapr_port}/v1.0/invoke/{app}/method"
+
+    def direct_url(self, app: str) -> str:
+        """One app's own port, past its sidecar: only device routes and probes answer there."""
         return self._pods[app].url
 
     @property
     def api_url(self) -> str:
-        """The twin-store's REST API (twins, tags, desired state)."""
-        return self.app_url(TWIN_STORE_APP)
+        """Every app's REST API, through the suite's ingress."""
+        return f"http://{self.host}:{self._gateway_port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a caller of the suite's APIs sends: the admin token (and the sidecars' API token,
+        for calls straight to a sidecar)."""
+        return {"Authorization": f"Bearer {self.admin_token}", "dapr-api-token": self.dapr_token}
 
     @property
     def mqtt_host(self) -> str:
         return self.host
 
     @property
-    def metadata_public_key(self) -> str:
-        """The public half of the suite's release signing key (hex): what devices trust."""
-        return public_key_hex(load_private_key(self.signing_seed).public_key())
+    def trusted_root(self) -> Path:
+        """The release chain's first root (on this side): what devices are provisioned with."""
+        return self.release_team.root_path
 
     # -- devices -------------------------------------------------------------------------------
     def provision_devices(self, device_ids: Iterable[str]) -> dict[str, str]:
@@ -305,9 +360,9 @@ class TwinfleetSuite:
         self._wait_ready([pod])
 
     def logs(self, name: str) -> str:
-        """The app's and its sidecar's output (`redis`, `mosquitto` for those)."""
-        if name in ("redis", "mosquitto"):
-            container = self._redis if name == "redis" else self._broker
+        """The app's and its sidecar's output (`redis`, `mosquitto`, `ingress` for those)."""
+        if name in ("redis", "mosquitto", INGRESS_APP):
+            container = {"redis": self._redis, "mosquitto": self._broker, INGRESS_APP: self._gateway}[name]
             return container.docker.logs().decode(errors="replace") if container else ""
         pod = self._pods[name]
         parts = [pod.app.docker.logs().decode(errors="replace")]
@@ -319,27 +374,28 @@ class TwinfleetSuite:
         self, device_id: str, env: Mapping[str, str] | None = None, files: Mapping[str, bytes] | None = None
     ) -> DeviceAgentContainer:
         """A device agent in its own containers (the agent and its sidecar) on the suite's network:
-        provisioned with its own credentials, a SQLite store in the sidecar's volume, its data
-        directory `/var/lib/twinfleet/agent` holding `files` (relative path -> bytes). Software updates
-        are on (the firmware app, the suite's signing key) when `env` names an installer."""
+        provisioned with its own credentials and the release chain's first root, a SQLite store in
+        the sidecar's volume, its data directory `/var/lib/twinfleet/agent` holding `files`
+        (relative path -> bytes). Software updates are on (the firmware app's device routes, the
+        suite's root) when `env` names an installer."""
         password = self.provision_devices([device_id])[device_id]
+        tokens = {"APP_API_TOKEN": new_secret(), "DAPR_API_TOKEN": new_secret()}
         agent_env = {
+            **tokens,
             "TWINFLEET_DEVICE_ID": device_id,
             "TWINFLEET_DEVICE_PASSWORD": password,
             "TWINFLEET_AGENT_DATA_DIR": str(AGENT_DATA),
             "TWINFLEET_TOPIC_PROFILE": self.topic_profile,
             "TWINFLEET_SOFTWARE_FIRMWARE_URL": f"http://{FIRMWARE_APP}:{IN_POD.app}",
-            "TWINFLEET_SOFTWARE_TRUSTED_KEYS": self.metadata_public_key,
+            "TWINFLEET_SOFTWARE_TRUSTED_ROOT": str(TRUSTED_ROOT),
             **(env or {}),
         }
         params = {
             "device_id": device_id,
-            "device_password": password,
-            "mqtt_host": "mosquitto",
-            "mqtt_port": str(MQTT_PORT),
+            **agent_broker(device_id, password, "mosquitto", MQTT_PORT, None),
             "data_dir": str(DAPR_DIR / "data"),
         }
-        data: dict[str, bytes | None] = {AGENT_DATA.name: None}
+        data: dict[str, bytes | None] = {AGENT_DATA.name: None, TRUSTED_ROOT.name: self.trusted_root.read_bytes()}
         for path, content in (files or {}).items():
             for parent in reversed(PurePosixPath(path).parents[:-1]):
                 data[f"{AGENT_DATA.name}/{parent}"] = None
@@ -350,7 +406,8 @@ class TwinfleetSuite:
             agent_env,
             name=name,
             sidecar_files={**dapr_files("agent", params), "data": None},
-            volume=(AGENT_VOLUME, tar_archive(data, APP_UID, 0o755)),
+            sidecar_env=tokens,
+            volume=tar_archive(data, APP_UID, 0o755),
         )
         self._pods[name] = pod
         self._wait_ready([pod])
@@ -385,16 +442,46 @@ class TwinfleetSuite:
             broker.with_archive(PurePosixPath("/mosquitto/config"), tar_archive(files, MOSQUITTO_UID))
         )
 
+    def _start_gateway(self) -> None:
+        """The ingress: each request to the app that serves its path, through that app's sidecar."""
+        assert self._network is not None
+        sidecars = {app: f"http://{app}:{IN_POD.http}" for app in CLOUD_APPS}
+        gateway = self._container(self.images.app, INGRESS_APP).with_network(self._network)
+        gateway.with_kwargs(labels=self.labels, read_only=True, entrypoint=["python3", "-m", "uvicorn"])
+        gateway.with_command([GATEWAY, "--host", "0.0.0.0", "--port", str(IN_POD.app), "--no-access-log"])
+        gateway.with_envs(TWINFLEET_GATEWAY_APPS=json.dumps(sidecars), DAPR_API_TOKEN=self.dapr_token)
+        self._gateway_port = free_port()
+        gateway.ports[f"{IN_POD.app}/tcp"] = (self.host, self._gateway_port)  # type: ignore[assignment]
+        self._gateway = self._run(gateway.with_tmpfs_mount("/tmp", f"size=16m,uid={APP_UID},gid={APP_UID}"))
+
+    def _identity_files(self) -> bytes:
+        """A cloud app's volume: the issuer's JWKS."""
+        jwks = self.identity.jwks_file.read_bytes()
+        return tar_archive({JWKS.parent.name: None, f"{JWKS.parent.name}/{JWKS.name}": jwks}, APP_UID, 0o644)
+
+    def _sidecar_url(self, app: str) -> str:
+        """How one app calls another: through the callee's sidecar, as the process stack does."""
+        return f"http://{app}:{IN_POD.http}/v1.0/invoke/{app}/method"
+
     def _app_env(self, app: str) -> dict[str, str]:
-        """Each app's settings; apps call each other by name on the suite's network."""
-        env = {"TWINFLEET_TOPIC_PROFILE": self.topic_profile}
-        twin_store = f"http://{TWIN_STORE_APP}:{IN_POD.app}"
-        if app in (ROLLOUT_APP, FIRMWARE_APP):
-            env["TWINFLEET_TWIN_STORE_URL"] = twin_store
+        """Each app's settings: its tokens and identity, where it finds the others (by name on the
+        suite's network), its pod name (the twin-store's and delta's own broker session)."""
+        env = {
+            "TWINFLEET_TOPIC_PROFILE": self.topic_profile,
+            "POD_NAME": f"{app}-0",
+            "APP_API_TOKEN": self.app_tokens[app],
+            "DAPR_API_TOKEN": self.dapr_token,
+            **self.identity.app_env(app),
+            "TWINFLEET_AUTH_JWKS_URL": f"file://{JWKS}",
+        }
+        if app in (ROLLOUT_APP, FIRMWARE_APP, COMMANDS_APP, EVENTS_APP):
+            env["TWINFLEET_TWIN_STORE_URL"] = self._sidecar_url(TWIN_STORE_APP)
         if app == FIRMWARE_APP:
-            env["TWINFLEET_ROLLOUT_URL"] = f"http://{ROLLOUT_APP}:{IN_POD.app}"
-        if app == DELTA_APP:
+            env["TWINFLEET_ROLLOUT_URL"] = self._sidecar_url(ROLLOUT_APP)
             env["TWINFLEET_FIRMWARE_PUBLIC_URL"] = self.firmware_public_url
+            env["TWINFLEET_FIRMWARE_STORE"] = "binding"
+        if app == DELTA_APP:
+            env["TWINFLEET_FIRMWARE_URL"] = self._sidecar_url(FIRMWARE_APP)
         return {**env, **self.app_env}
 
     def _cloud_dapr_files(self) -> dict[str, bytes | None]:
@@ -408,9 +495,11 @@ class TwinfleetSuite:
             "run_dir": str(DAPR_DIR),
         }
         secrets = {
-            METADATA_SIGNING_KEY: self.signing_seed,
+            TUF_SNAPSHOT_KEY: self.online_seeds["snapshot"],
+            TUF_TIMESTAMP_KEY: self.online_seeds["timestamp"],
             DOWNLOAD_URL_KEY: self.download_key,
             FLEET_SECRET: self.secrets["fleet"],
+            DEVICE_BROKER_URL_KEY: f"tcp://{SERVICE_USER}:{self.secrets['service']}@mosquitto:{MQTT_PORT}",
         }
         return {
             **dapr_files("cloud", params),
@@ -426,12 +515,14 @@ class TwinfleetSuite:
         *,
         name: str | None = None,
         sidecar_files: Mapping[str, bytes | None] | None = None,
-        volume: tuple[PurePosixPath, bytes] | None = None,
+        sidecar_env: Mapping[str, str] | None = None,
+        volume: bytes | None = None,
     ) -> _Pod:
-        """The app's container (on the suite's network, by its name), then its sidecar's."""
+        """The app's container (on the suite's network, by its name; `volume`: a tar of its files
+        under /var/lib/twinfleet), then its sidecar's."""
         assert self._network is not None
         name = name or app
-        mounts = [Mount(str(volume[0]), None, type="volume")] if volume else []
+        mounts = [Mount(str(APP_VOLUME), None, type="volume")] if volume else []
         container = self._container(self.images.app, name, mounts=mounts)
         container.with_network(self._network).with_network_aliases(name).with_command([app, "--port", str(IN_POD.app)])
         container.with_envs(**env).with_tmpfs_mount("/tmp", f"size=64m,uid={APP_UID},gid={APP_UID}")
@@ -439,9 +530,11 @@ class TwinfleetSuite:
         container.ports[f"{IN_POD.app}/tcp"] = (self.host, app_port)  # type: ignore[assignment]
         container.ports[f"{IN_POD.http}/tcp"] = (self.host, dapr_port)  # type: ignore[assignment]
         if volume:
-            container.with_archive(volume[0], volume[1])
+            container.with_archive(APP_VOLUME, volume)
         files = tar_archive(sidecar_files if sidecar_files is not None else self._cloud_dapr_files(), DAPRD_UID)
-        pod = _Pod(name, self._run(container), None, files, app_port, dapr_port)
+        if sidecar_env is None:
+            sidecar_env = {"APP_API_TOKEN": self.app_tokens[app], "DAPR_API_TOKEN": self.dapr_token}
+        pod = _Pod(name, self._run(container), None, files, dict(sidecar_env), app_port, dapr_port)
         pod.sidecar = self._start_sidecar(app, pod)
         return pod
 
@@ -452,7 +545,7 @@ class TwinfleetSuite:
             network_mode=f"container:{pod.app.docker.id}",
             mounts=[Mount(str(DAPR_DIR), None, type="volume")],
         )
-        sidecar.with_command(daprd_flags(app, IN_POD, DAPR_DIR)).with_env("POD_NAME", f"{pod.name}-0")
+        sidecar.with_command(daprd_flags(app, IN_POD, DAPR_DIR)).with_envs(POD_NAME=f"{pod.name}-0", **pod.sidecar_env)
         return self._run(sidecar.with_archive(DAPR_DIR, pod.sidecar_files))
 
     def _wait_ready(self, pods: list[_Pod]) -> None:
