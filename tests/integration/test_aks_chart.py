@@ -1,8 +1,9 @@
 """The cloud suite's Helm chart (deploy/aks/twinfleet), rendered with the real helm for three value
 sets (small: Redis for everything; Azure production; Kafka + PostgreSQL) and checked offline with
 kubeconform against the Kubernetes, Dapr and ServiceMonitor schemas; then what schemas cannot say:
-the components the values chose, the Dapr annotations and probes, the rollout app's single replica,
-least-privilege accounts, network policies, and the values schema refusing wrong values."""
+the components the values chose, the Dapr annotations, tokens and probes, the rollout app's single
+replica, the broker-session apps' stable pod names, least-privilege accounts, the issuer settings,
+the artifact store, network policies, and the values schema refusing wrong values."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ VALUE_SETS = {
 COMPONENT_TYPES = {
     "small": {
         names.STATE_STORE: "state.redis",
+        names.AUTH_STORE: "state.redis",
         names.INTERNAL_PUBSUB: "pubsub.redis",
         names.EVENTS_SINK: "bindings.localstorage",
         names.ARTIFACT_STORE: "bindings.localstorage",
@@ -54,6 +56,7 @@ COMPONENT_TYPES = {
     },
     "azure": {
         names.STATE_STORE: "state.azure.cosmosdb",
+        names.AUTH_STORE: "state.azure.cosmosdb",
         names.INTERNAL_PUBSUB: "pubsub.azure.servicebus.topics",
         names.EVENTS_SINK: "bindings.azure.blobstorage",
         names.ARTIFACT_STORE: "bindings.azure.blobstorage",
@@ -61,6 +64,7 @@ COMPONENT_TYPES = {
     },
     "kafka-postgresql": {
         names.STATE_STORE: "state.postgresql",
+        names.AUTH_STORE: "state.postgresql",
         names.INTERNAL_PUBSUB: "pubsub.kafka",
         names.EVENTS_SINK: "bindings.aws.s3",
         names.ARTIFACT_STORE: "bindings.aws.s3",
@@ -97,8 +101,13 @@ def rendered(tools: Tools) -> dict[str, list[dict[str, Any]]]:
     return {name: documents(render(tools, sets)) for name, sets in VALUE_SETS.items()}
 
 
+SESSION_APPS = (names.TWIN_STORE_APP, names.DELTA_APP)
+"""The apps holding their own broker session (keyed by the pod's name): StatefulSets."""
+
+
 def deployment(docs: list[dict[str, Any]], app: str) -> dict[str, Any]:
-    return only(docs, "Deployment", f"{RELEASE}-{app}")
+    """The app's workload: a StatefulSet for the broker-session apps, else a Deployment."""
+    return only(docs, "StatefulSet" if app in SESSION_APPS else "Deployment", f"{RELEASE}-{app}")
 
 
 def container(docs: list[dict[str, Any]], app: str) -> dict[str, Any]:
@@ -239,9 +248,11 @@ def test_each_app_has_its_own_account_and_only_the_key_material_readers_an_api_t
     docs = rendered["small"]
     roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
     assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    online_keys = [names.TUF_SNAPSHOT_KEY, names.TUF_TIMESTAMP_KEY, names.ARTIFACT_STORE_KEY]
     expected = {
-        names.DELTA_APP: [names.DOWNLOAD_URL_KEY],
-        names.FIRMWARE_APP: [names.METADATA_SIGNING_KEY, names.DOWNLOAD_URL_KEY, names.FLEET_SECRET],
+        names.TWIN_STORE_APP: [names.DEVICE_BROKER_URL_KEY],
+        names.DELTA_APP: [names.DEVICE_BROKER_URL_KEY],
+        names.FIRMWARE_APP: [*online_keys, names.DOWNLOAD_URL_KEY, names.FLEET_SECRET],
     }
     assert set(roles) == {f"{RELEASE}-{app}-key-material" for app in expected}
     for app in APPS.values():
@@ -368,9 +379,107 @@ def test_the_notes_say_which_secrets_to_create(tools: Tools, tmp_path: Path) -> 
     result = run([*args, "-f", CHART / "ci" / "small-values.yaml"])
     assert result.returncode == 0, result.stderr
     notes = yaml.safe_load(result.stdout)["text"]
-    for secret in ("twinfleet-state", "twinfleet-broker", "metadata-signing-key", "download-url-key", "fleet-secret"):
+    secrets = ("twinfleet-state", "twinfleet-broker", "download-url-key", "fleet-secret", "device-broker-url")
+    for secret in (*secrets, names.TUF_SNAPSHOT_KEY, names.TUF_TIMESTAMP_KEY, "/v1/metadata/root"):
         assert secret in notes, notes
     assert f"svc/{RELEASE}-twin-store" in notes
+
+
+def test_each_app_takes_calls_only_from_its_own_sidecar_with_tokens_kept_in_secrets(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["small"]
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    api_token = f"{RELEASE}-dapr-api-token"
+    assert set(secrets) == {api_token, *(f"{RELEASE}-{app}-app-token" for app in APPS.values())}
+    for secret in secrets.values():
+        assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert len(secret["data"]["token"]) >= 40
+    for app in APPS.values():
+        annotations = deployment(docs, app)["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["dapr.io/app-token-secret"] == f"{RELEASE}-{app}-app-token"
+        assert annotations["dapr.io/api-token-secret"] == api_token
+        variables = env(docs, app)
+        assert variables["APP_API_TOKEN"] == {"secretKeyRef": {"name": f"{RELEASE}-{app}-app-token", "key": "token"}}
+        assert variables["DAPR_API_TOKEN"] == {"secretKeyRef": {"name": api_token, "key": "token"}}
+        assert variables["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    firmware = deployment(docs, names.FIRMWARE_APP)["spec"]["template"]["metadata"]["annotations"]
+    assert firmware["dapr.io/max-body-size"] == "2Gi"  # uploads stream through its sidecar
+
+
+def test_the_broker_session_apps_are_stateful_sets_named_by_the_pod(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    for docs in rendered.values():
+        assert {d["metadata"]["name"] for d in docs if d["kind"] == "StatefulSet"} == {
+            f"{RELEASE}-{app}" for app in SESSION_APPS
+        }
+        for app in SESSION_APPS:
+            spec = deployment(docs, app)["spec"]
+            assert spec["serviceName"] == f"{RELEASE}-{app}" and spec["podManagementPolicy"] == "Parallel"
+    azure = rendered["azure"]
+    kinds = {
+        d["spec"]["scaleTargetRef"]["name"]: d["spec"]["scaleTargetRef"]["kind"]
+        for d in azure
+        if d["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert kinds == {
+        f"{RELEASE}-{names.TWIN_STORE_APP}": "StatefulSet",
+        f"{RELEASE}-{names.DELTA_APP}": "StatefulSet",
+        f"{RELEASE}-{names.FIRMWARE_APP}": "Deployment",
+    }
+
+
+def test_the_apps_trust_the_issuer_the_values_name_and_calling_apps_get_their_own_tokens(tools: Tools) -> None:
+    issuer = "https://login.microsoftonline.com/00000000-0000-0000-0000-000000000001/v2.0"
+    sets = [
+        f"global.auth.issuer={issuer}",
+        "global.auth.jwksUrl=https://login.microsoftonline.com/t/discovery/v2.0/keys",
+        "global.auth.tokenUrl=https://login.microsoftonline.com/t/oauth2/v2.0/token",
+        *(
+            f"global.auth.clientIds.{app}=client-{app}"
+            for app in ("rollout", "delta", "firmware", "commands", "events")
+        ),
+    ]
+    docs = documents(render(tools, ["small"], *sets))
+    for app in APPS.values():
+        variables = env(docs, app)
+        assert variables["TWINFLEET_AUTH_ISSUER"] == issuer
+        assert variables["TWINFLEET_AUTH_JWKS_URL"].endswith("/keys")
+        assert variables["TWINFLEET_AUTH_AUDIENCE"] == "twinfleet"
+        calls_others = app != names.TWIN_STORE_APP
+        assert ("TWINFLEET_AUTH_CLIENT_ID" in variables) is calls_others, app
+        if calls_others:
+            assert variables["TWINFLEET_AUTH_CLIENT_ID"] == f"client-{app}"
+            assert variables["TWINFLEET_AUTH_CLIENT_SECRET"] == {
+                "secretKeyRef": {"name": "twinfleet-auth-clients", "key": app}
+            }
+    missing = template(tools, ["small"], *sets[:3])
+    assert missing.returncode != 0 and "global.auth.clientIds.commands is required" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("value_set", "store"),
+    [("small", {"TWINFLEET_FIRMWARE_STORE": "binding"}),
+     ("azure", {
+         "TWINFLEET_FIRMWARE_STORE": "azure",
+         "TWINFLEET_FIRMWARE_STORE_ACCOUNT": "twinfleetartifacts",
+         "TWINFLEET_FIRMWARE_STORE_ENDPOINT": "https://twinfleetartifacts.blob.core.windows.net",
+         "TWINFLEET_FIRMWARE_STORE_CONTAINER": "artifacts",
+     }),
+     ("kafka-postgresql", {
+         "TWINFLEET_FIRMWARE_STORE": "s3",
+         "TWINFLEET_FIRMWARE_STORE_ACCOUNT": {"secretKeyRef": {"name": "twinfleet-s3", "key": "accessKey"}},
+         "TWINFLEET_FIRMWARE_STORE_REGION": "eu-central-1",
+         "TWINFLEET_FIRMWARE_STORE_ENDPOINT": "",
+         "TWINFLEET_FIRMWARE_STORE_CONTAINER": "twinfleet-artifacts",
+     })],
+)  # fmt: skip
+def test_artifacts_go_straight_to_the_object_store_the_values_choose(
+    rendered: dict[str, list[dict[str, Any]]], value_set: str, store: dict[str, Any]
+) -> None:
+    variables = env(rendered[value_set], names.FIRMWARE_APP)
+    assert {k: v for k, v in variables.items() if k.startswith("TWINFLEET_FIRMWARE_STORE")} == store
 
 
 def test_committed_dapr_files_equal_a_fresh_render(tmp_path: Path) -> None:

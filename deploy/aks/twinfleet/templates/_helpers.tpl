@@ -8,6 +8,26 @@ rollout: rollout
 firmware: firmware
 {{- end -}}
 
+{{/* The apps holding their own broker session, keyed by the pod's name: StatefulSets, so a
+restarted pod resumes its session (and what the broker queued for it). */}}
+{{- define "twinfleet.kind" -}}
+{{- if has . (list "twin-store" "delta") }}StatefulSet{{ else }}Deployment{{ end -}}
+{{- end -}}
+
+{{/* The apps that call others with their own identity (client credentials). */}}
+{{- define "twinfleet.callsOthers" -}}
+{{- has . (list "rollout" "delta" "firmware" "commands" "events") -}}
+{{- end -}}
+
+{{/* The Secrets holding the sidecars' API token and one app's token (key `token` each). */}}
+{{- define "twinfleet.apiTokenSecret" -}}
+{{- printf "%s-dapr-api-token" (.Release.Name | trunc 40 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "twinfleet.appTokenSecret" -}}
+{{- printf "%s-app-token" (include "twinfleet.name" .) -}}
+{{- end -}}
+
 {{/* The apps that run several replicas (all but rollout, the single planner). */}}
 {{- define "twinfleet.scalable" -}}
 {{- ne . "rollout" -}}
@@ -50,15 +70,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Does the app read key material from Kubernetes Secrets (through its sidecar)? */}}
 {{- define "twinfleet.readsSecrets" -}}
 {{- $root := index . 0 -}}
-{{- and (eq $root.Values.global.backing.secrets.type "kubernetes") (has (index . 1) (list "delta" "firmware")) -}}
+{{- and (eq $root.Values.global.backing.secrets.type "kubernetes") (has (index . 1) (list "twin-store" "delta" "firmware")) -}}
 {{- end -}}
 
 {{/* Which Secrets (by name) an app reads from the Kubernetes secret store. */}}
 {{- define "twinfleet.keyMaterial" -}}
-{{- if eq . "delta" -}}
-[download-url-key]
+{{- if eq . "firmware" -}}
+[tuf-snapshot-key, tuf-timestamp-key, artifact-store-key, download-url-key, fleet-secret]
 {{- else -}}
-[metadata-signing-key, download-url-key, fleet-secret]
+[device-broker-url]
 {{- end -}}
 {{- end -}}
 
