@@ -281,8 +281,8 @@ def test_network_policies_let_in_only_the_sidecars_the_ingress_and_the_scraper(
 ) -> None:
     docs = rendered["azure"]
     policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
-    assert set(policies) == {f"{RELEASE}-{app}" for app in APPS.values()}
-    exposed = {names.TWIN_STORE_APP, names.ROLLOUT_APP, names.COMMANDS_APP, names.FIRMWARE_APP}
+    assert set(policies) == {f"{RELEASE}-{app}" for app in [*APPS.values(), names.INGRESS_APP]}
+    exposed = {names.FIRMWARE_APP}  # its device routes; every REST call comes through a sidecar
     for app in APPS.values():
         spec = policies[f"{RELEASE}-{app}"]["spec"]
         assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == app
@@ -295,11 +295,13 @@ def test_network_policies_let_in_only_the_sidecars_the_ingress_and_the_scraper(
     ingress = only(docs, "Ingress")
     hosts = {r["host"]: r["http"]["paths"][0]["backend"]["service"]["name"] for r in ingress["spec"]["rules"]}
     assert hosts == {
-        "twins.twinfleet.example.com": f"{RELEASE}-{names.TWIN_STORE_APP}",
-        "rollouts.twinfleet.example.com": f"{RELEASE}-{names.ROLLOUT_APP}",
-        "commands.twinfleet.example.com": f"{RELEASE}-{names.COMMANDS_APP}",
+        "twins.twinfleet.example.com": f"{RELEASE}-{names.INGRESS_APP}",
+        "rollouts.twinfleet.example.com": f"{RELEASE}-{names.INGRESS_APP}",
+        "commands.twinfleet.example.com": f"{RELEASE}-{names.INGRESS_APP}",
         "firmware.twinfleet.example.com": f"{RELEASE}-{names.FIRMWARE_APP}",
     }
+    gateway = policies[f"{RELEASE}-{names.INGRESS_APP}"]["spec"]
+    assert [sorted(p["port"] for p in rule["ports"]) for rule in gateway["ingress"]] == [[8000], [9090]]
     monitor = only(docs, "ServiceMonitor")
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["http", "dapr-metrics"]
     small = rendered["small"]
@@ -382,7 +384,7 @@ def test_the_notes_say_which_secrets_to_create(tools: Tools, tmp_path: Path) -> 
     secrets = ("twinfleet-state", "twinfleet-broker", "download-url-key", "fleet-secret", "device-broker-url")
     for secret in (*secrets, names.TUF_SNAPSHOT_KEY, names.TUF_TIMESTAMP_KEY, "/v1/metadata/root"):
         assert secret in notes, notes
-    assert f"svc/{RELEASE}-twin-store" in notes
+    assert f"svc/{RELEASE}-ingress" in notes
 
 
 def test_each_app_takes_calls_only_from_its_own_sidecar_with_tokens_kept_in_secrets(
@@ -480,6 +482,24 @@ def test_artifacts_go_straight_to_the_object_store_the_values_choose(
 ) -> None:
     variables = env(rendered[value_set], names.FIRMWARE_APP)
     assert {k: v for k, v in variables.items() if k.startswith("TWINFLEET_FIRMWARE_STORE")} == store
+
+
+def test_the_ingress_app_sends_every_rest_call_through_its_own_sidecar(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    docs = rendered["small-local-images"]
+    gateway = only(docs, "Deployment", f"{RELEASE}-{names.INGRESS_APP}")["spec"]["template"]
+    annotations = gateway["metadata"]["annotations"]
+    assert annotations["dapr.io/app-id"] == names.INGRESS_APP and "dapr.io/app-port" not in annotations
+    assert annotations["dapr.io/api-token-secret"] == f"{RELEASE}-dapr-api-token"
+    (main,) = gateway["spec"]["containers"]
+    assert main["image"] == "twinfleet/app:0.1.0" and main["imagePullPolicy"] == "Never"
+    variables = {e["name"]: e.get("value", e.get("valueFrom")) for e in main["env"]}
+    assert json.loads(variables["TWINFLEET_GATEWAY_APPS"]) == dict.fromkeys(APPS.values(), "http://127.0.0.1:3500")
+    assert variables["DAPR_API_TOKEN"] == {"secretKeyRef": {"name": f"{RELEASE}-dapr-api-token", "key": "token"}}
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    policies = only(docs, "Configuration")["spec"]["accessControl"]["policies"]
+    assert {"appId": names.INGRESS_APP, "defaultAction": "allow"}.items() <= policies[0].items()
 
 
 def test_committed_dapr_files_equal_a_fresh_render(tmp_path: Path) -> None:
