@@ -241,7 +241,7 @@ def test_committed_dapr_files_equal_a_fresh_render(tmp_path: Path) -> None:
 K3S_UPDATES = (
     "software.installer=k3s",
     "software.firmwareUrl=https://firmware.example.com",
-    "software.trustedKeys={" + "ab" * 32 + "," + "cd" * 32 + "}",
+    "software.trustedRoot=ROOT-METADATA",  # what --set-file software.trustedRoot=1.root.json puts there
     "software.factoryVersion=1.0.0",
     "software.k3s.deployment=gateway",
     "software.k3s.container=app",
@@ -269,7 +269,7 @@ def test_the_k3s_installer_may_get_patch_and_watch_its_one_deployment(tools: Too
     assert {k: v for k, v in env.items() if k.startswith("TWINFLEET_SOFTWARE_")} == {
         "TWINFLEET_SOFTWARE_INSTALLER": "k3s",
         "TWINFLEET_SOFTWARE_FIRMWARE_URL": "https://firmware.example.com",
-        "TWINFLEET_SOFTWARE_TRUSTED_KEYS": "ab" * 32 + "," + "cd" * 32,
+        "TWINFLEET_SOFTWARE_TRUSTED_ROOT": "/etc/twinfleet/trust/root.json",
         "TWINFLEET_SOFTWARE_VERSION": "1.0.0",
         "TWINFLEET_SOFTWARE_DEPLOYMENT": "gateway",
         "TWINFLEET_SOFTWARE_CONTAINER": "app",
@@ -277,6 +277,12 @@ def test_the_k3s_installer_may_get_patch_and_watch_its_one_deployment(tools: Too
     assert env["TWINFLEET_DEVICE_PASSWORD"] == {
         "secretKeyRef": {"name": f"{RELEASE}-broker", "key": "password", "optional": True}
     }
+    trust = only(docs, "ConfigMap", f"{RELEASE}-trust")
+    assert trust["data"] == {"root.json": "ROOT-METADATA"}
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "trust"]
+    assert volume["configMap"]["name"] == f"{RELEASE}-trust"
+    assert {"name": "trust", "mountPath": "/etc/twinfleet/trust", "readOnly": True} in agent["volumeMounts"]
 
 
 def test_the_agents_software_settings_are_the_ones_it_reads(tools: Tools) -> None:
@@ -286,7 +292,7 @@ def test_the_agents_software_settings_are_the_ones_it_reads(tools: Tools) -> Non
         tools,
         "software.installer=command",
         "software.firmwareUrl=https://firmware.example.com",
-        "software.trustedKeys={" + "ab" * 32 + "}",
+        "software.trustedRoot=ROOT-METADATA",
         "software.command.install=rauc install {file}",
         "software.command.commit=rauc status mark-good",
         "software.command.rollback=rauc status mark-bad",
@@ -307,7 +313,7 @@ def test_the_agents_software_settings_are_the_ones_it_reads(tools: Tools) -> Non
         (("software.installer=swupdate",), "software.installer must be file, command, k3s or empty"),
         (
             ("software.installer=file", "software.file.target=/opt/app"),
-            "need software.firmwareUrl and software.trustedKeys",
+            "need software.firmwareUrl and software.trustedRoot",
         ),
         ((*K3S_UPDATES[:3], "software.k3s.deployment=gateway"), "software.installer k3s needs software.k3s.deployment"),
     ],
