@@ -116,12 +116,12 @@ engine-stop:
 	@scripts/docker-engine.sh stop
 
 .PHONY: images ## build every container image (each reused while its inputs are unchanged)
-images: $(VENV)/.installed $(DAPRD) engine
-	@nice -n 10 $(PY) -m services.devtools images build --daprd $(DAPRD)
+images: $(VENV)/.installed $(DAPRD) $(DEVICE_DAPRD) engine
+	@nice -n 10 $(PY) -m services.devtools images build --daprd $(DAPRD) --device-daprd $(DEVICE_DAPRD)
 
 .PHONY: images-verify ## rebuild every image from nothing and check it comes out with the same ID
 images-verify: images
-	@nice -n 10 $(PY) -m services.devtools images verify --daprd $(DAPRD)
+	@nice -n 10 $(PY) -m services.devtools images verify --daprd $(DAPRD) --device-daprd $(DEVICE_DAPRD)
 
 .PHONY: images-lock ## re-resolve the Python image's locked dependencies (after pyproject changed)
 images-lock: $(VENV)/.installed

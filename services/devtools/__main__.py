@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -262,6 +263,7 @@ def _cache() -> Path:
 @images.command("build")
 def build_images(
     daprd: Path = typer.Option(..., help="the daprd binary the image carries (the Makefile's)"),
+    device_daprd: Path = typer.Option(..., help="the device's daprd build (the Makefile's daprd-device)"),
     no_cache: bool = typer.Option(False, help="rebuild every image from nothing"),
     ids: Path | None = typer.Option(None, help="write image name -> ID (JSON) here"),
 ) -> None:
@@ -269,7 +271,7 @@ def build_images(
     from services.devtools.images.build import Builder
 
     started = time.monotonic()
-    outcomes = Builder(_cache(), daprd, no_cache).build_all()
+    outcomes = Builder(_cache(), daprd, device_daprd, no_cache).build_all()
     if ids is not None:
         ids.write_text(json.dumps({outcome.name: outcome.image_id for outcome in outcomes}))
     table = Table("image", "size", "", "seconds", box=None)
@@ -287,13 +289,16 @@ def build_images(
 @images.command("verify")
 def verify_images(
     daprd: Path = typer.Option(..., help="the daprd binary the image carries (the Makefile's)"),
-    only: list[str] = typer.Option([], help="image names (python, app, daprd, redis, mosquitto); default all"),
+    device_daprd: Path = typer.Option(..., help="the device's daprd build (the Makefile's daprd-device)"),
+    only: list[str] = typer.Option(
+        [], help="image names (python, app, daprd, daprd-device, redis, mosquitto); default all"
+    ),
 ) -> None:
     """Rebuild images from nothing and check they come out with the same ID (reproducible)."""
     from services.devtools.images.build import Builder
 
     differ = False
-    for tag, current, rebuilt in Builder(_cache(), daprd).verify_all(only):
+    for tag, current, rebuilt in Builder(_cache(), daprd, device_daprd).verify_all(only):
         same = current == rebuilt
         differ |= not same
         console.print(f"{tag}: {current[:19]} {'==' if same else '!='} {rebuilt[:19]}")
@@ -329,22 +334,27 @@ def containers_up(
         raise typer.Exit(1)
     suite = TwinfleetSuite(keep=True).start()
     credentials = suite.provision_devices([f"demo-{i:05d}" for i in range(devices)])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    token_file = run_dir / "token"
+    token_file.write_text(suite.admin_token + "\n")
+    token_file.chmod(0o600)
     state = {
         "suite": suite.suite_id,
         "api": suite.api_url,
-        "apps": suite.urls,
+        "apps": dict.fromkeys(suite.urls, suite.api_url),  # the ingress routes by path
+        "token_file": str(token_file.resolve()),
+        "release_dir": str(suite.release_team.directory),
+        "key_dir": str(suite.directory),
         "mqtt": {"host": suite.mqtt_host, "port": suite.mqtt_port},
         "topic_profile": suite.topic_profile,
         "devices": credentials,
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
     state_file.write_text(json.dumps(state, indent=2))
     state_file.chmod(0o600)
     console.print(
         f"[bold green]Twinfleet is up in containers[/] (in {suite.start_seconds:.1f} s) — REST API {suite.api_url}"
     )
-    for name, url in suite.urls.items():
-        console.print(f"  {name:10} {url}  (docs: {url}/docs)")
+    console.print(f"Admin token in {token_file} (the `twin` CLI sends it)")
     console.print(f"MQTT broker {suite.mqtt_host}:{suite.mqtt_port}; device credentials in {state_file}")
     console.print(f"Try: TWINFLEET_RUN_DIR={run_dir} twin list   ·   `make down-containers` removes it")
 
@@ -358,7 +368,11 @@ def containers_down(run_dir: Path = typer.Option(CONTAINERS_RUN_DIR)) -> None:
     if not state_file.exists():
         console.print("nothing running")
         return
-    remove_suite(json.loads(state_file.read_text())["suite"])
+    state = json.loads(state_file.read_text())
+    remove_suite(state["suite"])
+    if state.get("key_dir"):
+        shutil.rmtree(state["key_dir"], ignore_errors=True)  # the kept suite's issuer and release keys
+    (run_dir / "token").unlink(missing_ok=True)
     state_file.unlink()
     console.print("removed")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.devtools.stack import daprd_binary
+from services.devtools.stack import daprd_binary, device_daprd_binary
 from twinfleet.testing import TwinfleetSuite
 
 
@@ -21,13 +21,16 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
     """`make images`, once per run (a few seconds when nothing changed); the session's suite runs
     exactly the images this build produced, by ID, whatever another checkout tags meanwhile."""
     ids = Path(tmp_path_factory.mktemp("images")) / "ids.json"
-    command = [sys.executable, "-m", "services.devtools", "images", "build", "--daprd", daprd_binary(), "--ids", ids]
+    command = [
+        *(sys.executable, "-m", "services.devtools", "images", "build"),
+        *("--daprd", daprd_binary(), "--device-daprd", device_daprd_binary(), "--ids", ids),
+    ]
     result = subprocess.run([str(part) for part in command], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     built: dict[str, str] = json.loads(ids.read_text())
     with pytest.MonkeyPatch.context() as patch:
-        for kind in ("app", "daprd", "redis", "mosquitto"):
-            patch.setenv(f"TWINFLEET_{kind.upper()}_IMAGE", built[kind])
+        for kind in ("app", "daprd", "daprd-device", "redis", "mosquitto"):
+            patch.setenv(f"TWINFLEET_{kind.upper().replace('-', '_')}_IMAGE", built[kind])
         yield built
 
 

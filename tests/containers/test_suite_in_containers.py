@@ -16,7 +16,7 @@ import docker
 import httpx
 import pytest
 
-from services.devtools.stack import daprd_binary
+from services.devtools.stack import daprd_binary, device_daprd_binary
 from services.platform.names import TWIN_STORE_APP
 from tests.integration.test_device_contract import (
     test_delete_then_recreate_keeps_versions_growing,
@@ -110,7 +110,7 @@ def test_every_part_runs_read_only_as_a_non_root_user_and_turns_healthy(stack: T
 
 def test_images_carry_their_version_and_a_health_check(images: dict[str, str]) -> None:
     client = docker.from_env()
-    for kind in ("app", "daprd", "redis", "mosquitto"):
+    for kind in ("app", "daprd", "daprd-device", "redis", "mosquitto"):
         config = client.images.get(images[kind]).attrs["Config"]
         assert config["Labels"]["org.opencontainers.image.version"], kind
         assert config["Labels"]["org.twinfleet.image.inputs"], kind
@@ -120,9 +120,9 @@ def test_images_carry_their_version_and_a_health_check(images: dict[str, str]) -
 
 def test_the_same_inputs_give_the_same_images() -> None:
     command = [sys.executable, "-m", "services.devtools", "images", "verify", "--daprd", daprd_binary()]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run([*command, "--device-daprd", device_daprd_binary()], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("==") == 5, result.stdout
+    assert result.stdout.count("==") == 6, result.stdout
 
 
 def _suite_containers(client: docker.DockerClient, label: str) -> list[object]:

@@ -52,7 +52,7 @@ from services.devtools.agent import agent_broker
 from services.devtools.broker import SERVICE_USER, acl_text, config_text, new_secret, password_file
 from services.devtools.components import fill
 from services.devtools.identity import LocalIssuer
-from services.devtools.images.tags import APP_IMAGE, DAPRD_IMAGE, MOSQUITTO_IMAGE, REDIS_IMAGE
+from services.devtools.images.tags import APP_IMAGE, DAPRD_IMAGE, DEVICE_DAPRD_IMAGE, MOSQUITTO_IMAGE, REDIS_IMAGE
 from services.devtools.processes import free_port
 from services.devtools.release_team import ReleaseTeam
 from services.devtools.stack import GATEWAY, AppPorts, daprd_flags, publish_first_root
@@ -99,11 +99,15 @@ DAPRD_UID, APP_UID, MOSQUITTO_UID = 65532, 10001, 10003
 
 @dataclass(frozen=True)
 class Images:
-    """The images a suite runs: `make images`'s tags, or what TWINFLEET_{APP,DAPRD,REDIS,MOSQUITTO}_IMAGE
-    name (another registry's names, or image IDs)."""
+    """The images a suite runs: `make images`'s tags, or what TWINFLEET_{APP,DAPRD,DAPRD_DEVICE,REDIS,
+    MOSQUITTO}_IMAGE name (another registry's names, or image IDs). Device agents' sidecars run the
+    device build of daprd."""
 
     app: str = field(default_factory=lambda: os.environ.get("TWINFLEET_APP_IMAGE", APP_IMAGE))
     daprd: str = field(default_factory=lambda: os.environ.get("TWINFLEET_DAPRD_IMAGE", DAPRD_IMAGE))
+    device_daprd: str = field(
+        default_factory=lambda: os.environ.get("TWINFLEET_DAPRD_DEVICE_IMAGE", DEVICE_DAPRD_IMAGE)
+    )
     redis: str = field(default_factory=lambda: os.environ.get("TWINFLEET_REDIS_IMAGE", REDIS_IMAGE))
     mosquitto: str = field(default_factory=lambda: os.environ.get("TWINFLEET_MOSQUITTO_IMAGE", MOSQUITTO_IMAGE))
 
@@ -540,7 +544,7 @@ class TwinfleetSuite:
 
     def _start_sidecar(self, app: str, pod: _Pod) -> _Container:
         sidecar = self._container(
-            self.images.daprd,
+            self.images.daprd if app in CLOUD_APPS else self.images.device_daprd,
             f"{pod.name}-daprd",
             network_mode=f"container:{pod.app.docker.id}",
             mounts=[Mount(str(DAPR_DIR), None, type="volume")],

@@ -37,6 +37,7 @@ from services.devtools.images.tags import (
     APP_IMAGE,
     BASE_IMAGE,
     DAPRD_IMAGE,
+    DEVICE_DAPRD_IMAGE,
     EPOCH,
     INPUTS_LABEL,
     MOSQUITTO_IMAGE,
@@ -107,7 +108,7 @@ class Docker:
 
     def build(self, spec: Spec, context: Path, no_cache: bool) -> str:
         """Build offline; the (not yet normalized) image's ID."""
-        dockerfile = SOURCES / spec.name / "Dockerfile"
+        dockerfile = spec.dockerfile
         command = [self.client, "build", "--network=none", "-q", "-f", str(dockerfile)]
         command += ["--no-cache"] if no_cache else []
         for key, value in spec.args.items():
@@ -191,12 +192,13 @@ class Inputs:
     wheels: Path
     healthcheck: Path
     daprd: Path
+    device_daprd: Path
 
 
 @dataclass(frozen=True)
 class Spec:
-    """One image: its Dockerfile directory, context files (context path -> source), build
-    arguments and labels."""
+    """One image: its name, context files (context path -> source), build arguments and labels;
+    its Dockerfile is `images/<source>/` (default: its name)."""
 
     name: str
     tag: str
@@ -204,6 +206,11 @@ class Spec:
     files: dict[str, Path]
     args: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def dockerfile(self) -> Path:
+        return SOURCES / (self.source or self.name) / "Dockerfile"
 
 
 @dataclass(frozen=True)
@@ -233,7 +240,7 @@ def _fresh_dir(parent: Path, prefix: str, key: str) -> Path:
     return parent / f"{prefix}-{key}"
 
 
-def fetch(cache: Path, daprd: Path) -> Inputs:
+def fetch(cache: Path, daprd: Path, device_daprd: Path) -> Inputs:
     """Fetch (or find in the cache) every input: rootfs and .deb sets, wheels, the health check."""
     rootfs_key = digest_of(ROOTFS_SCRIPT.read_bytes() + os.environ.get("DEBIAN_MIRROR", "").encode())[:16]
     rootfs_dir = _fresh_dir(cache, "rootfs", rootfs_key)
@@ -269,7 +276,7 @@ def fetch(cache: Path, daprd: Path) -> Inputs:
         )
         out.rename(healthcheck)
     digest = (rootfs_dir / "rootfs.sha256").read_text().strip()
-    return Inputs(rootfs_dir / "rootfs.tar", digest, rootfs_dir / "debs", wheels, healthcheck, daprd)
+    return Inputs(rootfs_dir / "rootfs.tar", digest, rootfs_dir / "debs", wheels, healthcheck, daprd, device_daprd)
 
 
 def revision() -> str:
@@ -296,6 +303,7 @@ def specs(inputs: Inputs) -> list[Spec]:
     epoch = {"SOURCE_DATE_EPOCH": str(EPOCH)}
     debs = inputs.debs
     daprd_version = subprocess.run([str(inputs.daprd), "--version"], capture_output=True, text=True).stdout.strip()
+    device_version = subprocess.run([str(inputs.device_daprd), "--version"], capture_output=True, text=True)
     pip_wheel = next(inputs.wheels.glob("pip-*.whl")).name
     python_files = {
         "debs/python": debs / "python",
@@ -310,6 +318,7 @@ def specs(inputs: Inputs) -> list[Spec]:
         "group": SOURCES / "daprd" / "group",
         "ca-certificates.crt": inputs.rootfs.with_name("ca-certificates.crt"),
     }
+    device_daprd_files = {**daprd_files, "daprd": inputs.device_daprd}
     python = upstream_version(debs / "python", "python3.11")
     mosquitto_files = {"debs/mosquitto": debs / "mosquitto", "mosquitto.conf": SOURCES / "mosquitto" / "mosquitto.conf"}
     return [
@@ -350,6 +359,21 @@ def specs(inputs: Inputs) -> list[Spec]:
                 None,
                 source="https://github.com/dapr/dapr",
             ),
+        ),
+        Spec(
+            "daprd-device",
+            DEVICE_DAPRD_IMAGE,
+            None,
+            device_daprd_files,
+            epoch,
+            _labels(
+                "daprd-device",
+                "The device agent's Dapr sidecar: only the MQTT pub/sub and SQLite state components",
+                device_version.stdout.strip(),
+                None,
+                source="https://github.com/dapr/dapr",
+            ),
+            source="daprd",
         ),
         Spec(
             "redis",
@@ -406,7 +430,7 @@ def assemble(spec: Spec, context: Path, cache: Path) -> None:
 def inputs_digest(spec: Spec, context: Path, parent_id: str) -> str:
     """The digest of everything the image is built from."""
     digest = hashlib.sha256()
-    dockerfile = SOURCES / spec.name / "Dockerfile"
+    dockerfile = spec.dockerfile
     digest.update(json.dumps([spec.name, spec.tag, parent_id, spec.args, spec.labels]).encode())
     digest.update(Path(archive.__file__).read_bytes())  # how the image is normalized
     digest.update(dockerfile.read_bytes())
@@ -418,9 +442,10 @@ def inputs_digest(spec: Spec, context: Path, parent_id: str) -> str:
 
 
 class Builder:
-    def __init__(self, cache: Path, daprd: Path, no_cache: bool = False) -> None:
+    def __init__(self, cache: Path, daprd: Path, device_daprd: Path, no_cache: bool = False) -> None:
         self.cache = cache
         self.daprd = daprd
+        self.device_daprd = device_daprd
         self.no_cache = no_cache
         self.docker = Docker()
 
@@ -475,7 +500,7 @@ class Builder:
         return Outcome(name, tag, found["Id"], int(found["Size"]), time.monotonic() - started, built)
 
     def build_all(self) -> list[Outcome]:
-        inputs = fetch(self.cache, self.daprd)
+        inputs = fetch(self.cache, self.daprd, self.device_daprd)
         ca = inputs.rootfs.with_name("ca-certificates.crt")
         if not ca.exists():  # the daprd image takes the base's CA bundle
             subprocess.run(
@@ -489,6 +514,6 @@ class Builder:
 
     def verify_all(self, names: list[str]) -> list[tuple[str, str, str]]:
         """(image, tagged ID, rebuilt ID) for each image named (all but base when empty)."""
-        inputs = fetch(self.cache, self.daprd)
+        inputs = fetch(self.cache, self.daprd, self.device_daprd)
         chosen = [s for s in specs(inputs) if not names or s.name in names]
         return [(spec.tag, *self.verify(spec)) for spec in chosen]
