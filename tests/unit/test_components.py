@@ -80,10 +80,13 @@ def test_clusters_limit_who_may_invoke_what_over_mtls(target: str) -> None:
 @pytest.mark.parametrize("target", ["local", "k3s", "aks"])
 def test_every_app_that_checks_api_keys_reads_one_store(target: str) -> None:
     files = components.render(target, {"redis_port": "1", "mqtt_port": "2", "broker_user": "u", "broker_password": "p"})
-    auth = yaml.safe_load(files[f"{names.AUTH_STORE}.yaml"])
-    meta = {m["name"]: m.get("value") for m in auth["spec"]["metadata"]}
-    assert meta["keyPrefix"] == "name"  # not prefixed by app id: every app reads the same key records
-    assert names.DELTA_APP not in auth["scopes"]
+    found = [yaml.safe_load(text) for path, text in files.items() if path.startswith("auth/")]  # the chart's variants
+    for auth in found or [yaml.safe_load(files[f"{names.AUTH_STORE}.yaml"])]:
+        assert auth["metadata"]["name"] == names.AUTH_STORE
+        meta = {m["name"]: m.get("value") for m in auth["spec"]["metadata"]}
+        assert meta["keyPrefix"] == "name"  # not prefixed by app id: every app reads the same key records
+        assert names.DELTA_APP not in auth["scopes"]
+    assert (target == "aks") is bool(found)
     if target == "local":  # loopback only, no Sentry: no mTLS, so no access control either
         assert "daprsystem.yaml" not in files
         assert "accessControl" not in yaml.safe_load(files["configuration.yaml"])["spec"]
@@ -135,6 +138,7 @@ def test_the_chart_target_renders_every_backing_service_of_each_component() -> N
             variants.setdefault(choice, {})[variant] = doc
     assert {c: set(v) for c, v in variants.items()} == {
         "state": {"redis", "postgresql", "cosmosdb"},
+        "auth": {"redis", "postgresql", "cosmosdb"},  # in the state store's service (the chart picks by its type)
         "pubsub": {"redis", "kafka", "servicebus"},
         "broker": {"mqtt"},
         "artifacts": {"blob", "s3", "local"},
@@ -150,7 +154,8 @@ def test_the_chart_target_renders_every_backing_service_of_each_component() -> N
     for found in variants.values():  # credentials only from Secrets (or workload identity)
         for doc in found.values():
             for item in doc["spec"]["metadata"]:
-                if any(word in item["name"].lower() for word in ("password", "key", "connectionstring")):
+                secretish = ("password", "key", "connectionstring")
+                if item["name"] != "keyPrefix" and any(word in item["name"].lower() for word in secretish):
                     assert "secretKeyRef" in item, (doc["spec"]["type"], item["name"])
 
 
