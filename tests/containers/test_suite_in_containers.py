@@ -84,6 +84,26 @@ async def test_a_software_update_reaches_a_device_agent_container(
     assert status["connected"] is True
 
 
+async def test_writes_through_the_ingress_are_audited_across_apps(
+    stack: TwinfleetSuite, api: httpx.AsyncClient
+) -> None:
+    """Each app publishes its audit records on the internal pub/sub; the twin-store keeps them."""
+    device_id = new_device_id("audit")
+    assert (await api.put(f"/v1/twins/{device_id}")).status_code == 201  # twin-store
+    queued = await api.post(f"/v1/devices/{device_id}/commands", json={"name": "reboot"})  # commands
+    assert queued.status_code == 201, queued.text
+    refused = await api.delete(f"/v1/twins/{device_id}", headers={"Authorization": "Bearer not-a-token"})
+    assert refused.status_code == 401
+
+    async def trail() -> list[tuple[str, str, int]] | None:
+        page = await api.get("/v1/audit", params={"limit": 200})
+        found = [(r["app"], r["method"], r["status"]) for r in page.json()["items"] if r["target"] == device_id]
+        return sorted(found) if len(found) >= 3 else None
+
+    records = await eventually(trail, timeout=30, what="the audit records")
+    assert records == [("commands", "POST", 201), ("twin-store", "DELETE", 401), ("twin-store", "PUT", 201)]
+
+
 async def test_the_twin_store_container_killed_mid_stream_loses_nothing(stack: TwinfleetSuite) -> None:
     async def restart() -> None:
         await asyncio.to_thread(stack.restart, TWIN_STORE_APP, kill=True)
