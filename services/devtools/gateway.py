@@ -18,9 +18,18 @@ import httpx
 from starlette.types import Receive, Scope, Send
 
 from services.commands.access import RULES as COMMANDS
+from services.console.access import RULES as CONSOLE
 from services.events.access import RULES as EVENTS
 from services.firmware.access import RULES as FIRMWARE
-from services.platform.names import COMMANDS_APP, EVENTS_APP, FIRMWARE_APP, INGRESS_APP, ROLLOUT_APP, TWIN_STORE_APP
+from services.platform.names import (
+    COMMANDS_APP,
+    CONSOLE_APP,
+    EVENTS_APP,
+    FIRMWARE_APP,
+    INGRESS_APP,
+    ROLLOUT_APP,
+    TWIN_STORE_APP,
+)
 from services.rollout.access import RULES as ROLLOUT
 from services.twin_store.access import RULES as TWIN_STORE
 
@@ -30,19 +39,26 @@ _RULES = {
     EVENTS_APP: EVENTS,
     ROLLOUT_APP: ROLLOUT,
     FIRMWARE_APP: FIRMWARE,
+    CONSOLE_APP: CONSOLE,
 }
 _HOP_BY_HOP = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"dapr-api-token", b"dapr-app-id"}
 
 
 def routes() -> list[tuple[re.Pattern[str], str]]:
-    """(path pattern, app id) of every API path (not the apps' probes nor sidecar routes)."""
+    """(path pattern, app id) of every API path (not the apps' probes nor sidecar routes), and
+    the console's pages."""
     found: dict[str, str] = {}
     for app, rules in _RULES.items():
         for key, rule in rules.items():
             path = key.split(" ", 1)[1]
-            if path.startswith("/v1/") and rule.access.value != "sidecar":
+            if path.startswith(("/v1/", "/console")) and rule.access.value != "sidecar":
                 found[path] = app
-    return [(re.compile("^" + re.sub(r"\{[^/]+\}", "[^/]+", p) + "$"), a) for p, a in found.items()]
+    return [(re.compile("^" + _pattern(p) + "$"), a) for p, a in found.items()]
+
+
+def _pattern(template: str) -> str:
+    """A route template as a regular expression: `{name:path}` spans segments, `{name}` one."""
+    return re.sub(r"\{[^/]+\}", "[^/]+", re.sub(r"\{[^/{}]+:path\}", ".+", template))
 
 
 class Gateway:

@@ -29,6 +29,7 @@ from services.domain.software.grants import device_password
 from services.platform.names import (
     ARTIFACT_STORE_KEY,
     COMMANDS_APP,
+    CONSOLE_APP,
     DELTA_APP,
     DEVICE_BROKER_URL_KEY,
     DOWNLOAD_URL_KEY,
@@ -49,7 +50,11 @@ APPS = {
     COMMANDS_APP: "services.commands.main:app",
     ROLLOUT_APP: "services.rollout.main:app",
     FIRMWARE_APP: "services.firmware.main:app",
+    CONSOLE_APP: "services.console.main:app",
 }
+
+SUITE = (TWIN_STORE_APP, DELTA_APP, EVENTS_APP, COMMANDS_APP, ROLLOUT_APP, FIRMWARE_APP, CONSOLE_APP)
+"""Every cloud app: what `make run` starts (tests start the apps they need)."""
 
 
 def daprd_binary() -> str:
@@ -529,6 +534,9 @@ class Stack:
             found["TWINFLEET_FIRMWARE_URL"] = self.app_url(FIRMWARE_APP)
         elif app == DELTA_APP:
             found["TWINFLEET_DOWNLOAD_URLS"] = "false"
+        if app == CONSOLE_APP:  # the pages' calls go to each app's own sidecar
+            apps = {a: self.app_url(a) for a in self.ports if "#" not in a and a != CONSOLE_APP}
+            found["TWINFLEET_CONSOLE_APPS"] = json.dumps(apps)
         if app == FIRMWARE_APP:  # devices reach downloads directly, past no sidecar
             found["TWINFLEET_FIRMWARE_PUBLIC_URL"] = self.direct_url(FIRMWARE_APP)
         return found
