@@ -25,7 +25,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     A module may set `STACK_PROFILE` (topic profile), `STACK_ENV` (app settings),
     `STACK_ARTIFACTS` (`azure`: Azurite, the default; `binding`: chunk objects on disk) and
     `STACK_IDENTITY`, the name of a fixture giving the identity provider (default: the stack's own
-    issuer), to vary it.
+    issuer), and `STACK_APPS` (the apps to run), to vary it.
     """
     identity_fixture = getattr(request.module, "STACK_IDENTITY", None)
     run = Stack(
@@ -35,6 +35,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         redis_fsync=getattr(request.module, "STACK_REDIS_FSYNC", "everysec"),
         identity=request.getfixturevalue(identity_fixture) if identity_fixture else None,
         artifact_store=getattr(request.module, "STACK_ARTIFACTS", "azure"),
+        **({"apps": request.module.STACK_APPS} if hasattr(request.module, "STACK_APPS") else {}),
     )
     try:
         run.start()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Annotated
 
@@ -27,7 +28,7 @@ from services.contracts.console import (
     SessionView,
     SignIn,
 )
-from services.domain.errors import bad_request, not_found
+from services.domain.errors import TwinError, bad_request, not_found
 from services.domain.twin.fleet import Facet, FleetQuery, SortKey
 from services.platform.auth import Authenticator, Caller
 from services.platform.http import provided
@@ -49,7 +50,10 @@ class Forwarder:
 
     def __init__(self, settings: ConsoleSettings) -> None:
         self._settings = settings
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(60, connect=5), headers=settings.sidecar_headers())
+        jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))  # one client, many callers: keep no cookies
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(60, connect=5), headers=settings.sidecar_headers(), cookies=jar
+        )
 
     def url(self, app: str, path: str) -> str:
         return app_url(app, self._settings.dapr_http_port, self._settings.console_apps.get(app, "")) + path
@@ -84,10 +88,17 @@ async def create_session(body: SignIn, authenticator: Auth, settings: Settings, 
 
 
 @router.get("/v1/console/session", response_model=SessionView, tags=["console"])
-async def who(request: Request, caller: Caller) -> SessionView:
-    """Who is signed in."""
-    bearer = (request.headers.get("authorization") or "").partition(" ")[2].strip()
-    return session_view(caller, bearer)
+async def who(request: Request, authenticator: Auth) -> SessionView:
+    """Who is signed in: `signedIn` false (not a 401) when nobody is, or the session's credential
+    stopped working (expired, revoked), so the page can offer sign-in."""
+    authorization = request.headers.get("authorization")
+    try:
+        principal = await authenticator.principal(authorization)
+    except TwinError as error:
+        if int(error.code) != 401:
+            raise
+        return SessionView(signed_in=False)
+    return session_view(principal, (authorization or "").partition(" ")[2].strip())
 
 
 @router.delete("/v1/console/session", status_code=204, tags=["console"])

@@ -21,11 +21,14 @@ class SignIn(RequestModel):
 
 
 class SessionView(ApiModel):
-    subject: str
-    name: str
-    kind: str
-    roles: list[str]
-    expires_at: int
+    """Who is signed in (`signedIn` false, the rest empty: nobody)."""
+
+    signed_in: bool = True
+    subject: str = ""
+    name: str = ""
+    kind: str = ""
+    roles: list[str] = Field(default_factory=list)
+    expires_at: int = 0
 
 
 class FacetCount(ApiModel):

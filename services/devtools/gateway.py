@@ -13,6 +13,7 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 from starlette.types import Receive, Scope, Send
@@ -66,7 +67,9 @@ class Gateway:
         self.sidecars = sidecars
         self.token = dapr_token
         self.routes = routes()
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(300, connect=5))
+        # No cookie jar: a `Set-Cookie` one caller got (the console's session) must never ride along
+        # on another caller's requests.
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(300, connect=5), cookies=no_cookies())
 
     def target(self, path: str) -> str | None:
         return next((app for pattern, app in self.routes if pattern.match(path)), None)
@@ -119,6 +122,11 @@ class Gateway:
             await send({"type": "http.response.body", "body": b""})
         finally:
             await response.aclose()
+
+
+def no_cookies() -> CookieJar:
+    """A cookie jar that keeps nothing (for a client that forwards many callers' requests)."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 def _forwardable(path: str) -> bool:

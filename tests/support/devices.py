@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 from services.contracts.topics import profile
+from services.devtools.fleet.fleet import SimulatedDevice, initial_state
 from services.devtools.fleet.link import DeviceLink
 from services.devtools.stack import Stack
 
@@ -25,3 +29,24 @@ def link(stack: Stack, device_id: str, shadow: str = "", *, provision: bool = Tr
         shadow,
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+@contextlib.asynccontextmanager
+async def simulated_devices(stack: Stack, ids: list[str], refusing: set[str] = frozenset()) -> AsyncIterator[None]:  # type: ignore[assignment]
+    """Simulated devices (own MQTT connection each) that apply their desired state and report it;
+    those in `refusing` report the `config` key FAILED instead."""
+    passwords = stack.provision_devices(ids)
+    async with contextlib.AsyncExitStack() as exits:
+        runs = []
+        for device_id in ids:
+            link = DeviceLink(device_id, passwords[device_id], "127.0.0.1", stack.mqtt_port, profile("default"))
+            await exits.enter_async_context(link)
+            refuses = frozenset({"config"}) if device_id in refusing else frozenset()
+            device = SimulatedDevice(link, 0, initial_state(device_id), refuses=refuses)
+            runs.append(asyncio.create_task(device.run()))
+        try:
+            yield
+        finally:
+            for run in runs:
+                run.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
