@@ -119,6 +119,10 @@ $(LOADGEN): bench/loadgen/main.go bench/loadgen/go.mod
 $(FLOORGO): bench/floorgo/main.go bench/floorgo/go.mod
 	@cd bench/floorgo && go build -o $(FLOORGO) .
 
+.PHONY: grafana ## write the suite's Grafana dashboard and copy Dapr's own from its Go module into deploy/grafana
+grafana: setup
+	@$(PY) -m services.devtools.grafana $(DAPR_RUNTIME_VERSION)
+
 .PHONY: components ## render the Dapr components for k3s and aks into deploy/
 components: setup
 	@$(PY) -m services.devtools components

@@ -21,7 +21,7 @@ from services.contracts.console import LiveChange
 from services.contracts.events import TwinChanged
 from services.contracts.twins import FullTwinSummary
 from services.domain.access import Scope, in_scope
-from services.domain.twin.fleet import Entry, FleetIndex, entry_of
+from services.domain.twin.fleet import Entry, Facet, FleetIndex, entry_of
 
 log = structlog.get_logger()
 RELOAD = "reload"
@@ -105,8 +105,16 @@ class FleetView:
                     deleted=event.current is None,
                 )
                 live.append((change, dict(event.tags)))
-        metrics.INDEXED.set(len(self.index))
+        self._export()
         self.hub.publish(live)
+
+    def _export(self) -> None:
+        metrics.INDEXED.set(len(self.index))
+        _, counts = self.index.counts()
+        metrics.DEVICES.clear()
+        for facet in (Facet.CONNECTION, Facet.ENCODING, Facet.SOFTWARE):
+            for value, count in counts[facet].items():
+                metrics.DEVICES.labels(facet.value, value).set(count)
 
     async def rebuild(self) -> None:
         """Read every twin once (retrying while the twin-store is not up yet); events arriving
@@ -123,5 +131,6 @@ class FleetView:
                 log.warning("fleet index scan failed; retrying", error=repr(error))
                 await asyncio.sleep(1.0)
         self.ready = True
+        self._export()
         metrics.REBUILD_SECONDS.set(time.monotonic() - started)
         log.info("fleet index rebuilt", twins=len(self.index), seconds=round(time.monotonic() - started, 2))

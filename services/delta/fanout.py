@@ -7,6 +7,7 @@ is sent (late binding): the object store's own URL, or the app's HMAC URL for pr
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from services.contracts.events import DeltaRequested, TwinChanged
 from services.contracts.firmware import UrlRequest
 from services.contracts.topics import Operation, Reply, TopicProfile, TwinAddress
 from services.contracts.wire import WireEncoding
-from services.delta.metrics import PUBLISHED
+from services.delta.metrics import FANOUT_LAG, PUBLISHED
 from services.domain.software.twin_key import delta_artifact, with_download_url
 from services.domain.twin.fanout import plan_fanout
 from services.platform.device_broker import DevicePublisher
@@ -83,6 +84,10 @@ class Fanout:
                     raise result
                 PUBLISHED.labels(kind).inc()
             self._sent = sent
+        now = time.time()
+        for event in events:
+            if isinstance(event, TwinChanged):
+                FANOUT_LAG.observe(max(0.0, now - event.timestamp))
 
 
 def device_encodings(events: Sequence[TwinChanged | DeltaRequested]) -> dict[TwinAddress, WireEncoding]:

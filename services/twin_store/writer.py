@@ -27,7 +27,7 @@ from services.platform.device_broker import DevicePublisher
 from services.platform.sidecar import Sidecar, Stored, gather_bounded
 from services.platform.state import Put, StateRepository
 from services.twin_store.listing import TwinListing
-from services.twin_store.metrics import BATCH_SIZE, COMMANDS, CONFLICT_RETRIES
+from services.twin_store.metrics import ACCEPT_SECONDS, BATCH_SIZE, COMMANDS, CONFLICT_RETRIES, REJECTS
 
 log = structlog.get_logger()
 MAX_PUBLISHING_BATCHES = 4
@@ -38,6 +38,7 @@ MAX_PUBLISHING_BATCHES = 4
 class _Pending:
     command: Command
     done: asyncio.Future[Effects]
+    queued_at: float = 0.0
 
 
 class TwinWriter:
@@ -78,7 +79,7 @@ class TwinWriter:
 
     async def submit(self, command: Command) -> Effects:
         done: asyncio.Future[Effects] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(command, done))
+        await self._queue.put(_Pending(command, done, time.monotonic()))
         return await done
 
     async def _run(self) -> None:
@@ -124,8 +125,12 @@ class TwinWriter:
         except Exception as error:  # noqa: BLE001 - the waiters' messages are redelivered
             _fail(batch, error)
             return
+        now = time.monotonic()
         for pending, effect in zip(batch, effects, strict=True):
             COMMANDS.labels(type(pending.command).__name__, "error" if effect.error else "ok").inc()
+            ACCEPT_SECONDS.observe(now - pending.queued_at)
+            if effect.error is not None:
+                REJECTS.labels(str(int(effect.error.code))).inc()
             if not pending.done.done():
                 pending.done.set_result(effect)
 
