@@ -20,8 +20,16 @@ cp "$config" "$work/builder.yaml"
 cd "$work"
 echo "building the OpenTelemetry Collector v$version (OTLP, batch, file) — the first build takes a few minutes" >&2
 GOBIN="$work/bin" go install "go.opentelemetry.io/collector/cmd/builder@v$version"
-CGO_ENABLED=0 "$work/bin/builder" --config builder.yaml --ldflags "-s -w" >&2
-mv build/otelcol-twinfleet "$out.tmp"
+# The builder writes the sources; the modules are resolved here with `go mod tidy -e`, since a test
+# dependency of the file exporter (an encoding extension) is not served by the module proxy and
+# is not needed to build.
+"$work/bin/builder" --config builder.yaml --skip-compilation --skip-get-modules >&2
+cd build
+go mod init otelcol-twinfleet >&2
+# shellcheck disable=SC2046 # one `module@version` argument per component of the config
+go get $(sed -nE 's/^ *- gomod: ([^ ]+) (v[^ ]+)$/\1@\2/p' ../builder.yaml) >&2
+go mod tidy -e >&2
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out.tmp" .
 mv "$out.tmp" "$out"
 rm -rf "$work"
 echo "$out"
