@@ -54,7 +54,7 @@ def spans_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     }
     (directory / "config.yaml").write_text(json.dumps(config))
     process = ManagedProcess(
-        "otelcol", [collector_binary(), "--config", str(directory / "config.yaml")], directory / "otelcol.log"
+        "otelcol", [collector_binary(), "--config", f"file:{directory / 'config.yaml'}"], directory / "otelcol.log"
     )
     process.start()
     try:
