@@ -4,6 +4,9 @@ the cloud has taken a device's events."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+
 import typer
 from rich.table import Table
 
@@ -59,3 +62,14 @@ def cursor(device_id: str) -> None:
     """How far the cloud has taken a device's events (the next sequence number, events lost)."""
     view = events(lambda api: api.cursor(device_id))
     console.print(f"{device_id}: next seq {view.next_seq}, lost {view.lost}")
+
+
+@events_group.command("recent")
+def recent(device_id: str) -> None:
+    """A device's last events (newest first, at most 20; the console keeps them)."""
+    table = Table("seq", "time", "type", "data")
+    for e in fleet(lambda api: api.recent_events(device_id)).items:
+        table.add_row(
+            str(e.seq), datetime.fromtimestamp(e.ts, UTC).isoformat(timespec="seconds"), e.type, json.dumps(e.data)
+        )
+    console.print(table)

@@ -57,6 +57,7 @@ OPERATIONS: dict[str, str] = {
     # console
     "GET /v1/console/fleet": "fleet counts",
     "GET /v1/console/fleet/devices": "fleet devices",
+    "GET /v1/console/devices/{device_id}/events": "events recent",
 }
 
 NO_VERB: dict[str, str] = {

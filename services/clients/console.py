@@ -4,7 +4,7 @@ clients, for the `twin fleet` and `twin events` commands."""
 from __future__ import annotations
 
 from services.clients.base import ApiClient
-from services.contracts.console import FleetCounts, FleetDevicePage
+from services.contracts.console import FleetCounts, FleetDevicePage, RecentEventList
 from services.contracts.device_events import EventCursorView
 
 
@@ -32,6 +32,10 @@ class ConsoleClient(ApiClient):
         return FleetDevicePage.model_validate(
             (await self.call("GET", "/v1/console/fleet/devices", params=params)).json()
         )
+
+    async def recent_events(self, device_id: str) -> RecentEventList:
+        response = await self.call("GET", f"/v1/console/devices/{device_id}/events")
+        return RecentEventList.model_validate(response.json())
 
 
 class EventsClient(ApiClient):

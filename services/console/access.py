@@ -16,10 +16,12 @@ RULES: dict[str, Rule] = {
     "GET /v1/console/fleet": allow(Role.VIEWER, scoped=True),
     "GET /v1/console/fleet/devices": allow(Role.VIEWER, scoped=True),
     "GET /v1/console/live": allow(Role.VIEWER, scoped=True),
+    "GET /v1/console/devices/{device_id}/events": allow(Role.VIEWER, scoped=True),
     f"GET {FORWARDED}": allow(Role.VIEWER, scoped=True),
     f"POST {FORWARDED}": allow(Role.VIEWER, scoped=True),
     f"PATCH {FORWARDED}": allow(Role.VIEWER, scoped=True),
     f"PUT {FORWARDED}": allow(Role.VIEWER, scoped=True),
     f"DELETE {FORWARDED}": allow(Role.VIEWER, scoped=True),
     "POST /events/twin-changed": SIDECAR,
+    "POST /events/device-events": SIDECAR,
 }

@@ -17,7 +17,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from services.clients.base import app_url
 from services.console import metrics
-from services.console.fleet import RELOAD, FleetView
+from services.console.fleet import RELOAD, FleetView, RecentEvents
 from services.console.session import clear_cookie_header, session_view, set_cookie_header, sign_in
 from services.console.settings import ConsoleSettings
 from services.contracts.console import (
@@ -25,9 +25,12 @@ from services.contracts.console import (
     FleetCounts,
     FleetDevice,
     FleetDevicePage,
+    RecentEvent,
+    RecentEventList,
     SessionView,
     SignIn,
 )
+from services.domain.access import check_in_scope
 from services.domain.errors import TwinError, bad_request, not_found
 from services.domain.twin.fleet import Facet, FleetQuery, SortKey
 from services.platform.auth import Authenticator, Caller
@@ -41,6 +44,7 @@ TOP_TAGS = 50
 
 router = APIRouter()
 View = Annotated[FleetView, provided(FleetView)]
+Recent = Annotated[RecentEvents, provided(RecentEvents)]
 Settings = Annotated[ConsoleSettings, provided(ConsoleSettings)]
 Auth = Annotated[Authenticator, provided(Authenticator)]
 
@@ -187,6 +191,16 @@ async def live(
 
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+@router.get("/v1/console/devices/{device_id}/events", response_model=RecentEventList, tags=["console"])
+async def recent_events(device_id: str, view: View, recent: Recent, caller: Caller) -> RecentEventList:
+    """A device's last events (newest first, at most 20), as the console heard them on `device.events`."""
+    if caller.scope:
+        entry = view.index.get(device_id)
+        check_in_scope(f"device {device_id}", entry.tags if entry else None, caller.scope)
+    items = [RecentEvent(seq=e.seq, ts=e.ts, type=e.type, data=e.data) for e in recent.of(device_id)]
+    return RecentEventList(items=items)
 
 
 # -- forwarding ---------------------------------------------------------------------------------

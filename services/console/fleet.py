@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import structlog
 from services.clients.twin_store import TwinStoreClient
 from services.console import metrics
 from services.contracts.console import LiveChange
-from services.contracts.events import TwinChanged
+from services.contracts.events import DeviceEventRecorded, TwinChanged
 from services.contracts.twins import FullTwinSummary
 from services.domain.access import Scope, in_scope
 from services.domain.twin.fleet import Entry, Facet, FleetIndex, entry_of
@@ -77,6 +78,33 @@ class LiveHub:
                     while not subscriber.queue.empty():
                         subscriber.queue.get_nowait()
                     subscriber.queue.put_nowait(RELOAD)
+
+
+class RecentEvents:
+    """The last `per_device` events of the `devices` most recently heard from (`device.events`),
+    de-duplicated and ordered by (device, seq) as that topic's contract asks."""
+
+    def __init__(self, per_device: int = 20, devices: int = 10_000) -> None:
+        self._per_device = per_device
+        self._devices = devices
+        self._events: OrderedDict[str, dict[int, DeviceEventRecorded]] = OrderedDict()
+
+    def add(self, events: Sequence[DeviceEventRecorded]) -> None:
+        for event in events:
+            kept = self._events.setdefault(event.device_id, {})
+            self._events.move_to_end(event.device_id)
+            kept[event.seq] = event
+            if len(kept) > self._per_device:
+                del kept[min(kept)]
+            if len(self._events) > self._devices:
+                self._events.popitem(last=False)
+
+    def of(self, device_id: str) -> list[DeviceEventRecorded]:
+        """Newest first."""
+        return [e for _, e in sorted(self._events.get(device_id, {}).items(), reverse=True)]
+
+    async def take(self, events: Sequence[DeviceEventRecorded]) -> None:
+        self.add(events)
 
 
 class FleetView:

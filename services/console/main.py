@@ -15,10 +15,10 @@ from services.clients.credentials import service_auth
 from services.clients.twin_store import TwinStoreClient
 from services.console.access import RULES
 from services.console.api import Forwarder, router
-from services.console.fleet import FleetView, LiveHub
+from services.console.fleet import FleetView, LiveHub, RecentEvents
 from services.console.session import SessionCookie
 from services.console.settings import ConsoleSettings, get_console_settings
-from services.contracts.events import TWIN_CHANGED_TOPIC, TwinChanged
+from services.contracts.events import DEVICE_EVENTS_TOPIC, TWIN_CHANGED_TOPIC, DeviceEventRecorded, TwinChanged
 from services.platform.auth import ApiKeyVerifier, Authenticator, TokenVerifier
 from services.platform.cloudevents import handle_bulk, subscription
 from services.platform.http import install_common, provided
@@ -28,6 +28,7 @@ from services.platform.sidecar import Sidecar
 from services.platform.state import StateRepository
 
 TWIN_CHANGED_ROUTE = "/events/twin-changed"
+DEVICE_EVENTS_ROUTE = "/events/device-events"
 
 
 @svcs.fastapi.lifespan
@@ -41,6 +42,7 @@ async def lifespan(app: FastAPI, registry: svcs.Registry) -> AsyncGenerator[None
         keys = ApiKeyVerifier(StateRepository(sidecar, store=AUTH_STORE))
         forwarder = Forwarder(settings)
         registry.register_value(FleetView, view)
+        registry.register_value(RecentEvents, RecentEvents())
         registry.register_value(ConsoleSettings, settings)
         registry.register_value(Authenticator, Authenticator(TokenVerifier(settings), keys))
         registry.register_value(Forwarder, forwarder)
@@ -57,10 +59,19 @@ app.include_router(router)
 
 @app.get("/dapr/subscribe", include_in_schema=False)
 async def subscriptions() -> list[dict[str, Any]]:
-    return [subscription(INTERNAL_PUBSUB, TWIN_CHANGED_TOPIC, TWIN_CHANGED_ROUTE, bulk=500, bulk_wait_ms=50)]
+    return [
+        subscription(INTERNAL_PUBSUB, TWIN_CHANGED_TOPIC, TWIN_CHANGED_ROUTE, bulk=500, bulk_wait_ms=50),
+        subscription(INTERNAL_PUBSUB, DEVICE_EVENTS_TOPIC, DEVICE_EVENTS_ROUTE, bulk=500, bulk_wait_ms=200),
+    ]
 
 
 @app.post(TWIN_CHANGED_ROUTE, include_in_schema=False)
 async def twin_changed(request: Request, view: Annotated[FleetView, provided(FleetView)]) -> dict[str, Any]:
     """A bulk delivery of `twin.changed`."""
     return await handle_bulk(await request.json(), TwinChanged, view.twin_changed)
+
+
+@app.post(DEVICE_EVENTS_ROUTE, include_in_schema=False)
+async def device_events(request: Request, recent: Annotated[RecentEvents, provided(RecentEvents)]) -> dict[str, Any]:
+    """A bulk delivery of `device.events` (the device pages' last events)."""
+    return await handle_bulk(await request.json(), DeviceEventRecorded, recent.take)

@@ -74,3 +74,16 @@ class LiveChange(ApiModel):
     timestamp: int
     cause: str
     deleted: bool
+
+
+class RecentEvent(ApiModel):
+    seq: int
+    ts: float
+    type: str
+    data: JsonObject
+
+
+class RecentEventList(ApiModel):
+    """A device's last events the console heard (newest first; at most 20, kept in memory)."""
+
+    items: list[RecentEvent]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,15 +17,25 @@ import httpx
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 
+from services.contracts.device_events import DeviceEvent, EventBatch
+from services.contracts.topics import DeviceChannels
 from services.devtools.stack import Stack
 from services.domain.rollout.membership import rank
-from services.platform.names import COMMANDS_APP, CONSOLE_APP, DELTA_APP, FIRMWARE_APP, ROLLOUT_APP, TWIN_STORE_APP
-from tests.support.devices import simulated_devices
+from services.platform.names import (
+    COMMANDS_APP,
+    CONSOLE_APP,
+    DELTA_APP,
+    EVENTS_APP,
+    FIRMWARE_APP,
+    ROLLOUT_APP,
+    TWIN_STORE_APP,
+)
+from tests.support.devices import link, simulated_devices
 from tests.support.hydra import Hydra
 from tests.support.waiting import eventually
 
 STACK_IDENTITY = "hydra"
-STACK_APPS = (TWIN_STORE_APP, DELTA_APP, COMMANDS_APP, ROLLOUT_APP, FIRMWARE_APP, CONSOLE_APP)
+STACK_APPS = (TWIN_STORE_APP, DELTA_APP, EVENTS_APP, COMMANDS_APP, ROLLOUT_APP, FIRMWARE_APP, CONSOLE_APP)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "console"
 WIDTHS = {"laptop": (1366, 900), "tablet": (820, 1180)}
 pytestmark = pytest.mark.browser
@@ -109,6 +120,11 @@ async def test_sign_in_find_a_device_change_desired_and_see_the_delta_live(
     await expect(page.locator("#fleet-total")).to_have_text("12")
     await expect(page.locator("#fleet-counts")).to_contain_text("region=eu")
     await shoot(page, "fleet")
+    reached = set()  # keyboard reachable: the navigation, the search and the sort headers by Tab
+    for _ in range(40):
+        await page.keyboard.press("Tab")
+        reached.add(await page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
+    assert {"Fleet", "Configurations", "Releases", "search-id", "search-tag", "Device ▲"} <= reached, reached
 
     await page.fill("#search-tag", "region=us")
     await page.press("#search-tag", "Enter")
@@ -125,8 +141,12 @@ async def test_sign_in_find_a_device_change_desired_and_see_the_delta_live(
     await page.keyboard.press("Enter")
     await expect(page.locator("#fleet-total")).to_have_text("13")
 
+    async with link(stack, "kitchen-03") as device:  # an event the device page lists
+        event = DeviceEvent(seq=1, ts=time.time(), type="door-opened", data={"door": "front"})
+        await device.send(DeviceChannels("kitchen-03").events, EventBatch(events=[event]).model_dump(mode="json"))
     await page.click("text=kitchen-03")
     await expect(page.locator("h1")).to_contain_text("Device kitchen-03")
+    await expect(page.locator("#events")).to_contain_text("door-opened")
     await page.fill("#desired-patch", '{"config": {"fan": "on"}}')
     await page.click("#save-desired")
     await expect(page.locator("#delta")).to_contain_text('config.fan = "on"')

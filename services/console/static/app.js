@@ -194,9 +194,10 @@ function section(title, value, meta, id) {
 
 async function devicePage(deviceId) {
   async function load() {
-    const [twin, commands] = await Promise.all([
+    const [twin, commands, events] = await Promise.all([
       api("twin-store", `/v1/twins/${enc(deviceId)}`),
       api("commands", `/v1/devices/${enc(deviceId)}/commands`).then((items) => ({ items })).catch((e) => ({ items: [], error: e.message })),
+      call(`/v1/console/devices/${enc(deviceId)}/events`).catch((e) => ({ items: [], error: e.message })),
     ]);
     const state = twin.state || {}, meta = twin.metadata || {};
     const software = (state.reported || {}).software;
@@ -239,7 +240,11 @@ async function devicePage(deviceId) {
         } }, commandName, commandArgs, h("button", { type: "submit", id: "send-command" }, "Send command")),
         commands.error ? h("p", { class: "error" }, commands.error) : "",
         h("table", { id: "commands" }, h("thead", {}, h("tr", {}, h("th", {}, "Command"), h("th", {}, "Status"), h("th", {}, "Created"), h("th", {}, "Deliveries"), h("th", {}, "Result"))),
-          h("tbody", {}, (commands.items || []).map((c) => h("tr", {}, h("td", {}, c.name), h("td", {}, c.status), h("td", {}, when(c.createdAt)), h("td", {}, c.deliveries), h("td", {}, c.result ? JSON.stringify(c.result) : c.reason || "")))))));
+          h("tbody", {}, (commands.items || []).map((c) => h("tr", {}, h("td", {}, c.name), h("td", {}, c.status), h("td", {}, when(c.createdAt)), h("td", {}, c.deliveries), h("td", {}, c.result ? JSON.stringify(c.result) : c.reason || "")))))),
+      h("section", { class: "card" }, h("h2", {}, "Last events"),
+        events.error ? h("p", { class: "error" }, events.error) : "",
+        events.items.length ? h("table", { id: "events" }, h("thead", {}, h("tr", {}, h("th", {}, "Seq"), h("th", {}, "Time"), h("th", {}, "Type"), h("th", {}, "Data"))),
+          h("tbody", {}, events.items.map((e) => h("tr", {}, h("td", {}, e.seq), h("td", {}, when(e.ts)), h("td", {}, e.type), h("td", {}, h("code", {}, JSON.stringify(e.data))))))) : h("p", { class: "muted", id: "events" }, "no events heard since the console started")));
   }
   await load();
   follow(deviceId, () => load().catch(() => {}));
