@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, settings
 
 from services.devtools.stack import Stack
 from services.platform.names import FIRMWARE_APP, ROLLOUT_APP
+from tests.support.hydra import Hydra
 
 # Test data generation time depends on what else the machine runs (the suite starts real
 # processes); no deadline and no "too slow" verdicts, so a loaded CI machine gives the same result.
@@ -42,6 +43,17 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield run
     finally:
         run.stop()
+
+
+@pytest.fixture(scope="module")
+def hydra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hydra]:
+    """A Hydra of its own for a test module (`STACK_IDENTITY = "hydra"` makes the stack trust it)."""
+    provider = Hydra(Path(tmp_path_factory.mktemp("hydra")))
+    try:
+        provider.start()
+        yield provider
+    finally:
+        provider.stop()
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from services.devtools import components
 from services.devtools.broker import SERVICE_USER, BrokerAccounts, config_text, new_secret, sdk_suffix_plugin
 from services.devtools.identity import Identity, LocalIssuer
 from services.devtools.pki import LocalCA, TlsIdentity
-from services.devtools.processes import ManagedProcess, free_port, wait_for_http, wait_for_port
+from services.devtools.processes import ManagedProcess, built_binary, free_port, wait_for_http, wait_for_port
 from services.devtools.release_team import ReleaseTeam
 from services.domain.software import repository as tuf_rules
 from services.domain.software.grants import device_password
@@ -59,14 +59,7 @@ SUITE = (TWIN_STORE_APP, DELTA_APP, EVENTS_APP, COMMANDS_APP, ROLLOUT_APP, FIRMW
 
 def daprd_binary() -> str:
     """The daprd built by `make setup` (TWINFLEET_DAPRD, else the newest in the build cache)."""
-    explicit = os.environ.get("TWINFLEET_DAPRD")
-    if explicit:
-        return explicit
-    cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet")) / "bin"
-    found = sorted(cache.glob("daprd-[0-9]*")) if cache.exists() else []
-    if not found:
-        raise FileNotFoundError("daprd not built yet: run `make setup`")
-    return str(found[-1])
+    return built_binary("TWINFLEET_DAPRD", "daprd-[0-9]*", "daprd not built yet: run `make setup`")
 
 
 GATEWAY = "services.devtools.gateway:app"

@@ -10,7 +10,7 @@ import asyncio
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -46,16 +46,6 @@ def chromium() -> str:
     if not found:
         pytest.fail("Debian's chromium is not installed (`make setup` installs it)")
     return found
-
-
-@pytest.fixture(scope="module")
-def hydra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hydra]:
-    provider = Hydra(Path(tmp_path_factory.mktemp("hydra")))
-    try:
-        provider.start()
-        yield provider
-    finally:
-        provider.stop()
 
 
 @pytest.fixture(scope="module")

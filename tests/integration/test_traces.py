@@ -5,11 +5,7 @@ found in the local tracing backend (an OpenTelemetry Collector built from its Go
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import socket
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.devtools.processes import ManagedProcess, free_port
+from services.devtools.processes import ManagedProcess, built_binary, free_port, wait_for_port
 from services.devtools.stack import Stack
 from services.platform.names import DELTA_APP, TWIN_STORE_APP
 from tests.support.devices import link, new_device_id
@@ -29,14 +25,7 @@ STACK_ENV = {"TWINFLEET_OTLP_ENDPOINT": f"http://127.0.0.1:{OTLP_PORT}"}
 
 
 def collector_binary() -> str:
-    explicit = os.environ.get("TWINFLEET_OTELCOL")
-    if explicit:
-        return explicit
-    cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet")) / "bin"
-    found = sorted(cache.glob("otelcol-twinfleet-*")) if cache.exists() else []
-    if not found:
-        pytest.fail("the tracing backend is not built: `make test` builds it (scripts/build-otelcol.sh)")
-    return str(found[-1])
+    return built_binary("TWINFLEET_OTELCOL", "otelcol-twinfleet-*", "the tracing backend is not built: `make tracing`")
 
 
 @pytest.fixture(scope="module")
@@ -58,21 +47,13 @@ def spans_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     process.start()
     try:
-        _wait_for_port(OTLP_PORT, process)
+        try:
+            wait_for_port(OTLP_PORT, 30, process.process)
+        except (RuntimeError, TimeoutError) as error:
+            raise RuntimeError(f"the collector did not start: {error}\n{process.log_tail()}") from error
         yield out
     finally:
         process.stop()
-
-
-def _wait_for_port(port: int, process: ManagedProcess, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not process.alive():
-            raise RuntimeError(f"the collector exited:\n{process.log_tail()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"the collector did not listen on {port}:\n{process.log_tail()}")
 
 
 def traces(path: Path) -> dict[str, set[tuple[str, str]]]:
