@@ -32,6 +32,7 @@ from services.platform.names import (
 )
 from tests.support.devices import link, simulated_devices
 from tests.support.hydra import Hydra
+from tests.support.releases import image, publish
 from tests.support.waiting import eventually
 
 STACK_IDENTITY = "hydra"
@@ -72,8 +73,9 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     opened.on("console", on_console)
     opened.on("pageerror", lambda error: errors.append(f"page error: {error}"))
     yield opened
+    seen = list(errors)  # what the page logged while the test drove it (not while it is torn down)
     await context.close()
-    assert not errors, "\n".join(errors)
+    assert not seen, "\n".join(seen)
 
 
 async def shoot(page: Page, name: str) -> None:
@@ -103,7 +105,12 @@ async def create_twins(api: httpx.AsyncClient, tags: dict[str, dict[str, str]]) 
 
 
 async def test_sign_in_find_a_device_change_desired_and_see_the_delta_live(
-    page: Page, stack: Stack, hydra: Hydra, api: httpx.AsyncClient
+    page: Page,
+    stack: Stack,
+    hydra: Hydra,
+    api: httpx.AsyncClient,
+    firmware: httpx.AsyncClient,
+    rollouts: httpx.AsyncClient,
 ) -> None:
     await create_twins(api, {f"kitchen-{i:02d}": {"region": "eu" if i % 2 else "us"} for i in range(12)})
     await sign_in(page, stack, hydra)
@@ -134,6 +141,11 @@ async def test_sign_in_find_a_device_change_desired_and_see_the_delta_live(
     async with link(stack, "kitchen-03") as device:  # an event the device page lists
         event = DeviceEvent(seq=1, ts=time.time(), type="door-opened", data={"door": "front"})
         await device.send(DeviceChannels("kitchen-03").events, EventBatch(events=[event]).model_dump(mode="json"))
+
+    async def heard() -> bool:
+        return bool((await api.get("/v1/console/devices/kitchen-03/events")).json()["items"])
+
+    await eventually(heard, timeout=30, what="the event reached the console")
     await page.click("text=kitchen-03")
     await expect(page.locator("h1")).to_contain_text("Device kitchen-03")
     await expect(page.locator("#events")).to_contain_text("door-opened")
@@ -150,8 +162,17 @@ async def test_sign_in_find_a_device_change_desired_and_see_the_delta_live(
     await expect(page.locator("#commands")).to_contain_text("ping")
     await shoot(page, "device")
 
+    artifact = await publish(stack, firmware, "gateway", "2.0.0", image("2.0.0"))
+    spec = {
+        "id": "gateway-2",
+        "targetCondition": "true",
+        "content": {"software": {"artifact": artifact, "version": "2.0.0"}},
+    }
+    assert (await rollouts.post("/v1/configurations", json=spec)).status_code == 201
     await page.click("text=Releases")
     await expect(page.locator("h1")).to_have_text("Releases")
+    await expect(page.locator("#artifacts")).to_contain_text("gateway")
+    await expect(page.locator("#artifacts")).to_contain_text("gateway-2 (draft)")
     await expect(page.locator("#keys")).to_contain_text("root")
     await shoot(page, "releases")
 
