@@ -29,6 +29,10 @@ KUBECONFORM := $(TWINFLEET_CACHE)/bin/kubeconform-$(KUBECONFORM_VERSION)
 # The OIDC provider the access tests get real client-credentials tokens from (ORY Hydra, its Go module).
 HYDRA_VERSION := 2.3.0
 HYDRA := $(TWINFLEET_CACHE)/bin/hydra-$(HYDRA_VERSION)
+# The local tracing backend (the trace test): an OpenTelemetry Collector with OTLP in and the file
+# exporter, built by the collector's builder; keyed by version and the builder config's hash.
+OTELCOL_VERSION := 0.165.0
+OTELCOL := $(TWINFLEET_CACHE)/bin/otelcol-twinfleet-$(OTELCOL_VERSION)-$(shell sha256sum tools/otelcol/builder.yaml | cut -c1-12)
 VENV := .venv
 PY := $(VENV)/bin/python
 FLEET ?= 1000
@@ -40,6 +44,7 @@ export TWINFLEET_FLOORGO := $(FLOORGO)
 export TWINFLEET_HELM := $(HELM)
 export TWINFLEET_KUBECONFORM := $(KUBECONFORM)
 export TWINFLEET_HYDRA := $(HYDRA)
+export TWINFLEET_OTELCOL := $(OTELCOL)
 export TWINFLEET_KUBERNETES_VERSION := $(KUBERNETES_VERSION)
 export TWINFLEET_DAPR_SCHEMAS := $(TWINFLEET_CACHE)/schemas/dapr-$(DAPR_RUNTIME_VERSION)
 export TWINFLEET_PROMETHEUS_SCHEMAS := $(TWINFLEET_CACHE)/schemas/prometheus-operator-$(PROMETHEUS_OPERATOR_VERSION)
@@ -99,12 +104,18 @@ down:
 $(HYDRA):
 	@HYDRA_VERSION=$(HYDRA_VERSION) TWINFLEET_CACHE=$(TWINFLEET_CACHE) nice -n 10 scripts/build-hydra.sh >/dev/null
 
-.PHONY: test ## run the whole test suite (unit, integration with real daprd/Redis/Mosquitto/Hydra, slow, containers)
-test: setup tools $(HYDRA) images
+$(OTELCOL): tools/otelcol/builder.yaml
+	@OTELCOL_VERSION=$(OTELCOL_VERSION) TWINFLEET_CACHE=$(TWINFLEET_CACHE) nice -n 10 scripts/build-otelcol.sh >/dev/null
+
+.PHONY: tracing ## build the local tracing backend (an OpenTelemetry Collector, OTLP in, spans to a file)
+tracing: $(OTELCOL)
+
+.PHONY: test ## run the whole test suite (unit, integration with real daprd/Redis/Mosquitto/Hydra, browser, slow, containers)
+test: setup tools $(HYDRA) $(OTELCOL) images
 	@$(PY) -m pytest -q
 
 .PHONY: test-fast ## unit + integration tests without the slow fault tests and the containers
-test-fast: setup tools $(HYDRA)
+test-fast: setup tools $(HYDRA) $(OTELCOL)
 	@$(PY) -m pytest -q -m "not slow and not containers"
 
 .PHONY: engine ## a Docker engine: reuse one that answers, else install docker.io and start dockerd
@@ -150,6 +161,10 @@ $(LOADGEN): bench/loadgen/main.go bench/loadgen/go.mod
 
 $(FLOORGO): bench/floorgo/main.go bench/floorgo/go.mod
 	@cd bench/floorgo && go build -o $(FLOORGO) .
+
+.PHONY: grafana ## write the suite's Grafana dashboard and copy Dapr's own from its Go module into deploy/grafana
+grafana: setup
+	@$(PY) -m services.devtools.grafana $(DAPR_RUNTIME_VERSION)
 
 .PHONY: components ## render the Dapr components for k3s and aks into deploy/
 components: setup

@@ -14,7 +14,10 @@ and the rollout planner's evaluations/s, each next to its floor (`bench/rollout.
 devices at once straight from the object store (Azurite; and by 100 through the firmware app for
 stores that cannot pre-sign), each next to the same bytes read from disk and hashed by as many
 readers, and a 1 GiB upload with the firmware app's peak memory; each measured twice
-(`bench/firmware.py`; `--firmware-only` measures just that).
+(`bench/firmware.py`; `--firmware-only` measures just that). Last, the console with 100,000
+twins: the fleet page loaded in chromium next to one raw page of twins read through the same
+ingress, the fleet index's rebuild after a restart, one counts request (`bench/console.py`;
+`--console-only` measures just that).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.agent_footprint import Footprint, measure_agent
+from bench.console import ConsoleFigures, measure_console
 from bench.device_path import PathFigures, measure, measure_floor, stack_processes
 from bench.firmware import FirmwareFigures, measure_firmware
 from bench.load import fleet
@@ -153,6 +157,8 @@ def main(
     scale_sizes: str = typer.Option("1000,10000,100000", help="connected devices at each point of the scale curve"),
     scale_rate: float = typer.Option(500, help="total updates/s of the scale curve's latency phase"),
     repeat: int = typer.Option(2, help="runs of the device path (each with its floors)"),
+    console_only: bool = typer.Option(False, "--console-only", help="only the console's page-load figures"),
+    console_twins: int = typer.Option(100_000, help="twins in the store when the console's pages load"),
 ) -> None:
     counts = tuple(int(n) for n in firmware_devices.split(","))
     # Measured first, while nothing else runs on the machine.
@@ -164,6 +170,11 @@ def main(
     base = Path(tempfile.mkdtemp(prefix="twinfleet-bench-"))
     if rollout_only:
         console.print(rollout_table(measure_rollout(base, rollout_twins)))
+        return
+    if console_only:
+        figures = measure_console(base, console_twins)
+        console.print(console_table(figures))
+        console.print(console_verdict(figures))
         return
     sizes = [int(s) for s in scale_sizes.split(",") if s.strip()]
     if scale_only:
@@ -190,6 +201,7 @@ def main(
     scale = measure_scale(base, sizes, seconds, scale_rate)
     rollout = measure_rollout(base, rollout_twins)
     firmware = measure_firmware(base, firmware_mib, counts, firmware_upload_mib)
+    pages = measure_console(base, console_twins)
     console.print(wire_table(wire))
     console.print(scale_table(scale, scale_rate))
     console.print(rollout_table(rollout))
@@ -198,6 +210,8 @@ def main(
     console.print(wire_verdict(wire))
     console.print(verdict("device agent + its daprd RSS after load", agent_total(agent), "<", 100, "MiB"))
     console.print(verdict(f"rollout to {rollout.twins:,} twins", rollout.write_seconds, "<", 30, "s"))
+    console.print(console_table(pages))
+    console.print(console_verdict(pages))
 
 
 @dataclass
@@ -374,6 +388,29 @@ def agent_footprint(base: Path) -> dict[str, Footprint]:
 
 def agent_total(figures: dict[str, Footprint]) -> float:
     return figures["agent (after load)"].rss_mib + figures["daprd (after load)"].rss_mib
+
+
+def console_table(f: ConsoleFigures) -> Table:
+    table = Table(
+        title=f"Console with {f.twins:,} twins (same run, chromium, {len(f.page_ms)} loads)",
+        caption=f"seeding (batch API, not timed) {f.seeded_seconds:.1f} s; fleet index rebuilt after a restart "
+        f"in {f.rebuild_seconds:.1f} s; one counts request {f.counts_ms:.1f} ms (no scan: counters)",
+    )
+    table.add_column("measure")
+    table.add_column("median, ms", justify="right")
+    table.add_column("max, ms", justify="right")
+    table.add_row(
+        "fleet page: navigation → counts + 50 devices on screen", f"{f.page_median:.0f}", f"{max(f.page_ms):.0f}"
+    )
+    table.add_row(
+        "floor: one raw page of 50 twins through the ingress", f"{f.floor_median:.0f}", f"{max(f.floor_ms):.0f}"
+    )
+    return table
+
+
+def console_verdict(f: ConsoleFigures) -> str:
+    note = f" (floor {f.floor_median:.0f} ms: page/floor {f.page_median / max(f.floor_median, 0.1):.1f})"
+    return verdict(f"fleet page load with {f.twins:,} twins (median)", f.page_median, "<", 1000, "ms", note)
 
 
 def rollout_table(f: RolloutFigures) -> Table:

@@ -11,6 +11,7 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)  # cgo: Hydra's SQLit
 [[ -f /usr/include/mosquitto_broker.h ]] || missing+=(mosquitto-dev)
 [[ -f /usr/include/mosquitto.h ]] || missing+=(libmosquitto-dev)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the console's browser test (Playwright drives it)
 if ((${#missing[@]})); then
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, settings
 
 from services.devtools.stack import Stack
 from services.platform.names import FIRMWARE_APP, ROLLOUT_APP
+from tests.support.hydra import Hydra
 
 # Test data generation time depends on what else the machine runs (the suite starts real
 # processes); no deadline and no "too slow" verdicts, so a loaded CI machine gives the same result.
@@ -25,7 +26,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     A module may set `STACK_PROFILE` (topic profile), `STACK_ENV` (app settings),
     `STACK_ARTIFACTS` (`azure`: Azurite, the default; `binding`: chunk objects on disk) and
     `STACK_IDENTITY`, the name of a fixture giving the identity provider (default: the stack's own
-    issuer), to vary it.
+    issuer), and `STACK_APPS` (the apps to run), to vary it.
     """
     identity_fixture = getattr(request.module, "STACK_IDENTITY", None)
     run = Stack(
@@ -35,12 +36,24 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         redis_fsync=getattr(request.module, "STACK_REDIS_FSYNC", "everysec"),
         identity=request.getfixturevalue(identity_fixture) if identity_fixture else None,
         artifact_store=getattr(request.module, "STACK_ARTIFACTS", "azure"),
+        **({"apps": request.module.STACK_APPS} if hasattr(request.module, "STACK_APPS") else {}),
     )
     try:
         run.start()
         yield run
     finally:
         run.stop()
+
+
+@pytest.fixture(scope="module")
+def hydra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hydra]:
+    """A Hydra of its own for a test module (`STACK_IDENTITY = "hydra"` makes the stack trust it)."""
+    provider = Hydra(Path(tmp_path_factory.mktemp("hydra")))
+    try:
+        provider.start()
+        yield provider
+    finally:
+        provider.stop()
 
 
 @pytest.fixture(scope="module")

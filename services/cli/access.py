@@ -7,7 +7,7 @@ import time
 import typer
 from rich.table import Table
 
-from services.cli.suite import access, console
+from services.cli.suite import access, console, print_json
 from services.contracts.access import ApiKeyRequest
 
 keys = typer.Typer(help="API keys for pipelines (admin).", no_args_is_help=True)
@@ -39,6 +39,12 @@ def list_keys() -> None:
     for key in access(lambda api: api.keys()).items:
         table.add_row(key.id, key.name, ", ".join(key.roles), key.state, _when(key.expires_at), key.created_by)
     console.print(table)
+
+
+@keys.command("get")
+def get_key(key_id: str) -> None:
+    """One key's record (never its secret)."""
+    print_json(access(lambda api: api.key(key_id)))
 
 
 @keys.command("revoke")

@@ -11,9 +11,10 @@ from typing import Any
 import typer
 import yaml
 from pydantic import ValidationError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from services.cli.suite import console, print_json, rollouts
+from services.cli.suite import Output, console, print_json, rollouts
 from services.clients.rollout import Action
 from services.contracts.rollout import ConfigurationSpec, InstallBody, PreviewBody, PreviewView
 
@@ -304,10 +305,64 @@ def delete_configuration(configuration_id: str) -> None:
     console.print(f"deleted {configuration_id}")
 
 
+@configs.command("update")
+def update_configuration(
+    configuration_id: str,
+    file: Path = typer.Argument(..., help="the new spec (JSON, as `POST /v1/configurations` takes it)"),
+) -> None:
+    """Replace a draft's spec (target, priority, content, metrics, rollout policy)."""
+    spec = json.loads(file.read_text())
+    view = rollouts(lambda api: api.update(configuration_id, spec))
+    console.print(f"{view.id}: {view.state.value}, updated")
+
+
+FINAL = ("completed", "aborted")
+
+
+def watch_rollout(configuration_id: str, interval: float, timeout: float | None) -> None:
+    """Follow a rollout live: a progress bar per stage (succeeded of its size), failures and the
+    state, until it completes or is aborted (or `timeout` seconds, or Ctrl-C); with `--output json`,
+    one JSON line per change instead."""
+    Output.following = True
+    started = time.monotonic()
+    last = ""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"))
+    with Progress(*columns, console=console, disable=Output.json) as progress:
+        tasks: dict[int, TaskID] = {}
+        state = progress.add_task("state", total=None, note="")
+        while True:
+            view = rollouts(lambda api: api.get(configuration_id))
+            if Output.json:
+                line = view.progress.model_dump_json(by_alias=True)
+                if line != last:
+                    print(json.dumps({"state": view.state.value, "reason": view.reason, "progress": json.loads(line)}))
+                    last = line
+            for stage in view.progress.stages:
+                if stage.index not in tasks:
+                    tasks[stage.index] = progress.add_task(f"stage {stage.index + 1}", total=stage.target, note="")
+                note = f"{stage.state}; {stage.failed} failed, {stage.pending} pending"
+                progress.update(tasks[stage.index], completed=stage.succeeded, total=max(stage.target, 1), note=note)
+            reason = f": {view.reason}" if view.reason else ""
+            progress.update(state, description=f"{view.id} {view.state.value}{reason}")
+            if view.state.value in FINAL:
+                break
+            if timeout is not None and time.monotonic() - started > timeout:
+                break
+            time.sleep(interval)
+    Output.following = False
+
+
 @configs.command("metrics")
-def configuration_metrics(configuration_id: str) -> None:
+def configuration_metrics(
+    configuration_id: str,
+    watch: bool = typer.Option(False, "--watch", help="follow the rollout live until it completes or is aborted"),
+    interval: float = typer.Option(1.0, help="seconds between updates (--watch)"),
+    timeout: float | None = typer.Option(None, help="stop watching after this many seconds"),
+) -> None:
     """Targeted, applied, succeeded, failed, retrying, pending, quarantined, outside their window,
     awaiting consent or the install, custom metrics; per-stage counts; holds, cohorts, health checks."""
+    if watch:
+        watch_rollout(configuration_id, interval, timeout)
     view = rollouts(lambda api: api.get(configuration_id))
     m = view.progress
     totals = Table(

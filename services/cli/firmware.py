@@ -28,6 +28,7 @@ from tuf.api.metadata import Metadata, Root, Targets
 
 from services.cli.suite import calling, console, print_json
 from services.clients.firmware import FirmwareClient
+from services.contracts.firmware import UrlRequest
 from services.domain.errors import TwinError
 from services.domain.software import repository as rules
 from services.domain.software.artifacts import check_artifact_id, parse_version
@@ -318,3 +319,33 @@ def rotate(
         console.print(f"root v{published.version} published (expires {published.expires})")
 
     _client(go)
+
+
+@firmware.command()
+def metadata(file_name: str = typer.Argument(..., help="root.json, targets.json, 3.root.json, …")) -> None:
+    """Print a published TUF metadata file."""
+    data = _client(lambda api: api.metadata(file_name))
+    if data is None:
+        console.print(f"[red]404[/] no metadata {file_name}")
+        raise typer.Exit(1)
+    console.print_json(data.decode())
+
+
+@firmware.command()
+def url(
+    artifact_id: str,
+    device_id: str,
+    ttl: int = typer.Option(3600, help="seconds the URL is valid"),
+) -> None:
+    """Mint a download URL of an artifact for one device (what the delta app does on its own)."""
+    minted = _client(lambda api: api.mint_url(artifact_id, UrlRequest(device_id=device_id, ttl=ttl)))
+    console.print(minted.url, soft_wrap=True)
+
+
+@firmware.command()
+def downloads(artifact_id: str) -> None:
+    """Downloads of an artifact being served now, with bytes sent."""
+    table = Table("device", "from", "sent")
+    for d in _client(lambda api: api.downloads(artifact_id)).items:
+        table.add_row(d.device_id, str(d.start), f"{d.sent:,}")
+    console.print(table)

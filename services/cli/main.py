@@ -1,10 +1,14 @@
 """`twin`: the command line for twins and devices (talks to the REST API of a running suite).
 
-One module per command group: `twins` (get, desire, tag, list, delete), `devices`, `commands`,
-`config`, `firmware`, `access` (keys, audit), `login`; `suite` finds the running suite and calls it.
+One module per command group: `twins` (get, desire, tag, list, delete, batch), `devices`,
+`commands`, `config`, `firmware`, `access` (keys, audit), `fleet` (counts, devices; events),
+`login`; `suite` finds the running suite and calls it; `operations` maps every REST operation to
+its verb.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 import typer
 
@@ -13,8 +17,25 @@ from services.cli.commands import commands
 from services.cli.config import configs
 from services.cli.devices import devices
 from services.cli.firmware import firmware
+from services.cli.fleet import events_group, fleet_group
+from services.cli.suite import Output
 
-app = typer.Typer(add_completion=False, help="Work with Twinfleet twins and devices.", no_args_is_help=True)
+app = typer.Typer(help="Work with Twinfleet twins and devices.", no_args_is_help=True)
+
+
+class Format(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+@app.callback()
+def main(
+    output: Format = typer.Option(Format.TABLE, "--output", "-o", help="table (for people) or json (for scripts)"),
+) -> None:
+    """Work with Twinfleet twins and devices (`--install-completion` adds shell completion)."""
+    Output.json = output is Format.JSON
+
+
 app.add_typer(devices, name="devices")
 app.add_typer(commands, name="commands")
 app.add_typer(configs, name="config")
@@ -23,6 +44,9 @@ app.command()(access.audit)
 app.command()(login.login)
 app.command()(login.logout)
 app.add_typer(firmware, name="firmware")
+app.add_typer(fleet_group, name="fleet")
+app.add_typer(events_group, name="events")
+app.command()(twins.batch)
 app.command()(twins.get)
 app.command()(twins.desire)
 app.command()(twins.tag)

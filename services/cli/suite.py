@@ -18,13 +18,34 @@ from services.cli.login import credential
 from services.clients.access import AccessClient
 from services.clients.base import ApiClient, ApiError, Unreachable
 from services.clients.commands import CommandsClient
+from services.clients.console import ConsoleClient, EventsClient
 from services.clients.credentials import CredentialError
 from services.clients.rollout import RolloutClient
 from services.clients.twin_store import TwinStoreClient
-from services.platform.names import COMMANDS_APP, ROLLOUT_APP, TWIN_STORE_APP
+from services.platform.names import COMMANDS_APP, CONSOLE_APP, EVENTS_APP, ROLLOUT_APP, TWIN_STORE_APP
 
 console = Console()
 C = TypeVar("C", bound=ApiClient)
+
+
+class Output:
+    """`twin --output json …`: every command prints the API's answer as JSON (for scripts) instead
+    of its tables; `following` commands (`--watch`) print one JSON line per update instead."""
+
+    json = False
+    following = False
+
+
+def as_json(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return value.model_dump_json(by_alias=True)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(as_json(v) for v in value) + "]"
+    if isinstance(value, bytes):
+        return value.decode()
+    return json.dumps(value)
+
+
 R = TypeVar("R")
 
 
@@ -75,7 +96,7 @@ def calling(client: type[C], app: str, use: Callable[[C], Awaitable[R]]) -> R:
             return await use(api)
 
     try:
-        return asyncio.run(go())
+        result = asyncio.run(go())
     except ApiError as error:
         why = REFUSED.get(error.status)
         if why is None:
@@ -91,6 +112,10 @@ def calling(client: type[C], app: str, use: Callable[[C], Awaitable[R]]) -> R:
     except CredentialError as error:
         console.print(f"[red]login failed:[/] {error}")
         raise typer.Exit(1) from None
+    if Output.json and not Output.following:
+        print(as_json(result))
+        raise typer.Exit(0)
+    return result
 
 
 def twins(use: Callable[[TwinStoreClient], Awaitable[R]]) -> R:
@@ -107,6 +132,14 @@ def commands(use: Callable[[CommandsClient], Awaitable[R]]) -> R:
 
 def access(use: Callable[[AccessClient], Awaitable[R]]) -> R:
     return calling(AccessClient, TWIN_STORE_APP, use)
+
+
+def fleet(use: Callable[[ConsoleClient], Awaitable[R]]) -> R:
+    return calling(ConsoleClient, CONSOLE_APP, use)
+
+
+def events(use: Callable[[EventsClient], Awaitable[R]]) -> R:
+    return calling(EventsClient, EVENTS_APP, use)
 
 
 def print_json(model: BaseModel) -> None:

@@ -9,6 +9,7 @@ from services.clients.base import ApiClient, ApiError
 from services.contracts.firmware import (
     ArtifactList,
     ArtifactView,
+    DownloadProgressList,
     MintedUrl,
     PublishedRoot,
     PublishedTargets,
@@ -68,3 +69,9 @@ class FirmwareClient(ApiClient):
         body = request.model_dump(mode="json", exclude_none=True)
         response = await self.call("POST", f"/v1/artifacts/{artifact_id}/urls", json=body)
         return MintedUrl.model_validate(response.json())
+
+    async def downloads(self, artifact_id: str) -> DownloadProgressList:
+        """Downloads of an artifact being served now (device, byte range, bytes sent)."""
+        return DownloadProgressList.model_validate(
+            (await self.call("GET", f"/v1/artifacts/{artifact_id}/downloads")).json()
+        )

@@ -36,6 +36,12 @@ class RolloutClient(ApiClient):
         body = _spec_body(spec)
         return ConfigurationView.model_validate((await self.call("POST", "/v1/configurations", json=body)).json())
 
+    async def update(self, configuration_id: str, spec: ConfigurationSpec | dict[str, Any]) -> ConfigurationView:
+        """Replace a draft's spec."""
+        body = _spec_body(spec)
+        response = await self.call("PUT", f"/v1/configurations/{configuration_id}", json=body)
+        return ConfigurationView.model_validate(response.json())
+
     async def act(self, configuration_id: str, action: Action, *, rollback: bool = True) -> ConfigurationView:
         body = {"rollback": rollback} if action == "cancel" else None
         response = await self.call("POST", f"/v1/configurations/{configuration_id}/{action}", json=body)

@@ -43,6 +43,8 @@ class TwinChanged(BaseModel):
     """The current document's tags (empty after a delete); additive, like `wire`."""
     configurations: JsonObject = Field(default_factory=dict)
     """The current document's configuration marks (empty after a delete); additive."""
+    traceparent: str | None = None
+    """W3C Trace Context of the request that made the change (traces span the apps); additive."""
 
 
 class DeltaRequested(BaseModel):

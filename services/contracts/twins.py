@@ -59,6 +59,8 @@ class FullTwinSummary(TwinSummary):
     desired: JsonObject
     reported: JsonObject
     configurations: JsonObject
+    wire: str = "json"
+    """How the device speaks MQTT (json/cbor)."""
 
 
 class TwinPage(ApiModel):

@@ -7,8 +7,11 @@ is sent (late binding): the object store's own URL, or the app's HMAC URL for pr
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
+
+from opentelemetry.trace import SpanKind
 
 from services.clients.base import ApiError
 from services.clients.firmware import FirmwareClient
@@ -16,9 +19,10 @@ from services.contracts.events import DeltaRequested, TwinChanged
 from services.contracts.firmware import UrlRequest
 from services.contracts.topics import Operation, Reply, TopicProfile, TwinAddress
 from services.contracts.wire import WireEncoding
-from services.delta.metrics import PUBLISHED
+from services.delta.metrics import FANOUT_LAG, PUBLISHED
 from services.domain.software.twin_key import delta_artifact, with_download_url
-from services.domain.twin.fanout import plan_fanout
+from services.domain.twin.fanout import Outgoing, plan_fanout
+from services.platform import tracing
 from services.platform.device_broker import DevicePublisher
 from services.platform.sidecar import Sidecar, gather_bounded
 
@@ -59,6 +63,14 @@ class Fanout:
             return delta
         return with_download_url(delta, minted.url)
 
+    async def _send(self, topic: str, payload: dict[str, Any], wire: WireEncoding, parent: str | None) -> None:
+        """Publish one message to a device, in the trace of the change that caused it."""
+        if parent is None:
+            await self._devices.publish_device(topic, payload, wire)
+            return
+        with tracing.span("delta publish", SpanKind.PRODUCER, parent=parent, topic=topic):
+            await self._devices.publish_device(topic, payload, wire)
+
     async def handle(self, events: Sequence[TwinChanged | DeltaRequested]) -> None:
         """Publish what `events` call for; versions count as sent only once all were published.
         Batches run one at a time so a newer delta is never overtaken by an older one."""
@@ -75,14 +87,29 @@ class Fanout:
                 if out.delta is not None:
                     topic = profile.reply_topic(out.address, Operation.UPDATE, Reply.DELTA)
                     messages.append((topic, await self._bind(out.address, out.delta), wire, "delta"))
+            traces = {
+                TwinAddress(ev.device_id, ev.shadow): ev.traceparent
+                for ev in events
+                if isinstance(ev, TwinChanged) and ev.traceparent
+            }
+            parents = [traces.get(out.address) for out in outgoing for _ in range(_messages_of(out))]
             results = await gather_bounded(
-                self._limit, [self._devices.publish_device(t, p, w) for t, p, w, _ in messages]
+                self._limit,
+                [self._send(t, p, w, parent) for (t, p, w, _), parent in zip(messages, parents, strict=True)],
             )
             for (*_, kind), result in zip(messages, results, strict=True):
                 if isinstance(result, BaseException):
                     raise result
                 PUBLISHED.labels(kind).inc()
             self._sent = sent
+        now = time.time()
+        for event in events:
+            if isinstance(event, TwinChanged):
+                FANOUT_LAG.observe(max(0.0, now - event.timestamp))
+
+
+def _messages_of(out: Outgoing) -> int:
+    return int(out.documents is not None) + int(out.delta is not None)
 
 
 def device_encodings(events: Sequence[TwinChanged | DeltaRequested]) -> dict[TwinAddress, WireEncoding]:

@@ -21,7 +21,7 @@ from services.devtools import components
 from services.devtools.agent import LocalAgent
 from services.devtools.fleet.fleet import fleet_ids
 from services.devtools.processes import ManagedProcess
-from services.devtools.stack import Stack
+from services.devtools.stack import SUITE, Stack
 from services.platform.names import FIRMWARE_APP
 
 app = typer.Typer(add_completion=False, help="Run Twinfleet locally as real processes.")
@@ -37,7 +37,7 @@ def run(
     run_dir: Path = typer.Option(RUN_DIR),
 ) -> None:
     """Start everything, print where it is, and stop it all on Ctrl-C."""
-    stack = Stack(run_dir, topic_profile=topic_profile)
+    stack = Stack(run_dir, topic_profile=topic_profile, apps=SUITE)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:
@@ -66,6 +66,7 @@ def run(
         console.print(f"[bold green]Twinfleet is up[/] — REST API (every app) {stack.api_url}")
         console.print(f"admin token in {token_file} (the `twin` CLI uses it): ", end="")
         console.print(f'curl -H "Authorization: Bearer $(cat {token_file})" {stack.api_url}/v1/twins', soft_wrap=True)
+        console.print(f"operator console {stack.api_url}/console (sign in with the admin token)")
         console.print(f"MQTT broker 127.0.0.1:{stack.mqtt_port}; {fleet} simulated devices (sim-00000…)")
         for name in stack.ports:
             console.print(f"{name} API schema: {stack.direct_url(name)}/docs")

@@ -13,14 +13,24 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 from starlette.types import Receive, Scope, Send
 
 from services.commands.access import RULES as COMMANDS
+from services.console.access import RULES as CONSOLE
 from services.events.access import RULES as EVENTS
 from services.firmware.access import RULES as FIRMWARE
-from services.platform.names import COMMANDS_APP, EVENTS_APP, FIRMWARE_APP, INGRESS_APP, ROLLOUT_APP, TWIN_STORE_APP
+from services.platform.names import (
+    COMMANDS_APP,
+    CONSOLE_APP,
+    EVENTS_APP,
+    FIRMWARE_APP,
+    INGRESS_APP,
+    ROLLOUT_APP,
+    TWIN_STORE_APP,
+)
 from services.rollout.access import RULES as ROLLOUT
 from services.twin_store.access import RULES as TWIN_STORE
 
@@ -30,6 +40,7 @@ _RULES = {
     EVENTS_APP: EVENTS,
     ROLLOUT_APP: ROLLOUT,
     FIRMWARE_APP: FIRMWARE,
+    CONSOLE_APP: CONSOLE,
 }
 IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
 """Methods a request may be sent again with (RFC 9110 9.2.2): once, when a kept-alive connection
@@ -38,14 +49,20 @@ _HOP_BY_HOP = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"da
 
 
 def routes() -> list[tuple[re.Pattern[str], str]]:
-    """(path pattern, app id) of every API path (not the apps' probes nor sidecar routes)."""
+    """(path pattern, app id) of every API path (not the apps' probes nor sidecar routes), and
+    the console's pages."""
     found: dict[str, str] = {}
     for app, rules in _RULES.items():
         for key, rule in rules.items():
             path = key.split(" ", 1)[1]
-            if path.startswith("/v1/") and rule.access.value != "sidecar":
+            if path.startswith(("/v1/", "/console")) and rule.access.value != "sidecar":
                 found[path] = app
-    return [(re.compile("^" + re.sub(r"\{[^/]+\}", "[^/]+", p) + "$"), a) for p, a in found.items()]
+    return [(re.compile("^" + _pattern(p) + "$"), a) for p, a in found.items()]
+
+
+def _pattern(template: str) -> str:
+    """A route template as a regular expression: `{name:path}` spans segments, `{name}` one."""
+    return re.sub(r"\{[^/]+\}", "[^/]+", re.sub(r"\{[^/{}]+:path\}", ".+", template))
 
 
 class Gateway:
@@ -53,7 +70,9 @@ class Gateway:
         self.sidecars = sidecars
         self.token = dapr_token
         self.routes = routes()
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(300, connect=5))
+        # No cookie jar: a `Set-Cookie` one caller got (the console's session) must never ride along
+        # on another caller's requests.
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(300, connect=5), cookies=no_cookies())
 
     def target(self, path: str) -> str | None:
         return next((app for pattern, app in self.routes if pattern.match(path)), None)
@@ -115,6 +134,11 @@ class Gateway:
             if not retry:
                 raise
             return await self.http.send(request, stream=True)
+
+
+def no_cookies() -> CookieJar:
+    """A cookie jar that keeps nothing (for a client that forwards many callers' requests)."""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 def _forwardable(path: str) -> bool:

@@ -16,7 +16,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from services.platform.names import COMMANDS_APP, DELTA_APP, EVENTS_APP, FIRMWARE_APP, ROLLOUT_APP
+from services.platform.names import COMMANDS_APP, CONSOLE_APP, DELTA_APP, EVENTS_APP, FIRMWARE_APP, ROLLOUT_APP
 
 AUDIENCE = "twinfleet"
 APP_ROLES: dict[str, list[str]] = {
@@ -25,11 +25,12 @@ APP_ROLES: dict[str, list[str]] = {
     FIRMWARE_APP: ["viewer"],
     COMMANDS_APP: ["viewer"],
     EVENTS_APP: ["viewer"],
+    CONSOLE_APP: ["viewer"],
 }
 """What each app's own identity may do when it calls another app: the rollout app writes twins
 (batch) and reads the fleet; the delta app mints download URLs for devices; the firmware app
 reads twins and configurations; commands and events
-read a device's tags to check a scoped caller."""
+read a device's tags to check a scoped caller; the console reads the fleet once at start (its index)."""
 
 
 class Identity(Protocol):

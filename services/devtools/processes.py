@@ -126,3 +126,16 @@ class ManagedProcess:
         if not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def built_binary(variable: str, pattern: str, missing: str) -> str:
+    """A program built into the cache: `variable` names it, else the newest `pattern` match in
+    the cache's `bin/`; FileNotFoundError saying how to build it (`missing`) otherwise."""
+    explicit = os.environ.get(variable)
+    if explicit:
+        return explicit
+    cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet")) / "bin"
+    found = sorted(cache.glob(pattern)) if cache.exists() else []
+    if not found:
+        raise FileNotFoundError(missing)
+    return str(found[-1])

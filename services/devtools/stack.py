@@ -22,13 +22,14 @@ from services.devtools import components
 from services.devtools.broker import SERVICE_USER, BrokerAccounts, config_text, new_secret, sdk_suffix_plugin
 from services.devtools.identity import Identity, LocalIssuer
 from services.devtools.pki import LocalCA, TlsIdentity
-from services.devtools.processes import ManagedProcess, free_port, wait_for_http, wait_for_port
+from services.devtools.processes import ManagedProcess, built_binary, free_port, wait_for_http, wait_for_port
 from services.devtools.release_team import ReleaseTeam
 from services.domain.software import repository as tuf_rules
 from services.domain.software.grants import device_password
 from services.platform.names import (
     ARTIFACT_STORE_KEY,
     COMMANDS_APP,
+    CONSOLE_APP,
     DELTA_APP,
     DEVICE_BROKER_URL_KEY,
     DOWNLOAD_URL_KEY,
@@ -42,17 +43,13 @@ from services.platform.names import (
     TWIN_STORE_APP,
 )
 
+SUITE = (TWIN_STORE_APP, DELTA_APP, EVENTS_APP, COMMANDS_APP, ROLLOUT_APP, FIRMWARE_APP, CONSOLE_APP)
+"""Every cloud app: what `make run` starts (tests start the apps they need)."""
+
 
 def daprd_binary() -> str:
     """The daprd built by `make setup` (TWINFLEET_DAPRD, else the newest in the build cache)."""
-    explicit = os.environ.get("TWINFLEET_DAPRD")
-    if explicit:
-        return explicit
-    cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet")) / "bin"
-    found = sorted(cache.glob("daprd-[0-9]*")) if cache.exists() else []
-    if not found:
-        raise FileNotFoundError("daprd not built yet: run `make setup`")
-    return str(found[-1])
+    return built_binary("TWINFLEET_DAPRD", "daprd-[0-9]*", "daprd not built yet: run `make setup`")
 
 
 GATEWAY = "services.devtools.gateway:app"
@@ -531,6 +528,9 @@ class Stack:
             found["TWINFLEET_FIRMWARE_URL"] = self.app_url(FIRMWARE_APP)
         elif app == DELTA_APP:
             found["TWINFLEET_DOWNLOAD_URLS"] = "false"
+        if app == CONSOLE_APP:  # the pages' calls go to each app's own sidecar
+            apps = {a: self.app_url(a) for a in self.ports if "#" not in a and a != CONSOLE_APP}
+            found["TWINFLEET_CONSOLE_APPS"] = json.dumps(apps)
         if app == FIRMWARE_APP:  # devices reach downloads directly, past no sidecar
             found["TWINFLEET_FIRMWARE_PUBLIC_URL"] = self.direct_url(FIRMWARE_APP)
         return found

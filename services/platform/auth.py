@@ -338,7 +338,7 @@ class Guard:
                 decide(rule, principal, why)
         except TwinError as error:
             REFUSALS.labels(str(int(error.code))).inc()
-            await _refuse(send, error)
+            await refuse(send, error)
             if method in WRITES and (rule is None or rule.access is Access.ROLE):
                 await self._audit(scope, template, principal, int(error.code), error.message, arrived)
             return
@@ -432,7 +432,7 @@ def _path_params(routes: list[BaseRoute], scope: Scope) -> dict[str, str]:
     return {}
 
 
-async def _refuse(send: Send, error: TwinError) -> None:
+async def refuse(send: Send, error: TwinError) -> None:
     body = json.dumps({"code": int(error.code), "message": error.message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if int(error.code) == 401:

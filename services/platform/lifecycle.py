@@ -30,8 +30,12 @@ S = TypeVar("S", bound=SidecarClient)
 
 @asynccontextmanager
 async def running_sidecar(app_name: str, sidecar: S) -> AsyncIterator[S]:
-    """Configure logging for `app_name`, connect `sidecar` in the background, close it on exit."""
+    """Configure logging and traces for `app_name`, connect `sidecar` in the background, close it
+    (and flush the spans) on exit."""
+    from services.platform import tracing  # cloud apps only: the device agent exports no traces
+
     configure_logging(app_name)
+    tracing.setup(app_name)
     connecting = asyncio.create_task(sidecar.connect())
     try:
         yield sidecar
@@ -40,6 +44,7 @@ async def running_sidecar(app_name: str, sidecar: S) -> AsyncIterator[S]:
         with contextlib.suppress(asyncio.CancelledError):
             await connecting
         await sidecar.close()
+        tracing.shutdown()
 
 
 def register_platform(registry: svcs.Registry, sidecar: Sidecar, *, state: bool = True) -> StateRepository:

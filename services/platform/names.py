@@ -53,3 +53,7 @@ FLEET_SECRET = "fleet-secret"
 DEVICE_BROKER_URL_KEY = "device-broker-url"
 """Secret: the device broker as the twin-store and the delta app reach it with their own MQTT
 connection (`tcp://user:password@host:port`; `ssl://` or `mqtts://` for TLS)."""
+
+CONSOLE_APP = "console"
+"""The operator console: a web dashboard (static bundle) and its backend (sign-in, fleet index,
+live updates from `twin.changed`), every call forwarded with the operator's own credential."""

@@ -12,6 +12,7 @@ import uvicorn
 
 from services.platform.names import (
     COMMANDS_APP,
+    CONSOLE_APP,
     DELTA_APP,
     DEVICE_AGENT_APP,
     EVENTS_APP,
@@ -27,6 +28,7 @@ APPS = {
     COMMANDS_APP: "services.commands.main:app",
     ROLLOUT_APP: "services.rollout.main:app",
     FIRMWARE_APP: "services.firmware.main:app",
+    CONSOLE_APP: "services.console.main:app",
     DEVICE_AGENT_APP: "services.device_agent.main:app",
 }
 """App id -> the ASGI app (`module:attribute`)."""

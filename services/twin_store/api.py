@@ -125,6 +125,7 @@ async def list_twins(
             desired=d.desired,
             reported=d.reported,
             configurations=d.configurations,
+            wire=d.wire.value,
         )
         if view == "full"
         else TwinSummary(device_id=d.device_id, shadow=d.shadow, version=d.version, timestamp=d.timestamp, tags=d.tags)

@@ -4,8 +4,11 @@ are durable and its reply published; only then is the message acknowledged to th
 
 from __future__ import annotations
 
+from opentelemetry.trace import SpanKind
+
 from services.contracts.topics import TopicProfile
 from services.domain.twin.commands import DeviceRequest
+from services.platform import tracing
 from services.platform.cloudevents import shared
 from services.platform.names import SHARED_SUBSCRIPTION_GROUP
 from services.twin_store.writer import TwinWriter
@@ -30,4 +33,5 @@ class DeviceRequests:
         if parsed is None:
             return
         address, op = parsed
-        await self._writer.submit(DeviceRequest(address, op, payload))
+        with tracing.span(f"twin-store {op.value}", SpanKind.CONSUMER, device=address.device_id):
+            await self._writer.submit(DeviceRequest(address, op, payload))

@@ -17,17 +17,18 @@ from dataclasses import dataclass
 
 import structlog
 
-from services.contracts.events import DELTA_REQUESTED_TOPIC, TWIN_CHANGED_TOPIC, DeltaRequested
+from services.contracts.events import DELTA_REQUESTED_TOPIC, TWIN_CHANGED_TOPIC, DeltaRequested, TwinChanged
 from services.contracts.topics import TopicProfile
 from services.domain.twin.commands import Command, Context, Effects, apply_command
 from services.domain.twin.document import TwinDocument
 from services.domain.twin.limits import Limits
 from services.domain.twin.ratelimit import TokenBucket
+from services.platform import tracing
 from services.platform.device_broker import DevicePublisher
 from services.platform.sidecar import Sidecar, Stored, gather_bounded
 from services.platform.state import Put, StateRepository
 from services.twin_store.listing import TwinListing
-from services.twin_store.metrics import BATCH_SIZE, COMMANDS, CONFLICT_RETRIES
+from services.twin_store.metrics import ACCEPT_SECONDS, BATCH_SIZE, COMMANDS, CONFLICT_RETRIES, REJECTS
 
 log = structlog.get_logger()
 MAX_PUBLISHING_BATCHES = 4
@@ -38,6 +39,9 @@ MAX_PUBLISHING_BATCHES = 4
 class _Pending:
     command: Command
     done: asyncio.Future[Effects]
+    queued_at: float = 0.0
+    trace: str | None = None
+    """The submitter's span (`traceparent`), carried on in the events the command causes."""
 
 
 class TwinWriter:
@@ -78,7 +82,7 @@ class TwinWriter:
 
     async def submit(self, command: Command) -> Effects:
         done: asyncio.Future[Effects] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(command, done))
+        await self._queue.put(_Pending(command, done, time.monotonic(), tracing.traceparent()))
         return await done
 
     async def _run(self) -> None:
@@ -120,12 +124,16 @@ class TwinWriter:
 
     async def _publish_batch(self, batch: list[_Pending], effects: list[Effects]) -> None:
         try:
-            await self._publish(effects)
+            await self._publish(effects, [pending.trace for pending in batch])
         except Exception as error:  # noqa: BLE001 - the waiters' messages are redelivered
             _fail(batch, error)
             return
+        now = time.monotonic()
         for pending, effect in zip(batch, effects, strict=True):
             COMMANDS.labels(type(pending.command).__name__, "error" if effect.error else "ok").inc()
+            ACCEPT_SECONDS.observe(now - pending.queued_at)
+            if effect.error is not None:
+                REJECTS.labels(str(int(effect.error.code))).inc()
             if not pending.done.done():
                 pending.done.set_result(effect)
 
@@ -168,12 +176,17 @@ class TwinWriter:
         self._buckets.update(buckets)
         return [e for e in effects if e is not None]
 
-    async def _publish(self, effects: Sequence[Effects]) -> None:
+    async def _publish(self, effects: Sequence[Effects], traces: Sequence[str | None]) -> None:
         """Device replies (each in its request's encoding) and both event bulks go out concurrently;
-        raises if any failed."""
+        raises if any failed. `twin.changed` carries the trace of the request that caused it."""
         replies = [reply for e in effects for reply in e.replies]
         events = [ev for e in effects for ev in e.events]
-        changed = [ev.model_dump_json() for ev in events if not isinstance(ev, DeltaRequested)]
+        changed = [
+            (ev.model_copy(update={"traceparent": trace}) if trace else ev).model_dump_json()
+            for e, trace in zip(effects, traces, strict=True)
+            for ev in e.events
+            if isinstance(ev, TwinChanged)
+        ]
         requested = [ev.model_dump_json() for ev in events if isinstance(ev, DeltaRequested)]
         results, *_ = await asyncio.gather(
             gather_bounded(self._publish_limit, [self._devices.publish_device(t, p, w) for t, p, w in replies]),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +46,6 @@ PARAMS = {
     "artifact_id": "art-none",
     "key_id": "keynone",
 }
-
-
-@pytest.fixture(scope="module")
-def hydra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hydra]:
-    provider = Hydra(Path(tmp_path_factory.mktemp("hydra")))
-    try:
-        provider.start()
-        yield provider
-    finally:
-        provider.stop()
 
 
 @pytest.fixture(scope="module")

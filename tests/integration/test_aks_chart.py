@@ -38,7 +38,10 @@ APPS = {
     "commands": names.COMMANDS_APP,
     "rollout": names.ROLLOUT_APP,
     "firmware": names.FIRMWARE_APP,
+    "console": names.CONSOLE_APP,
 }
+SINGLE = (names.ROLLOUT_APP, names.CONSOLE_APP)
+"""One replica each: the rollout planner and the console's fleet index."""
 VALUE_SETS = {
     "small": ["small"],
     "azure": ["azure"],
@@ -210,17 +213,20 @@ def test_every_app_is_a_dapr_app_with_probes_resources_and_a_locked_down_contain
         assert {p["name"] for p in service["spec"]["ports"]} == {"http", "dapr-metrics"}
 
 
-def test_the_rollout_app_runs_exactly_one_replica(tools: Tools, rendered: dict[str, list[dict[str, Any]]]) -> None:
+def test_the_rollout_app_and_the_console_run_exactly_one_replica(
+    tools: Tools, rendered: dict[str, list[dict[str, Any]]]
+) -> None:
     for docs in rendered.values():
-        rollout = deployment(docs, names.ROLLOUT_APP)
-        assert rollout["spec"]["replicas"] == 1 and rollout["spec"]["strategy"] == {"type": "Recreate"}
         scaled = {d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
-        assert f"{RELEASE}-{names.ROLLOUT_APP}" not in scaled
         budgets = {d["metadata"]["name"] for d in docs if d["kind"] == "PodDisruptionBudget"}
-        assert f"{RELEASE}-{names.ROLLOUT_APP}" not in budgets
-    for attempt in ("rollout.replicas=2", "rollout.autoscaling.enabled=true"):
-        result = template(tools, ["small"], attempt)
-        assert result.returncode != 0 and "rollout" in result.stderr, (attempt, result.stderr)
+        for app in SINGLE:
+            single = deployment(docs, app)
+            assert single["spec"]["replicas"] == 1 and single["spec"]["strategy"] == {"type": "Recreate"}, app
+            assert f"{RELEASE}-{app}" not in scaled and f"{RELEASE}-{app}" not in budgets
+    for key in ("rollout", "console"):
+        for attempt in (f"{key}.replicas=2", f"{key}.autoscaling.enabled=true"):
+            result = template(tools, ["small"], attempt)
+            assert result.returncode != 0 and key in result.stderr, (attempt, result.stderr)
 
 
 def test_scaled_out_apps_get_autoscalers_and_disruption_budgets(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -234,7 +240,7 @@ def test_scaled_out_apps_get_autoscalers_and_disruption_budgets(rendered: dict[s
             not in deployment(docs, hpa["spec"]["scaleTargetRef"]["name"].removeprefix(f"{RELEASE}-"))["spec"]
         )
     budgets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "PodDisruptionBudget"}
-    assert set(budgets) == {f"{RELEASE}-{a}" for a in APPS.values() if a != names.ROLLOUT_APP}
+    assert set(budgets) == {f"{RELEASE}-{a}" for a in APPS.values() if a not in SINGLE}
     for budget in budgets.values():
         assert budget["spec"]["minAvailable"] == 1
         assert budget["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
@@ -440,7 +446,7 @@ def test_the_apps_trust_the_issuer_the_values_name_and_calling_apps_get_their_ow
         "global.auth.tokenUrl=https://login.microsoftonline.com/t/oauth2/v2.0/token",
         *(
             f"global.auth.clientIds.{app}=client-{app}"
-            for app in ("rollout", "delta", "firmware", "commands", "events")
+            for app in ("rollout", "delta", "firmware", "commands", "events", "console")
         ),
     ]
     docs = documents(render(tools, ["small"], *sets))

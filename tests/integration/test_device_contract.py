@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 
+import aiomqtt
 import httpx
 import pytest
 
@@ -12,6 +15,7 @@ from services.contracts.topics import Operation
 from services.devtools.fleet.link import Rejected
 from services.devtools.stack import Stack
 from tests.support.devices import link, new_device_id
+from tests.support.waiting import eventually
 
 STACK_ENV = {"TWINFLEET_MAX_STATE_BYTES": "1024", "TWINFLEET_RATE_PER_SECOND": "5", "TWINFLEET_RATE_BURST": "10"}
 
@@ -187,3 +191,19 @@ async def test_wrong_password_is_refused(stack: Stack) -> None:
     with pytest.raises(aiomqtt.MqttError):
         async with client:
             pass
+
+
+async def test_a_link_that_drops_reports_disconnected_by_its_last_will(stack: Stack, api: httpx.AsyncClient) -> None:
+    """The fleet simulator's presence (what the console counts as connection state): a device
+    reports `connection: connected`; its last will reports `disconnected` when the link drops."""
+    device_id = new_device_id("presence")
+    with contextlib.suppress(aiomqtt.MqttError):  # the link's reader ends with the dropped link
+        async with link(stack, device_id, presence=True) as dev:
+            await dev.report({"connection": "connected"})
+            dev._client._client.socket().shutdown(socket.SHUT_RDWR)  # the link drops without a DISCONNECT
+
+    async def disconnected() -> bool:
+        twin = (await api.get(f"/v1/twins/{device_id}")).json()
+        return bool(twin["state"]["reported"].get("connection") == "disconnected")
+
+    await eventually(disconnected, timeout=30, what="the last will")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -270,6 +271,17 @@ async def test_the_cli_drives_a_rollout(stack: Stack, api: httpx.AsyncClient) ->
     assert "cli-cfg" in listed.stdout
     history = await asyncio.to_thread(twin_cli, stack, "config", "history", "cli-cfg")
     assert "activated" in history.stdout
+    scripted = await asyncio.to_thread(twin_cli, stack, "--output", "json", "config", "list")
+    assert [c["id"] for c in json.loads(scripted.stdout) if c["id"] == "cli-cfg"] == ["cli-cfg"]
+    # no device reports, so the rollout stays active: the watch follows it until its timeout
+    watched = await asyncio.to_thread(twin_cli, stack, "config", "metrics", "cli-cfg", "--watch", "--timeout", "3")
+    assert watched.returncode == 0 and "cli-cfg active" in watched.stdout, watched.stdout + watched.stderr
+    assert "stage 1" in watched.stdout and "1 pending" in watched.stdout
+    lines = await asyncio.to_thread(
+        twin_cli, stack, "-o", "json", "config", "metrics", "cli-cfg", "--watch", "--timeout", "2"
+    )
+    first = json.loads(lines.stdout.splitlines()[0])
+    assert first["state"] == "active" and first["progress"]["pending"] == 1
     refused = await asyncio.to_thread(twin_cli, stack, "config", "delete", "cli-cfg")
     assert refused.returncode == 1 and "409" in refused.stdout
 

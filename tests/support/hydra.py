@@ -6,7 +6,6 @@ roles there. It stands in for the stack's own issuer (`services.devtools.identit
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,18 +15,11 @@ from typing import Any
 import httpx
 
 from services.devtools.identity import APP_ROLES, AUDIENCE
-from services.devtools.processes import ManagedProcess, free_port, wait_for_http
+from services.devtools.processes import ManagedProcess, built_binary, free_port, wait_for_http
 
 
 def hydra_binary() -> str:
-    explicit = os.environ.get("TWINFLEET_HYDRA")
-    if explicit:
-        return explicit
-    cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet")) / "bin"
-    found = sorted(cache.glob("hydra-[0-9]*")) if cache.exists() else []
-    if not found:
-        raise FileNotFoundError("hydra not built yet: run `make test` (it builds it)")
-    return str(found[-1])
+    return built_binary("TWINFLEET_HYDRA", "hydra-[0-9]*", "hydra not built yet: run `make test` (it builds it)")
 
 
 class Hydra:

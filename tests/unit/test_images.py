@@ -38,7 +38,7 @@ def test_the_daprd_image_is_the_runtime_the_makefile_builds() -> None:
 
 def test_every_dapr_app_has_an_entrypoint() -> None:
     apps = {names.TWIN_STORE_APP, names.DELTA_APP, names.EVENTS_APP, names.COMMANDS_APP, names.ROLLOUT_APP}
-    assert set(APPS) == apps | {names.FIRMWARE_APP, names.DEVICE_AGENT_APP}
+    assert set(APPS) == apps | {names.FIRMWARE_APP, names.CONSOLE_APP, names.DEVICE_AGENT_APP}
     for target in APPS.values():
         module, attribute = target.split(":")
         assert (ROOT / (module.replace(".", "/") + ".py")).exists() and attribute == "app"

@@ -155,9 +155,10 @@ async def run_fleet(
         async def connect(device_id: str) -> None:
             async with limit:
                 tls = certificates(device_id) if certificates is not None else None
-                link = DeviceLink(device_id, passwords.get(device_id, ""), host, port, profile, tls=tls)
+                link = DeviceLink(device_id, passwords.get(device_id, ""), host, port, profile, tls=tls, presence=True)
                 await stack.enter_async_context(link)
-                devices.append(SimulatedDevice(link, report_interval, initial_state(device_id)))
+                state = {**initial_state(device_id), "connection": "connected"}
+                devices.append(SimulatedDevice(link, report_interval, state))
 
         await asyncio.gather(*(connect(d) for d in ids))
         log.info("fleet connected", devices=len(devices))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections import deque
 from typing import Any
@@ -47,7 +48,10 @@ class DeviceLink:
         client_id: str | None = None,
         encoding: WireEncoding = WireEncoding.JSON,
         tls: TlsIdentity | None = None,
+        presence: bool = False,
     ) -> None:
+        """`presence`: a last will reports `connection: disconnected` when the link drops (the
+        device reports `connected` itself once up), as AWS IoT devices do with lifecycle wills."""
         self.address = TwinAddress(device_id, shadow)
         self.profile = profile
         self.encoding = encoding
@@ -64,6 +68,13 @@ class DeviceLink:
             clean_session=clean,
             keepalive=30,
             tls_params=tls_params,
+            will=aiomqtt.Will(
+                profile.request_topic(self.address, Operation.UPDATE),
+                json.dumps({"state": {"reported": {"connection": "disconnected"}}}),
+                qos=1,
+            )
+            if presence
+            else None,
         )
         self._pending: dict[str, asyncio.Future[tuple[Reply, dict[str, Any]]]] = {}
         self.deltas: asyncio.Queue[dict[str, Any]] = asyncio.Queue()

@@ -6,6 +6,7 @@ events: events
 commands: commands
 rollout: rollout
 firmware: firmware
+console: console
 {{- end -}}
 
 {{/* The apps holding their own broker session, keyed by the pod's name: StatefulSets, so a
@@ -16,7 +17,7 @@ restarted pod resumes its session (and what the broker queued for it). */}}
 
 {{/* The apps that call others with their own identity (client credentials). */}}
 {{- define "twinfleet.callsOthers" -}}
-{{- has . (list "rollout" "delta" "firmware" "commands" "events") -}}
+{{- has . (list "rollout" "delta" "firmware" "commands" "events" "console") -}}
 {{- end -}}
 
 {{/* The Secrets holding the sidecars' API token and one app's token (key `token` each). */}}
@@ -28,9 +29,10 @@ restarted pod resumes its session (and what the broker queued for it). */}}
 {{- printf "%s-app-token" (include "twinfleet.name" .) -}}
 {{- end -}}
 
-{{/* The apps that run several replicas (all but rollout, the single planner). */}}
+{{/* The apps that run several replicas: all but rollout (the single planner) and the console (its
+fleet index is fed by the app's one subscription: replicas would each see a share of the changes). */}}
 {{- define "twinfleet.scalable" -}}
-{{- ne . "rollout" -}}
+{{- not (has . (list "rollout" "console")) -}}
 {{- end -}}
 
 {{/* An app's object names: <release>-<app id>; (list $ "twin-store"). */}}
