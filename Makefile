@@ -27,6 +27,15 @@ KUBECONFORM := $(TWINFLEET_CACHE)/bin/kubeconform-$(KUBECONFORM_VERSION)
 # The OIDC provider the access tests get real client-credentials tokens from (ORY Hydra, its Go module).
 HYDRA_VERSION := 2.3.0
 HYDRA := $(TWINFLEET_CACHE)/bin/hydra-$(HYDRA_VERSION)
+# The local single-node Kubernetes cluster (make cluster): its binaries from the k8s.io/kubernetes
+# Go module (1.34: the last minor whose kubelet runs on cgroup v1 by default), crictl, a trimmed
+# CoreDNS and Dapr's control plane, built into the cache and reused while their versions stand.
+CLUSTER_KUBERNETES_VERSION := 1.34.3
+CRICTL_VERSION := 1.34.0
+COREDNS_VERSION := 1.14.7
+CLUSTER_ENV := K8S_VERSION=$(CLUSTER_KUBERNETES_VERSION) CRICTL_VERSION=$(CRICTL_VERSION) \
+  COREDNS_VERSION=$(COREDNS_VERSION) DAPR_RUNTIME_VERSION=$(DAPR_RUNTIME_VERSION) \
+  DAPR_EXCLUDE_COMPONENTS="$(DAPR_EXCLUDE_COMPONENTS)" HELM=$(HELM) TWINFLEET_CACHE=$(TWINFLEET_CACHE)
 VENV := .venv
 PY := $(VENV)/bin/python
 FLEET ?= 1000
@@ -41,6 +50,10 @@ export TWINFLEET_HYDRA := $(HYDRA)
 export TWINFLEET_KUBERNETES_VERSION := $(KUBERNETES_VERSION)
 export TWINFLEET_DAPR_SCHEMAS := $(TWINFLEET_CACHE)/schemas/dapr-$(DAPR_RUNTIME_VERSION)
 export TWINFLEET_CACHE
+export TWINFLEET_CLUSTER_KUBERNETES_VERSION := $(CLUSTER_KUBERNETES_VERSION)
+export TWINFLEET_CRICTL_VERSION := $(CRICTL_VERSION)
+export TWINFLEET_COREDNS_VERSION := $(COREDNS_VERSION)
+export TWINFLEET_DAPR_RUNTIME_VERSION := $(DAPR_RUNTIME_VERSION)
 
 .PHONY: help ## list the targets
 help:
@@ -95,13 +108,13 @@ down:
 $(HYDRA):
 	@HYDRA_VERSION=$(HYDRA_VERSION) TWINFLEET_CACHE=$(TWINFLEET_CACHE) nice -n 10 scripts/build-hydra.sh >/dev/null
 
-.PHONY: test ## run the whole test suite (unit, integration with real daprd/Redis/Mosquitto/Hydra, slow)
-test: setup tools $(HYDRA)
+.PHONY: test ## run the whole test suite (unit, integration with real daprd/Redis/Mosquitto/Hydra, slow, cluster)
+test: setup tools $(HYDRA) cluster-build
 	@$(PY) -m pytest -q
 
 .PHONY: test-fast ## unit + integration tests without the slow fault tests
 test-fast: setup tools $(HYDRA)
-	@$(PY) -m pytest -q -m "not slow"
+	@$(PY) -m pytest -q -m "not slow and not cluster"
 
 .PHONY: lint ## ruff + mypy
 lint: setup
@@ -122,3 +135,27 @@ $(FLOORGO): bench/floorgo/main.go bench/floorgo/go.mod
 .PHONY: components ## render the Dapr components for k3s and aks into deploy/
 components: setup
 	@$(PY) -m services.devtools components
+
+.PHONY: cluster-system
+cluster-system:
+	@scripts/cluster/setup-system.sh
+
+.PHONY: cluster-build ## build what the local cluster needs (Kubernetes, crictl, CoreDNS, Dapr control plane, their images; reused)
+cluster-build: cluster-system $(DAPRD)
+	@$(CLUSTER_ENV) nice -n 10 scripts/cluster/build-kubernetes.sh
+	@$(CLUSTER_ENV) nice -n 10 scripts/cluster/build-extras.sh >/dev/null
+	@$(CLUSTER_ENV) nice -n 10 scripts/cluster/build-dapr-control-plane.sh >/dev/null
+
+.PHONY: cluster ## a single-node Kubernetes cluster as local processes with Dapr (mTLS) installed; prints the kubeconfig
+cluster: cluster-build tools
+	@$(CLUSTER_ENV) scripts/cluster/cluster.sh up
+	@$(CLUSTER_ENV) scripts/cluster/dapr.sh install
+	@$(CLUSTER_ENV) scripts/cluster/cluster.sh env
+
+.PHONY: cluster-status ## what the local cluster runs and the memory it takes
+cluster-status:
+	@$(CLUSTER_ENV) scripts/cluster/cluster.sh status
+
+.PHONY: cluster-down ## stop the local cluster and undo every host change it made (its run directory goes too)
+cluster-down:
+	@$(CLUSTER_ENV) scripts/cluster/cluster.sh down --purge
