@@ -111,7 +111,7 @@ kind: Config
 clusters:
 - name: tfk8s
   cluster:
-    server: https://127.0.0.1:$API_PORT
+    server: https://$NODE_IP:$API_PORT
     certificate-authority: $PKI/ca.crt
 users:
 - name: $2
@@ -142,23 +142,25 @@ sysctl_restore() {
 }
 
 # Forwarding must be on for pod->Service traffic (the bridge CNI plugin turns it on anyway), but
-# nothing from this machine may be forwarded off it: drop forwarded packets leaving by the uplink.
+# nothing from this machine may be forwarded off it, and nothing from outside may reach the node's
+# address (API server, kubelet, NodePorts) or the pods: drop by the uplink, both ways.
+guard_rule() {  # guard_rule -I|-D CHAIN MATCH...
+  local op="$1" chain="$2"; shift 2
+  if [[ "$op" == -I ]]; then
+    iptables -C "$chain" "$@" -m comment --comment tfk8s-guard -j DROP 2>/dev/null ||
+      iptables -I "$chain" 1 "$@" -m comment --comment tfk8s-guard -j DROP
+  else
+    while iptables -D "$chain" "$@" -m comment --comment tfk8s-guard -j DROP 2>/dev/null; do :; done
+  fi
+}
 guard_rules() {  # guard_rules -I|-D
   local op="$1" dev
   for dev in $(ip -o route show default | awk '{for(i=1;i<NF;i++) if($i=="dev") print $(i+1)}' | sort -u); do
-    if [[ "$op" == -I ]]; then
-      iptables -C FORWARD -o "$dev" -m comment --comment tfk8s-guard -j DROP 2>/dev/null ||
-        iptables -I FORWARD 1 -o "$dev" -m comment --comment tfk8s-guard -j DROP
-    else
-      while iptables -D FORWARD -o "$dev" -m comment --comment tfk8s-guard -j DROP 2>/dev/null; do :; done
-    fi
+    guard_rule "$op" FORWARD -o "$dev"
+    guard_rule "$op" FORWARD -i "$dev" -o "$CNI_BRIDGE"
+    guard_rule "$op" INPUT -i "$dev" -d "$NODE_IP"
   done
-  if [[ "$op" == -I ]]; then
-    iptables -C FORWARD -s "$CLUSTER_CIDR" ! -o "$CNI_BRIDGE" -m comment --comment tfk8s-guard -j DROP 2>/dev/null ||
-      iptables -I FORWARD 1 -s "$CLUSTER_CIDR" ! -o "$CNI_BRIDGE" -m comment --comment tfk8s-guard -j DROP
-  else
-    while iptables -D FORWARD -s "$CLUSTER_CIDR" ! -o "$CNI_BRIDGE" -m comment --comment tfk8s-guard -j DROP 2>/dev/null; do :; done
-  fi
+  guard_rule "$op" FORWARD -s "$CLUSTER_CIDR" ! -o "$CNI_BRIDGE"
 }
 
 cgroups_make() {
@@ -353,7 +355,7 @@ net_down() {
   sysctl_restore
 }
 
-api_ready() { curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "https://127.0.0.1:$API_PORT/readyz" ; }
+api_ready() { curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "https://$NODE_IP:$API_PORT/readyz" ; }
 
 import_images() {
   local t
@@ -390,7 +392,7 @@ up() {
 
   start kube-apiserver kube-apiserver \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --bind-address=0.0.0.0 --secure-port="$API_PORT" --advertise-address="$NODE_IP" \
+    --bind-address="$NODE_IP" --secure-port="$API_PORT" --advertise-address="$NODE_IP" \
     --service-cluster-ip-range="$SVC_CIDR" --service-node-port-range=30000-32767 \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" \

@@ -17,10 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts" / "cluster"
 RUN_DIR = ROOT / ".run" / "cluster"
-API_URL = "https://127.0.0.1:6443"
 
 # Makefile variable -> the environment variable the scripts take (and the Makefile exports as
 # TWINFLEET_<name>, which wins over the Makefile's own line when set).
@@ -63,7 +64,6 @@ class Cluster:
         self.run_dir = RUN_DIR
         self.kubeconfig = RUN_DIR / "kubeconfig"
         self.ca = RUN_DIR / "pki" / "ca.crt"
-        self.api_url = API_URL
         self.started_here = False
 
     def _script(self, *args: str, timeout: float = 600) -> str:
@@ -78,6 +78,12 @@ class Cluster:
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
         return result.stderr
+
+    @property
+    def api_url(self) -> str:
+        """The API server as the kubeconfig names it (the node's address: nothing binds beyond it)."""
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        return str(config["clusters"][0]["cluster"]["server"])
 
     def running(self) -> bool:
         return subprocess.run([str(SCRIPTS / "cluster.sh"), "running"], env=self.env, check=False).returncode == 0
