@@ -56,6 +56,52 @@ def script_env() -> dict[str, str]:
     return env
 
 
+# What `cluster.sh up` (and the kubelet, the CNI plugin, kube-proxy) change on the host, and `down`
+# must undo: see docs/architecture.md, "The local cluster".
+SYSCTLS = (
+    "net/ipv4/ip_forward",
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+)
+LINKS = ("tfk8s0", "tfcni0")
+CGROUP = "tfk8s"
+
+
+def sysctls() -> dict[str, str]:
+    return {name: Path("/proc/sys", name).read_text().strip() for name in SYSCTLS}
+
+
+def leftovers(run_dir: Path, before: Mapping[str, str]) -> list[str]:
+    """What of the cluster is still on the host: processes, links, veths on its bridge, iptables
+    rules and chains, cgroups, mounts, changed sysctls (against `before`)."""
+    found: list[str] = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if proc.name.isdigit() and any(str(run_dir).encode() in arg for arg in argv):
+            found.append(f"process {proc.name}: {argv[0].decode(errors='replace')}")
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    found += [f"link {name}" for name in LINKS if f": {name}:" in links or f": {name}@" in links]
+    found += [
+        f"veth on {LINKS[1]}: {line.split(': ')[1]}" for line in links.splitlines() if f"master {LINKS[1]}" in line
+    ]
+    for tool in ("iptables-save", "ip6tables-save"):
+        for table in ("filter", "nat", "mangle"):
+            rules = subprocess.run([tool, "-t", table], capture_output=True, text=True, check=False).stdout
+            found += [f"{tool} {table}: {line}" for line in rules.splitlines() if "KUBE-" in line or "tfk8s" in line]
+    found += [f"cgroup {path}" for path in Path("/sys/fs/cgroup").glob(f"*/{CGROUP}")]
+    mounts = Path("/proc/mounts").read_text().splitlines()
+    found += [f"mount {line.split()[1]}" for line in mounts if line.split()[1].startswith(f"{run_dir}/")]
+    found += [f"sysctl {name} {before[name]} -> {value}" for name, value in sysctls().items() if before[name] != value]
+    return found
+
+
 class Cluster:
     """One run of the local cluster; `start` reuses one that answers (and then `stop` leaves it)."""
 
@@ -65,6 +111,7 @@ class Cluster:
         self.kubeconfig = RUN_DIR / "kubeconfig"
         self.ca = RUN_DIR / "pki" / "ca.crt"
         self.started_here = False
+        self.host_before: dict[str, str] = {}
 
     def _script(self, *args: str, timeout: float = 600) -> str:
         result = subprocess.run(
@@ -95,6 +142,7 @@ class Cluster:
         if os.geteuid() != 0:
             raise PermissionError("the local cluster needs root (network namespaces, cgroups, iptables)")
         self.started_here = True
+        self.host_before = sysctls()
         began = time.monotonic()
         try:
             self._script("cluster.sh", "up")
@@ -105,10 +153,13 @@ class Cluster:
             raise
         return {"cluster_up_s": up - began, "dapr_install_s": time.monotonic() - up}
 
-    def stop(self) -> None:
-        if self.started_here:
-            self._script("cluster.sh", "down", "--purge")
-            self.started_here = False
+    def stop(self) -> list[str]:
+        """Down, if started here; what it left on the host (nothing, when `down` did its job)."""
+        if not self.started_here:
+            return []
+        self._script("cluster.sh", "down", "--purge")
+        self.started_here = False
+        return leftovers(self.run_dir, self.host_before)
 
     def import_images(self, *tarballs: Path) -> None:
         self._script("cluster.sh", "import", *map(str, tarballs))

@@ -32,7 +32,9 @@ def cluster() -> Iterator[Cluster]:
         yield run
     finally:
         print(f"\nnode at the session's end:\n{run.status()}")
-        run.stop()
+        left = run.stop()
+    # Down undoes every host change up made: no process, link, rule, cgroup, mount or sysctl left.
+    assert not left, "the cluster left on the host:\n" + "\n".join(left)
 
 
 @dataclass(frozen=True)
