@@ -113,18 +113,18 @@ class Cluster:
         self.started_here = False
         self.host_before: dict[str, str] = {}
 
-    def _script(self, *args: str, timeout: float = 600) -> str:
+    def _run(self, argv: list[str], timeout: float, input: str | None = None) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [str(SCRIPTS / args[0]), *args[1:]],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+            argv, env=self.env, input=input, capture_output=True, text=True, timeout=timeout, check=False
         )
         if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-        return result.stderr
+            raise RuntimeError(
+                f"{Path(argv[0]).name} {' '.join(argv[1:])} failed ({result.returncode}): {result.stderr[-3000:]}"
+            )
+        return result
+
+    def _script(self, *args: str, timeout: float = 600) -> str:
+        return self._run([str(SCRIPTS / args[0]), *args[1:]], timeout).stderr
 
     @property
     def api_url(self) -> str:
@@ -165,17 +165,8 @@ class Cluster:
         self._script("cluster.sh", "import", *map(str, tarballs))
 
     def kubectl(self, *args: str, input: str | None = None, timeout: float = 120) -> str:
-        result = subprocess.run(
-            [str(RUN_DIR / "bin" / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()[-2000:]}")
-        return result.stdout
+        argv = [str(RUN_DIR / "bin" / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args]
+        return self._run(argv, timeout, input).stdout
 
     def apply(self, manifest: str, namespace: str | None = None) -> None:
         self.kubectl("apply", *(["-n", namespace] if namespace else []), "-f", "-", input=manifest)

@@ -1,13 +1,15 @@
 """The `cluster` tests' fixtures: the local single-node Kubernetes with Dapr (`make cluster`), and
 the tests' own small image, built here without a daemon and imported into the cluster's containerd.
 
-The cluster is brought up once per session (cluster.sh up + dapr.sh install) and down at its end;
-one that `make cluster` already started is reused and left running.
+The cluster is brought up once for this package's tests (cluster.sh up + dapr.sh install) and down
+when they are done, so it does not sit beside the rest of the suite; one that `make cluster` already
+started is reused and left running.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -22,16 +24,16 @@ TESTAPP = Path(__file__).parent / "testapp"
 MKIMAGE = ("python3", str(SCRIPTS / "mkimage.py"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster() -> Iterator[Cluster]:
     run = Cluster()
     timings = run.start()
     if timings:
-        print(f"\ncluster started for the session: {timings}")
+        print(f"\ncluster started for the cluster tests: {timings}")
     try:
         yield run
     finally:
-        print(f"\nnode at the session's end:\n{run.status()}")
+        print(f"\nnode after the cluster tests:\n{run.status()}")
         left = run.stop()
     # Down undoes every host change up made: no process, link, rule, cgroup, mount or sysctl left.
     assert not left, "the cluster left on the host:\n" + "\n".join(left)
@@ -57,7 +59,7 @@ def _mkimage(out: Path, ref: str, binary: Path, entrypoint: str) -> None:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def test_images(cluster: Cluster) -> AppImages:
     """Built once per source (keyed by its hash) into the cache, imported into the cluster."""
     digest = hashlib.sha256()
@@ -92,3 +94,34 @@ def test_images(cluster: Cluster) -> AppImages:
         tarballs.append(out)
     cluster.import_images(*tarballs)
     return tags
+
+
+def deployment(name: str, namespace: str, image: str, annotations: dict[str, str] | None = None) -> str:
+    """A Deployment of one `testapp serve` replica in container `app`, ready once it answers."""
+    return json.dumps(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}, "annotations": annotations or {}},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [
+                            {
+                                "name": "app",
+                                "image": image,
+                                "imagePullPolicy": "Never",
+                                "args": ["serve", ":8080"],
+                                "ports": [{"containerPort": 8080}],
+                                "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1},
+                            }
+                        ],
+                    },
+                },
+            },
+        }
+    )

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from services.devtools.cluster import Cluster
-from tests.cluster.conftest import AppImages
+from tests.cluster.conftest import AppImages, deployment
 
 pytestmark = pytest.mark.cluster
 
@@ -18,31 +18,8 @@ NAMESPACE = "dapr-check"
 
 
 def _deployment(app: str, image: str) -> str:
-    return f"""
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {app}, namespace: {NAMESPACE}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {app}}}}}
-  template:
-    metadata:
-      labels: {{app: {app}}}
-      annotations:
-        dapr.io/enabled: "true"
-        dapr.io/app-id: {app}
-        dapr.io/app-port: "8080"
-    spec:
-      containers:
-      - name: app
-        image: {image}
-        imagePullPolicy: Never
-        args: [serve, ":8080"]
-        ports: [{{containerPort: 8080}}]
-        readinessProbe:
-          httpGet: {{path: /ready, port: 8080}}
-          periodSeconds: 2
-"""
+    sidecar = {"dapr.io/enabled": "true", "dapr.io/app-id": app, "dapr.io/app-port": "8080"}
+    return deployment(app, NAMESPACE, image, sidecar)
 
 
 @pytest.fixture(scope="module")

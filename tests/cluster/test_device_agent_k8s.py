@@ -22,7 +22,7 @@ from services.device_agent.handlers import ConfigMapWriter, HandlerFailed
 from services.device_agent.software import DeploymentInstaller, InstallFailed
 from services.devtools.cluster import ROOT, Cluster
 from services.domain.software.release import Release
-from tests.cluster.conftest import AppImages
+from tests.cluster.conftest import AppImages, deployment
 
 pytestmark = pytest.mark.cluster
 
@@ -32,47 +32,25 @@ APP = "workload"
 CHART = ROOT / "deploy" / "k3s" / "device-agent"
 
 
-def chart_access(cluster: Cluster) -> str:
+def chart_access(cluster: Cluster, root: Path) -> str:
     """The chart's ServiceAccount, Role, RoleBinding and ConfigMap, as `helm install` makes them,
-    with the `k3s` installer pointed at the workload."""
+    with the `k3s` installer pointed at the workload (`root`: a TUF root file, which the chart
+    requires with an installer)."""
     values = [f"device.id={NAMESPACE}-1", "software.installer=k3s", "software.firmwareUrl=http://firmware.invalid"]
-    values += [
-        "software.trustedKeys={" + "ab" * 32 + "}",
-        f"software.k3s.deployment={APP}",
-        "software.k3s.container=app",
-    ]
+    values += [f"software.k3s.deployment={APP}", "software.k3s.container=app"]
     args = [cluster.env["HELM"], "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
     for template in ("serviceaccount", "rbac", "configmap"):
         args += ["--show-only", f"templates/{template}.yaml"]
     for value in values:
         args += ["--set", value]
+    args += ["--set-file", f"software.trustedRoot={root}"]
     rendered = subprocess.run(args, capture_output=True, text=True, check=False)
     assert rendered.returncode == 0, rendered.stderr
     return rendered.stdout
 
 
-def workload(image: str) -> str:
-    return f"""
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {APP}, namespace: {NAMESPACE}}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {APP}}}}}
-  template:
-    metadata:
-      labels: {{app: {APP}}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: app
-        image: {image}
-        imagePullPolicy: Never
-        args: [serve, ":8080"]
-        readinessProbe:
-          httpGet: {{path: /ready, port: 8080}}
-          periodSeconds: 1
-"""
+def workload(image: str, name: str = APP) -> str:
+    return deployment(name, NAMESPACE, image)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +59,9 @@ def device(cluster: Cluster, test_images: AppImages, tmp_path_factory: pytest.Te
     credentials (token + CA) in a directory laid out like a pod's service account mount."""
     cluster.kubectl("create", "namespace", NAMESPACE)
     try:
-        cluster.apply(chart_access(cluster))
+        root = tmp_path_factory.mktemp("release") / "1.root.json"
+        root.write_text('{"signed": {"_type": "root", "version": 1}, "signatures": []}')
+        cluster.apply(chart_access(cluster, root))
         cluster.apply(workload(test_images.serve))
         cluster.kubectl("create", "configmap", "not-the-agents", "-n", NAMESPACE)
         cluster.kubectl("rollout", "status", f"deploy/{APP}", "-n", NAMESPACE, "--timeout=120s", timeout=150)
@@ -152,7 +132,7 @@ async def test_the_k3s_installer_rolls_back_a_release_that_never_becomes_ready(
 async def test_the_k3s_installer_may_not_patch_another_deployment(
     cluster: Cluster, device: Path, test_images: AppImages, tmp_path: Path
 ) -> None:
-    cluster.apply(workload(test_images.serve).replace(f"name: {APP}, namespace", "name: other, namespace"))
+    cluster.apply(workload(test_images.serve, name="other"))
     installer = DeploymentInstaller(NAMESPACE, "other", "app", api=cluster.api_url, credentials=device)
     with pytest.raises(InstallFailed, match="cannot read the Deployment: 403"):
         await installer.install(tmp_path / "unused", release(test_images.serve_next))
