@@ -373,8 +373,29 @@ coredns_deploy() {
   log "CoreDNS applied"
 }
 
+# The node's names, addresses, ports and cgroup are host-wide: one cluster per host. The run
+# directory that owns them is written here; another run directory's up refuses while its cluster
+# runs, and its down leaves the host's parts alone.
+OWNER=/run/twinfleet-cluster.owner
+owner_alive() {  # a cluster process of the owning run directory still runs
+  local other pid
+  other=$(cat "$OWNER" 2>/dev/null) || return 1
+  for pid in "$other"/pids/*.pid; do
+    [[ -f "$pid" ]] && kill -0 "$(cat "$pid")" 2>/dev/null && return 0
+  done
+  return 1
+}
+claim() {
+  if [[ -f "$OWNER" && "$(cat "$OWNER")" != "$RUN" ]] && owner_alive; then
+    die "a cluster from $(cat "$OWNER") runs on this host: stop it first (make cluster-down there)"
+  fi
+  echo "$RUN" >"$OWNER"
+}
+owned() { [[ ! -f "$OWNER" || "$(cat "$OWNER")" == "$RUN" ]]; }
+
 up() {
   [[ "${1:-}" == --fresh ]] && { down --purge; T0=$(($(date +%s%N) / 1000000)); }
+  claim
   links
   write_configs
   net_up
@@ -480,7 +501,7 @@ down() {
   stop kubelet 20
   remove_pods
   stop kube-proxy
-  command -v kube-proxy >/dev/null && kube-proxy --cleanup >/dev/null 2>&1 || true
+  if owned && command -v kube-proxy >/dev/null; then kube-proxy --cleanup >/dev/null 2>&1 || true; fi
   stop containerd 20
   kill_shims
   stop kube-scheduler & stop kube-controller-manager & stop kube-apiserver 20 & wait
@@ -491,8 +512,13 @@ down() {
   for l in /var/log/containers/*.log; do
     [[ -L "$l" && "$(readlink "$l")" == "$RUN/"* ]] && rm -f "$l"
   done
-  cgroups_remove
-  net_down
+  if owned; then
+    cgroups_remove
+    net_down
+    rm -f "$OWNER"
+  else
+    log "the host's cluster belongs to $(cat "$OWNER"): its network and cgroups left alone"
+  fi
   if [[ "${1:-}" == --purge ]]; then
     rm -rf "$RUN"
     log "purged $RUN"

@@ -68,6 +68,7 @@ SYSCTLS = (
     "kernel/keys/root_maxbytes",
 )
 LINKS = ("tfk8s0", "tfcni0")
+OWNER = Path("/run/twinfleet-cluster.owner")
 CGROUP = "tfk8s"
 
 
@@ -96,6 +97,7 @@ def leftovers(run_dir: Path, before: Mapping[str, str]) -> list[str]:
             rules = subprocess.run([tool, "-t", table], capture_output=True, text=True, check=False).stdout
             found += [f"{tool} {table}: {line}" for line in rules.splitlines() if "KUBE-" in line or "tfk8s" in line]
     found += [f"cgroup {path}" for path in Path("/sys/fs/cgroup").glob(f"*/{CGROUP}")]
+    found += [f"owner file {OWNER}"] if OWNER.exists() else []
     mounts = Path("/proc/mounts").read_text().splitlines()
     found += [f"mount {line.split()[1]}" for line in mounts if line.split()[1].startswith(f"{run_dir}/")]
     found += [f"sysctl {name} {before[name]} -> {value}" for name, value in sysctls().items() if before[name] != value]
