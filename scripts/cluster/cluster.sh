@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Single-node Kubernetes as local processes (no systemd, cgroup v1, root).
+# Single-node Kubernetes as local processes (no systemd, cgroup v1, root): one per host.
 #
 #   cluster.sh up [--fresh]   start etcd, apiserver, controller-manager, scheduler, own containerd,
-#                             kubelet, kube-proxy (+ CoreDNS if its binary is cached); wait for Ready
+#                             kubelet, kube-proxy, CoreDNS; wait for the node to be Ready
 #   cluster.sh down [--purge] stop everything this script started (pods first), undo host changes;
 #                             --purge also deletes the run dir (etcd data, PKI, images store)
 #   cluster.sh status         pids, RSS of each component, pod cgroup memory
