@@ -17,11 +17,13 @@ LOADGEN := $(TWINFLEET_CACHE)/bin/loadgen
 AZURITE_VERSION := 3.35.0
 AZURITE := $(TWINFLEET_CACHE)/azurite-$(AZURITE_VERSION)/node_modules/.bin/azurite-blob
 FLOORGO := $(TWINFLEET_CACHE)/bin/floorgo
-# Tools for the device agent's K3s chart (make tools): helm and kubeconform from their Go modules,
-# the Kubernetes JSON schemas of this minor and the Dapr CRD schemas, all offline, in the cache.
+# Tools for the Helm charts (make tools): helm and kubeconform from their Go modules, the
+# Kubernetes JSON schemas of this minor, the Dapr CRD schemas and the ServiceMonitor CRD's, all
+# offline, in the cache.
 HELM_VERSION := 3.22.0
 KUBECONFORM_VERSION := 0.8.0
 KUBERNETES_VERSION := 1.31.0
+PROMETHEUS_OPERATOR_VERSION := 0.85.0
 HELM := $(TWINFLEET_CACHE)/bin/helm-$(HELM_VERSION)
 KUBECONFORM := $(TWINFLEET_CACHE)/bin/kubeconform-$(KUBECONFORM_VERSION)
 # The OIDC provider the access tests get real client-credentials tokens from (ORY Hydra, its Go module).
@@ -49,6 +51,7 @@ export TWINFLEET_KUBECONFORM := $(KUBECONFORM)
 export TWINFLEET_HYDRA := $(HYDRA)
 export TWINFLEET_KUBERNETES_VERSION := $(KUBERNETES_VERSION)
 export TWINFLEET_DAPR_SCHEMAS := $(TWINFLEET_CACHE)/schemas/dapr-$(DAPR_RUNTIME_VERSION)
+export TWINFLEET_PROMETHEUS_SCHEMAS := $(TWINFLEET_CACHE)/schemas/prometheus-operator-$(PROMETHEUS_OPERATOR_VERSION)
 export TWINFLEET_CACHE
 export TWINFLEET_CLUSTER_KUBERNETES_VERSION := $(CLUSTER_KUBERNETES_VERSION)
 export TWINFLEET_CRICTL_VERSION := $(CRICTL_VERSION)
@@ -57,7 +60,7 @@ export TWINFLEET_DAPR_RUNTIME_VERSION := $(DAPR_RUNTIME_VERSION)
 
 .PHONY: help ## list the targets
 help:
-	@grep -E '^\.PHONY: [a-z-]+ ## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z-]+) ## (.*)/  make \1\t\2/' | expand -t 22
+	@grep -E '^\.PHONY: [a-z-]+ ## ' $(MAKEFILE_LIST) | sed -E 's/^\.PHONY: ([a-z-]+) ## (.*)/  make \1\t\2/' | expand -t 24
 
 .PHONY: setup ## install Redis, Mosquitto, Azurite, the Python env, build daprd (cloud and device) and the broker plugin (idempotent)
 setup: system $(VENV)/.installed $(DAPRD) $(DEVICE_DAPRD) $(AZURITE) broker-plugin
@@ -87,10 +90,11 @@ $(DEVICE_DAPRD):
 	@DAPR_RUNTIME_VERSION=$(DAPR_RUNTIME_VERSION) DAPR_KEEP_COMPONENTS="$(DEVICE_DAPR_COMPONENTS)" \
 	  DAPR_BINARY_NAME=daprd-device-$(DAPR_RUNTIME_VERSION) TWINFLEET_CACHE=$(TWINFLEET_CACHE) scripts/build-daprd.sh
 
-.PHONY: tools ## build helm + kubeconform, prepare Kubernetes and Dapr CRD schemas for offline validation
+.PHONY: tools ## build helm + kubeconform, prepare Kubernetes, Dapr and ServiceMonitor schemas for offline validation
 tools: $(VENV)/.installed
 	@HELM_VERSION=$(HELM_VERSION) KUBECONFORM_VERSION=$(KUBECONFORM_VERSION) KUBERNETES_VERSION=$(KUBERNETES_VERSION) \
-	  DAPR_RUNTIME_VERSION=$(DAPR_RUNTIME_VERSION) PYTHON=$(PY) TWINFLEET_CACHE=$(TWINFLEET_CACHE) \
+	  DAPR_RUNTIME_VERSION=$(DAPR_RUNTIME_VERSION) PROMETHEUS_OPERATOR_VERSION=$(PROMETHEUS_OPERATOR_VERSION) \
+	  PYTHON=$(PY) TWINFLEET_CACHE=$(TWINFLEET_CACHE) \
 	  scripts/build-tools.sh >/dev/null
 
 .PHONY: run ## run the whole suite + a simulated fleet in the foreground (Ctrl-C stops it)
@@ -108,18 +112,46 @@ down:
 $(HYDRA):
 	@HYDRA_VERSION=$(HYDRA_VERSION) TWINFLEET_CACHE=$(TWINFLEET_CACHE) nice -n 10 scripts/build-hydra.sh >/dev/null
 
-.PHONY: test ## run the whole test suite (unit, integration with real daprd/Redis/Mosquitto/Hydra, slow, cluster)
-test: setup tools $(HYDRA) cluster-build
+.PHONY: test ## run the whole test suite (unit, integration with real daprd/Redis/Mosquitto/Hydra, slow, containers, cluster)
+test: setup tools $(HYDRA) images cluster-build
 	@$(PY) -m pytest -q
 
-.PHONY: test-fast ## unit + integration tests without the slow fault tests
+.PHONY: test-fast ## unit + integration tests without the slow fault tests, the containers and the cluster
 test-fast: setup tools $(HYDRA)
-	@$(PY) -m pytest -q -m "not slow and not cluster"
+	@$(PY) -m pytest -q -m "not slow and not containers and not cluster"
+
+.PHONY: engine ## a Docker engine: reuse one that answers, else install docker.io and start dockerd
+engine:
+	@scripts/docker-engine.sh start
+
+.PHONY: engine-stop ## stop the Docker engine `make engine` started (never another one)
+engine-stop:
+	@scripts/docker-engine.sh stop
+
+.PHONY: images ## build every container image (each reused while its inputs are unchanged)
+images: $(VENV)/.installed $(DAPRD) $(DEVICE_DAPRD) engine
+	@nice -n 10 $(PY) -m services.devtools images build --daprd $(DAPRD) --device-daprd $(DEVICE_DAPRD)
+
+.PHONY: images-verify ## rebuild every image from nothing and check it comes out with the same ID
+images-verify: images
+	@nice -n 10 $(PY) -m services.devtools images verify --daprd $(DAPRD) --device-daprd $(DEVICE_DAPRD)
+
+.PHONY: images-lock ## re-resolve the Python image's locked dependencies (after pyproject changed)
+images-lock: $(VENV)/.installed
+	@$(PY) -m services.devtools images lock
+
+.PHONY: up-containers ## start the suite in containers in the background (from `make images`)
+up-containers: images
+	@$(PY) -m services.devtools containers up
+
+.PHONY: down-containers ## remove what `make up-containers` started
+down-containers: $(VENV)/.installed
+	@$(PY) -m services.devtools containers down
 
 .PHONY: lint ## ruff + mypy
 lint: setup
-	@$(VENV)/bin/ruff check services tests bench
-	@$(VENV)/bin/ruff format --check services tests bench
+	@$(VENV)/bin/ruff check services twinfleet tests examples bench
+	@$(VENV)/bin/ruff format --check services twinfleet tests examples bench
 	@$(VENV)/bin/mypy
 
 .PHONY: bench ## end-to-end figures next to the raw floor measured in the same run

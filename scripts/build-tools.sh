@@ -7,15 +7,20 @@
 #   schemas/dapr-<v>/dapr.io/<kind>_<version>.json
 #                                            the Dapr CRDs of the pinned runtime, converted with
 #                                            kubeconform's own openapi2jsonschema.py
+#   schemas/prometheus-operator-<v>/monitoring.coreos.com/servicemonitor_v1.json
+#                                            the ServiceMonitor CRD (the cloud chart's optional
+#                                            metrics), from the operator's Go module, the same way
 # Validate with:
 #   kubeconform -strict -kubernetes-version <k8s> \
 #     -schema-location "$cache/schemas/kubernetes/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
-#     -schema-location "$cache/schemas/dapr-<v>/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"
+#     -schema-location "$cache/schemas/dapr-<v>/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" \
+#     -schema-location "$cache/schemas/prometheus-operator-<v>/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"
 set -euo pipefail
 helm_version="${HELM_VERSION:?set HELM_VERSION, e.g. 3.22.0}"
 kubeconform_version="${KUBECONFORM_VERSION:?set KUBECONFORM_VERSION, e.g. 0.8.0}"
 k8s_version="${KUBERNETES_VERSION:?set KUBERNETES_VERSION, e.g. 1.31.0}"
 dapr_version="${DAPR_RUNTIME_VERSION:?set DAPR_RUNTIME_VERSION, e.g. 1.18.0}"
+prometheus_version="${PROMETHEUS_OPERATOR_VERSION:?set PROMETHEUS_OPERATOR_VERSION, e.g. 0.85.0}"
 python="${PYTHON:-python3}"  # needs pip and PyYAML (the project's virtualenv has both)
 if [[ "$python" == */* ]]; then python="$(cd "$(dirname "$python")" && pwd)/$(basename "$python")"; fi
 cache="${TWINFLEET_CACHE:-$HOME/.cache/twinfleet}"
@@ -29,6 +34,7 @@ helm="$bin/helm-$helm_version"
 kubeconform="$bin/kubeconform-$kubeconform_version"
 k8s_schemas="$cache/schemas/kubernetes"
 dapr_schemas="$cache/schemas/dapr-$dapr_version"
+prometheus_schemas="$cache/schemas/prometheus-operator-$prometheus_version"
 mkdir -p "$bin" "$cache/build" "$cache/schemas"
 export CGO_ENABLED=0
 
@@ -134,7 +140,22 @@ if [[ ! -f "$dapr_schemas/.complete" ]]; then
   mv "$work" "$dapr_schemas"
 fi
 
+if [[ ! -f "$prometheus_schemas/.complete" ]]; then
+  echo "converting the Prometheus Operator $prometheus_version ServiceMonitor CRD to a JSON schema" >&2
+  crd="$(module_dir "github.com/prometheus-operator/prometheus-operator@v$prometheus_version")/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"
+  convert="$(module_dir "github.com/yannh/kubeconform@v$kubeconform_version")/scripts/openapi2jsonschema.py"
+  work="$cache/build/prometheus-schemas"
+  rm -rf "$work"
+  mkdir -p "$work/monitoring.coreos.com"
+  (cd "$work/monitoring.coreos.com" && DENY_ROOT_ADDITIONAL_PROPERTIES=1 "$python" "$convert" "$crd" >/dev/null)
+  [[ -f "$work/monitoring.coreos.com/servicemonitor_v1.json" ]] || { echo "no ServiceMonitor schema from $crd" >&2; exit 1; }
+  touch "$work/.complete"
+  rm -rf "$prometheus_schemas"
+  mv "$work" "$prometheus_schemas"
+fi
+
 echo "$helm"
 echo "$kubeconform"
 echo "$k8s_schemas/v$k8s_version-standalone-strict"
 echo "$dapr_schemas"
+echo "$prometheus_schemas"

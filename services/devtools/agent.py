@@ -9,10 +9,26 @@ from pathlib import Path
 from services.devtools import components
 from services.devtools.pki import TlsIdentity
 from services.devtools.processes import ManagedProcess, free_port, wait_for_http
-from services.devtools.stack import AppPorts, daprd_args, device_daprd_binary, uvicorn_args
+from services.devtools.stack import AppPorts, daprd_args, device_daprd_binary, serve_args
 from services.platform.names import DEVICE_AGENT_APP
 
-AGENT_APP = "services.device_agent.main:app"
+
+def agent_broker(device_id: str, password: str, host: str, port: int, tls: TlsIdentity | None) -> dict[str, str]:
+    """The agent target's broker parameters: the device's own credentials on `host:port`, or its
+    client certificate on the TLS listener there."""
+    if tls is None:
+        return {
+            "broker_url": f"tcp://{device_id}:{password}@{host}:{port}",
+            "ca_cert": "",
+            "client_cert": "",
+            "client_key": "",
+        }
+    return {
+        "broker_url": f"ssl://{host}:{port}",
+        "ca_cert": tls.ca.read_text(),
+        "client_cert": tls.cert.read_text(),
+        "client_key": tls.key.read_text(),
+    }
 
 
 class LocalAgent:
@@ -49,17 +65,12 @@ class LocalAgent:
             root / "dapr",
             {
                 "device_id": device_id,
-                "broker_url": f"ssl://127.0.0.1:{mqtt_port}"
-                if tls
-                else f"tcp://{device_id}:{password}@127.0.0.1:{mqtt_port}",
-                "ca_cert": tls.ca.read_text() if tls else "",
-                "client_cert": tls.cert.read_text() if tls else "",
-                "client_key": tls.key.read_text() if tls else "",
+                **agent_broker(device_id, password, "127.0.0.1", mqtt_port, tls),
                 "data_dir": str(self.data_dir),
             },
         )
         self.app = ManagedProcess(
-            f"agent-{device_id}", uvicorn_args(AGENT_APP, self.ports.app), root / "agent.log", env=self.env
+            f"agent-{device_id}", serve_args(DEVICE_AGENT_APP, self.ports.app), root / "agent.log", env=self.env
         )
         self.daprd = ManagedProcess(
             f"agent-{device_id}-daprd",

@@ -120,10 +120,8 @@ class BrokerAccounts:
 
     def set_many(self, accounts: Iterable[tuple[str, str]]) -> None:
         entries = dict(self._read())
-        for user, password in accounts:
-            entries[user] = hash_password(password)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{u}:{h}\n" for u, h in entries.items()))
+        tmp.write_text(password_file(entries, accounts))
         tmp.chmod(0o600)
         tmp.replace(self.path)
 
@@ -139,6 +137,12 @@ class BrokerAccounts:
             if sep:
                 rows.append((user, digest))
         return rows
+
+
+def password_file(entries: dict[str, str], accounts: Iterable[tuple[str, str]]) -> str:
+    """The password file's text: `entries` (user -> hash) with `accounts` (user, password) set."""
+    updated = {**entries, **{user: hash_password(password) for user, password in accounts}}
+    return "".join(f"{user}:{digest}\n" for user, digest in updated.items())
 
 
 def new_secret() -> str:

@@ -31,6 +31,9 @@ _RULES = {
     ROLLOUT_APP: ROLLOUT,
     FIRMWARE_APP: FIRMWARE,
 }
+IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
+"""Methods a request may be sent again with (RFC 9110 9.2.2): once, when a kept-alive connection
+to a sidecar turns out dead (the sidecar's pod restarted); any other request gets the 502."""
 _HOP_BY_HOP = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"dapr-api-token", b"dapr-app-id"}
 
 
@@ -85,9 +88,10 @@ class Gateway:
         url = (
             self.sidecars[app] + scope["path"] + (f"?{scope['query_string'].decode()}" if scope["query_string"] else "")
         )
-        request = self.http.build_request(scope["method"], url, headers=headers, content=await _body(receive))
+        body = await _body(receive)
+        request = self.http.build_request(scope["method"], url, headers=headers, content=body)
         try:
-            response = await self.http.send(request, stream=True)
+            response = await self._send(request, retry=scope["method"] in IDEMPOTENT and isinstance(body, bytes))
         except httpx.HTTPError as error:
             await _answer(send, 502, {"code": 502, "message": f"{app} unreachable: {error!r}"})
             return
@@ -103,6 +107,14 @@ class Gateway:
             await send({"type": "http.response.body", "body": b""})
         finally:
             await response.aclose()
+
+    async def _send(self, request: httpx.Request, retry: bool) -> httpx.Response:
+        try:
+            return await self.http.send(request, stream=True)
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+            if not retry:
+                raise
+            return await self.http.send(request, stream=True)
 
 
 def _forwardable(path: str) -> bool:

@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import httpx
 
@@ -41,15 +41,6 @@ from services.platform.names import (
     TUF_TIMESTAMP_KEY,
     TWIN_STORE_APP,
 )
-
-APPS = {
-    TWIN_STORE_APP: "services.twin_store.main:app",
-    DELTA_APP: "services.delta.main:app",
-    EVENTS_APP: "services.events.main:app",
-    COMMANDS_APP: "services.commands.main:app",
-    ROLLOUT_APP: "services.rollout.main:app",
-    FIRMWARE_APP: "services.firmware.main:app",
-}
 
 
 def daprd_binary() -> str:
@@ -96,11 +87,11 @@ def device_daprd_binary() -> str:
     return str(found[-1]) if found else daprd_binary()
 
 
-def daprd_args(app: str, ports: AppPorts, dapr_dir: Path, binary: str | None = None) -> list[str]:
-    """The daprd command line for one app: loopback only, no placement/scheduler, components and
-    configuration from `dapr_dir` (`resources/`, `configuration.yaml`)."""
+def daprd_flags(app: str, ports: AppPorts, dapr_dir: PurePath) -> list[str]:
+    """daprd's flags for one app, wherever it runs (a local process or a container): no
+    placement/scheduler, components and configuration from `dapr_dir` (`resources/`,
+    `configuration.yaml`)."""
     return [
-        binary or daprd_binary(),
         "--app-id",
         app,
         "--app-port",
@@ -113,10 +104,6 @@ def daprd_args(app: str, ports: AppPorts, dapr_dir: Path, binary: str | None = N
         str(ports.grpc),
         "--metrics-port",
         str(ports.metrics),
-        "--metrics-listen-address",
-        "127.0.0.1",
-        "--dapr-internal-grpc-port",
-        str(free_port()),
         "--resources-path",
         str(dapr_dir / "resources"),
         "--config",
@@ -129,32 +116,49 @@ def daprd_args(app: str, ports: AppPorts, dapr_dir: Path, binary: str | None = N
         os.environ.get("TWINFLEET_DAPRD_LOG_LEVEL", "warn"),
         "--dapr-graceful-shutdown-seconds",
         "2",
-        "--dapr-listen-addresses",
-        "127.0.0.1",
         "--max-body-size",
         MAX_BODY.get(app, "4Mi"),
     ]
 
 
-def uvicorn_args(target: str, port: int) -> list[str]:
-    """The command line serving one app (`module:app`) on a loopback port."""
+def daprd_args(app: str, ports: AppPorts, dapr_dir: Path, binary: str | None = None) -> list[str]:
+    """The daprd command line for one app as a local process: its API and metrics on loopback only
+    (the internal gRPC port on every address: service invocation resolves the host's address)."""
     return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        target,
-        "--host",
+        binary or daprd_binary(),
+        *daprd_flags(app, ports, dapr_dir),
+        "--metrics-listen-address",
         "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--log-level",
-        "warning",
+        "--dapr-internal-grpc-port",
+        str(free_port()),
+        "--dapr-listen-addresses",
+        "127.0.0.1",
     ]
+
+
+def gateway_args(port: int) -> list[str]:
+    """The command line serving the local ingress (`services.devtools.gateway`) on a loopback port."""
+    return [
+        sys.executable, "-m", "uvicorn", GATEWAY, "--host", "127.0.0.1", "--port", str(port),
+        "--no-access-log", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+    ]  # fmt: skip
+
+
+def serve_args(app: str, port: int) -> list[str]:
+    """The command line serving one app (by its app id, as the image does) on a loopback port."""
+    return [sys.executable, "-m", "services.platform.serve", app, "--host", "127.0.0.1", "--port", str(port)]
+
+
+def publish_first_root(firmware_url: str, headers: dict[str, str], root: bytes) -> None:
+    """Give the firmware app (its API at `firmware_url`) the release chain's first root, once (it
+    is kept in the state store), as a suite's operator (`headers`)."""
+    url = f"{firmware_url}/v1/metadata"
+    with httpx.Client(timeout=30, headers=headers) as client:
+        if client.get(f"{url}/1.root.json").status_code == 200:
+            return
+        answer = client.post(f"{url}/root", content=root)
+    if answer.status_code != 201:
+        raise RuntimeError(f"the firmware app refused the first root: {answer.status_code} {answer.text}")
 
 
 def app_id(instance: str) -> str:
@@ -300,7 +304,9 @@ class Stack:
             "local",
             self.run_dir / "dapr",
             {
+                "redis_host": "127.0.0.1",
                 "redis_port": str(self.redis_port),
+                "mqtt_host": "127.0.0.1",
                 "mqtt_port": str(self.mqtt_port),
                 "broker_user": SERVICE_USER,
                 "broker_password": self.secrets["service"],
@@ -318,18 +324,14 @@ class Stack:
         self.write_state()
 
     def publish_first_root(self) -> None:
-        """Give the firmware app the release chain's first root (once; kept in the state store)."""
-        url = f"{self.app_url(FIRMWARE_APP)}/v1/metadata"
-        with httpx.Client(timeout=30, headers=self.headers) as client:
-            if client.get(f"{url}/1.root.json").status_code == 200:
-                return
-            answer = client.post(f"{url}/root", content=self.trusted_root.read_bytes())
-        if answer.status_code != 201:
-            raise RuntimeError(f"the firmware app refused the first root: {answer.status_code} {answer.text}")
+        publish_first_root(self.app_url(FIRMWARE_APP), self.headers, self.trusted_root.read_bytes())
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):
             self.procs[name].stop()
+
+    mqtt_host = "127.0.0.1"
+    """Where devices reach the broker (its port is `mqtt_port`)."""
 
     @property
     def api_url(self) -> str:
@@ -345,7 +347,7 @@ class Stack:
             "apps": {name: self.api_url for name in self.ports},
             "sidecars": {name: self.app_url(name) for name in self.ports},
             "token_file": str(token_file),
-            "mqtt": {"host": "127.0.0.1", "port": self.mqtt_port, "tls_port": self.mqtts_port},
+            "mqtt": {"host": self.mqtt_host, "port": self.mqtt_port, "tls_port": self.mqtts_port},
             "redis_port": self.redis_port,
             "topic_profile": self.topic_profile,
             "pids": {name: proc.pid for name, proc in self.procs.items()},
@@ -483,7 +485,7 @@ class Stack:
         sidecars = {app_id(n): f"http://127.0.0.1:{p.http}" for n, p in self.ports.items() if "#" not in n}
         proc = ManagedProcess(
             INGRESS_APP,
-            uvicorn_args(GATEWAY, self.gateway_port),
+            gateway_args(self.gateway_port),
             self.run_dir / "logs" / "gateway.log",
             env={"TWINFLEET_GATEWAY_APPS": json.dumps(sidecars), "DAPR_API_TOKEN": self.dapr_token},
         )
@@ -507,7 +509,7 @@ class Stack:
         }
         proc = ManagedProcess(
             app,
-            uvicorn_args(APPS[app_id(app)], ports.app),
+            serve_args(app_id(app), ports.app),
             self.run_dir / "logs" / f"{instance_slug(app)}.log",
             env=env,
         )

@@ -20,6 +20,7 @@ from services.devtools.stack import Stack
 from services.domain.device.core import FAILED, UNSUPPORTED
 from services.platform.names import COMMANDS_APP, EVENTS_APP
 from tests.support.agents import AgentFactory, agents
+from tests.support.releases import twin
 from tests.support.waiting import eventually
 
 
@@ -27,11 +28,6 @@ from tests.support.waiting import eventually
 def start_agent(stack: Stack) -> Iterator[AgentFactory]:
     with agents(stack) as start:
         yield start
-
-
-async def twin(api: httpx.AsyncClient, device_id: str) -> dict[str, Any]:
-    response = await api.get(f"/v1/twins/{device_id}")
-    return response.json() if response.status_code == 200 else {}
 
 
 def reported(doc: dict[str, Any]) -> dict[str, Any]:

@@ -1,16 +1,12 @@
 """The device agent's Helm chart (deploy/k3s/device-agent), rendered with the real helm and checked
 offline with kubeconform against the Kubernetes and Dapr CRD schemas `make tools` prepares, plus
-the invariants schemas cannot express (least RBAC, resources everywhere, the device's session)."""
+the invariants schemas cannot express (least RBAC, resources everywhere, the device's session,
+the software update's settings)."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
-import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,82 +14,22 @@ import pytest
 import yaml
 
 from services.platform import names
+from tests.support.charts import (
+    ROOT,
+    Tools,
+    assert_rendered_files_current,
+    documents,
+    find_tools,
+    kubeconform,
+    only,
+    run,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "k3s" / "device-agent"
 RELEASE = "kitchen"
 NAMESPACE = "edge-agents"
 DEVICE = "kitchen-sensor"
 REQUIRED_MESSAGE = "device.id is required"
-
-
-@dataclass(frozen=True)
-class Tools:
-    helm: Path
-    kubeconform: Path
-    kubernetes_version: str
-    kubernetes_schemas: Path
-    dapr_schemas: Path
-
-    def schema_args(self) -> list[str]:
-        k8s = (
-            "{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json"
-        )
-        dapr = "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"
-        return [
-            "-kubernetes-version",
-            self.kubernetes_version,
-            "-schema-location",
-            f"{self.kubernetes_schemas}/{k8s}",
-            "-schema-location",
-            f"{self.dapr_schemas}/{dapr}",
-        ]
-
-
-def _version_key(path: Path) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", path.name))
-
-
-def _newest(directory: Path, pattern: str, what: str) -> Path:
-    """Like the daprd lookup: the newest match in the build cache, else a clear failure."""
-    found = sorted(directory.glob(pattern), key=_version_key) if directory.exists() else []
-    if not found:
-        pytest.fail(f"{what} not found in {directory}: run `make tools` (`make test` does)")
-    return found[-1]
-
-
-def _explicit(variable: str, what: str) -> Path | None:
-    value = os.environ.get(variable)
-    if not value:
-        return None
-    if not Path(value).exists():
-        pytest.fail(f"{what} {value} ({variable}) does not exist: run `make tools`")
-    return Path(value)
-
-
-@pytest.fixture(scope="module")
-def tools() -> Tools:
-    """helm, kubeconform and the schemas built by `make tools` (TWINFLEET_* from the Makefile, else
-    the newest in $TWINFLEET_CACHE)."""
-    cache = Path(os.environ.get("TWINFLEET_CACHE", Path.home() / ".cache" / "twinfleet"))
-    helm = _explicit("TWINFLEET_HELM", "helm") or _newest(cache / "bin", "helm-*", "helm")
-    kubeconform = _explicit("TWINFLEET_KUBECONFORM", "kubeconform") or _newest(
-        cache / "bin", "kubeconform-*", "kubeconform"
-    )
-    k8s_root = cache / "schemas" / "kubernetes"
-    version = os.environ.get("TWINFLEET_KUBERNETES_VERSION") or _newest(
-        k8s_root, "v*-standalone-strict", "Kubernetes schemas"
-    ).name.removeprefix("v").removesuffix("-standalone-strict")
-    if not (k8s_root / f"v{version}-standalone-strict" / ".complete").exists():
-        pytest.fail(f"Kubernetes {version} schemas not prepared in {k8s_root}: run `make tools`")
-    dapr = _explicit("TWINFLEET_DAPR_SCHEMAS", "Dapr schemas") or _newest(cache / "schemas", "dapr-*", "Dapr schemas")
-    if not (dapr / ".complete").exists():
-        pytest.fail(f"Dapr CRD schemas not prepared in {dapr}: run `make tools`")
-    return Tools(helm, kubeconform, version, k8s_root, dapr)
-
-
-def run(args: Sequence[str | Path], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], input=stdin, capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 
 def helm_template(tools: Tools, *sets: str, release: str = RELEASE) -> subprocess.CompletedProcess[str]:
@@ -110,22 +46,9 @@ def render(tools: Tools, *sets: str) -> str:
     return result.stdout
 
 
-def documents(manifest: str) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(manifest) if doc]
-
-
-def kubeconform(tools: Tools, manifest: str) -> tuple[int, dict[str, int], str]:
-    """The one validation every test uses: strict, both schema sets, JSON report with a summary."""
-    args: list[str | Path] = [tools.kubeconform, "-strict", "-summary", "-output", "json", *tools.schema_args(), "-"]
-    result = run(args, stdin=manifest)
-    report = json.loads(result.stdout)
-    return result.returncode, report["summary"], result.stdout + result.stderr
-
-
-def only(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
-    assert len(found) == 1, f"{kind} {name or ''}: {len(found)} found"
-    return found[0]
+@pytest.fixture(scope="module")
+def tools() -> Tools:
+    return find_tools()
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +122,7 @@ def test_every_resource_is_in_the_release_namespace(docs: list[dict[str, Any]]) 
 
 
 def test_rbac_is_namespaced_and_limited_to_the_agents_configmap(docs: list[dict[str, Any]]) -> None:
+    """Without the k3s installer: its ConfigMap and nothing else."""
     kinds = {d["kind"] for d in docs}
     assert not {"ClusterRole", "ClusterRoleBinding"} & kinds
     role = only(docs, "Role")
@@ -248,11 +172,13 @@ def test_the_deployment_runs_one_locked_down_agent_with_its_sidecar(docs: list[d
         assert name in secrets and secrets[name]["data"]["token"]
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     (agent,) = pod["spec"]["containers"]
-    assert agent["command"][:4] == ["python", "-m", "uvicorn", "services.device_agent.main:app"]
-    assert agent["command"][agent["command"].index("--host") + 1] == "0.0.0.0"  # kubelet probes
-    assert agent["command"][agent["command"].index("--port") + 1] == "8000"
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    assert agent["image"] == "twinfleet/app:0.1.0" and "command" not in agent  # the image's entrypoint
+    assert agent["args"][0] == names.DEVICE_AGENT_APP
+    assert agent["args"][agent["args"].index("--host") + 1] == "0.0.0.0"  # kubelet probes
+    assert agent["args"][agent["args"].index("--port") + 1] == "8000"
+    for probe in ("startupProbe", "livenessProbe"):
         assert agent[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert agent["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert {"name": "http", "containerPort": 8000, "protocol": "TCP"} in agent["ports"]
     security = agent["securityContext"]
     assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
@@ -309,10 +235,90 @@ def test_a_lab_release_can_create_the_broker_secret(tools: Tools) -> None:
 
 
 def test_committed_dapr_files_equal_a_fresh_render(tmp_path: Path) -> None:
-    result = run([sys.executable, "-m", "services.devtools", "components", "--out", tmp_path])
-    assert result.returncode == 0, result.stderr
-    fresh = tmp_path / "k3s" / "device-agent" / "files" / "dapr"
-    committed = CHART / "files" / "dapr"
-    assert sorted(p.name for p in committed.iterdir()) == sorted(p.name for p in fresh.iterdir())
-    for path in fresh.iterdir():
-        assert (committed / path.name).read_text() == path.read_text(), f"{path.name}: run `make components`"
+    assert_rendered_files_current(CHART, tmp_path)
+
+
+K3S_UPDATES = (
+    "software.installer=k3s",
+    "software.firmwareUrl=https://firmware.example.com",
+    "software.trustedRoot=ROOT-METADATA",  # what --set-file software.trustedRoot=1.root.json puts there
+    "software.factoryVersion=1.0.0",
+    "software.k3s.deployment=gateway",
+    "software.k3s.container=app",
+)
+
+
+def test_the_k3s_installer_may_get_patch_and_watch_its_one_deployment(tools: Tools) -> None:
+    manifest = render(tools, *K3S_UPDATES)
+    code, _, output = kubeconform(tools, manifest)
+    assert code == 0, output
+    docs = documents(manifest)
+    rules = only(docs, "Role")["rules"]
+    deployments = [r for r in rules if r["resources"] == ["deployments"]]
+    assert deployments == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "resourceNames": ["gateway"],
+            "verbs": ["get", "patch", "watch"],
+        }
+    ]
+    assert all(r["resources"] in (["configmaps"], ["deployments"]) for r in rules)
+    (agent,) = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in agent["env"]}
+    assert {k: v for k, v in env.items() if k.startswith("TWINFLEET_SOFTWARE_")} == {
+        "TWINFLEET_SOFTWARE_INSTALLER": "k3s",
+        "TWINFLEET_SOFTWARE_FIRMWARE_URL": "https://firmware.example.com",
+        "TWINFLEET_SOFTWARE_TRUSTED_ROOT": "/etc/twinfleet/trust/root.json",
+        "TWINFLEET_SOFTWARE_VERSION": "1.0.0",
+        "TWINFLEET_SOFTWARE_DEPLOYMENT": "gateway",
+        "TWINFLEET_SOFTWARE_CONTAINER": "app",
+    }
+    assert env["TWINFLEET_DEVICE_PASSWORD"] == {
+        "secretKeyRef": {"name": f"{RELEASE}-broker", "key": "password", "optional": True}
+    }
+    trust = only(docs, "ConfigMap", f"{RELEASE}-trust")
+    assert trust["data"] == {"root.json": "ROOT-METADATA"}
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "trust"]
+    assert volume["configMap"]["name"] == f"{RELEASE}-trust"
+    assert {"name": "trust", "mountPath": "/etc/twinfleet/trust", "readOnly": True} in agent["volumeMounts"]
+
+
+def test_the_agents_software_settings_are_the_ones_it_reads(tools: Tools) -> None:
+    from services.device_agent.settings import AgentSettings
+
+    manifest = render(
+        tools,
+        "software.installer=command",
+        "software.firmwareUrl=https://firmware.example.com",
+        "software.trustedRoot=ROOT-METADATA",
+        "software.command.install=rauc install {file}",
+        "software.command.commit=rauc status mark-good",
+        "software.command.rollback=rauc status mark-bad",
+        "software.healthCommand=systemctl is-active gateway",
+    )
+    (agent,) = only(documents(manifest), "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in agent["env"] if "value" in e}
+    known = {f"TWINFLEET_{name.upper()}" for name in AgentSettings.model_fields}
+    assert set(env) <= known, set(env) - known
+    settings = AgentSettings(**{k.removeprefix("TWINFLEET_").lower(): v for k, v in env.items()})
+    assert settings.software_install_command == "rauc install {file}"
+    assert settings.software_health_command == "systemctl is-active gateway"
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (("software.installer=swupdate",), "software.installer must be file, command, k3s or empty"),
+        (
+            ("software.installer=file", "software.file.target=/opt/app"),
+            "need software.firmwareUrl and software.trustedRoot",
+        ),
+        ((*K3S_UPDATES[:3], "software.k3s.deployment=gateway"), "software.installer k3s needs software.k3s.deployment"),
+    ],
+    ids=["unknown-installer", "no-firmware-url", "k3s-without-container"],
+)
+def test_incomplete_software_settings_fail_clearly(tools: Tools, sets: tuple[str, ...], message: str) -> None:
+    result = helm_template(tools, f"device.id={DEVICE}", *sets)
+    assert result.returncode != 0 and message in result.stderr, result.stderr

@@ -14,14 +14,12 @@ import pytest
 
 from services.clients.base import ApiError, app_url
 from services.clients.twin_store import TwinStoreClient
-from services.contracts.topics import profile
 from services.contracts.twins import BatchItem
-from services.devtools.fleet.fleet import SimulatedDevice, initial_state
-from services.devtools.fleet.link import DeviceLink
 from services.devtools.stack import Stack
 from services.domain.rollout.membership import rank
 from services.platform.names import ROLLOUT_APP, TWIN_STORE_APP
 from tests.support.cli import twin_cli
+from tests.support.devices import simulated_devices
 from tests.support.waiting import eventually
 
 
@@ -60,27 +58,6 @@ async def metrics(rollouts: httpx.AsyncClient, cid: str) -> dict[str, Any]:
 
 async def state(rollouts: httpx.AsyncClient, cid: str) -> dict[str, Any]:
     return dict((await rollouts.get(f"/v1/configurations/{cid}")).json())
-
-
-@contextlib.asynccontextmanager
-async def devices(stack: Stack, ids: list[str], refusing: set[str] = frozenset()) -> AsyncIterator[None]:  # type: ignore[assignment]
-    """Simulated devices (own MQTT connection each) that apply their desired state and report it;
-    those in `refusing` report the `config` key FAILED instead."""
-    passwords = stack.provision_devices(ids)
-    async with contextlib.AsyncExitStack() as exits:
-        runs = []
-        for device_id in ids:
-            link = DeviceLink(device_id, passwords[device_id], "127.0.0.1", stack.mqtt_port, profile("default"))
-            await exits.enter_async_context(link)
-            refuses = frozenset({"config"}) if device_id in refusing else frozenset()
-            device = SimulatedDevice(link, 0, initial_state(device_id), refuses=refuses)
-            runs.append(asyncio.create_task(device.run()))
-        try:
-            yield
-        finally:
-            for run in runs:
-                run.cancel()
-            await asyncio.gather(*runs, return_exceptions=True)
 
 
 async def test_bad_configurations_are_refused_with_the_reason(rollouts: httpx.AsyncClient) -> None:
@@ -160,7 +137,7 @@ async def test_a_staged_rollout_halts_on_failures_before_the_next_stage(
     order = sorted(ids, key=lambda d: rank("staged", d))  # the rollout's order: stages 3 / 12 / 15
     first, second, third = order[:3], order[3:15], order[15:]
     refusing = set(second[:4])  # 4/12 of stage 2 fail > 30% (3/12 would not: the halt comes with the 4th)
-    async with devices(stack, ids, refusing):
+    async with simulated_devices(stack, ids, refusing):
         await eventually(lambda: _all_exist(api, ids), what="devices reported")
         await asyncio.gather(*(api.patch(f"/v1/twins/{d}/tags", json={"ring": "staged"}) for d in ids))
         spec = {

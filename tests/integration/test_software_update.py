@@ -39,11 +39,14 @@ from tests.support.releases import (
     HEALTHY,
     Relay,
     desire,
+    finished,
     image,
     one_of_two_desires,
     publish,
     relaying,
     sign_targets,
+    software,
+    twin,
     upload,
 )
 from tests.support.waiting import eventually
@@ -95,27 +98,6 @@ def blobs(stack: Stack) -> Any:
         stack.blob_endpoint, credential={"account_name": BLOB_ACCOUNT, "account_key": stack.blob_key}
     )
     return service.get_container_client(BLOB_CONTAINER)
-
-
-async def twin(api: httpx.AsyncClient, device_id: str) -> dict[str, Any]:
-    response = await api.get(f"/v1/twins/{device_id}")
-    return response.json() if response.status_code == 200 else {}
-
-
-async def software(api: httpx.AsyncClient, device_id: str) -> dict[str, Any]:
-    return dict((await twin(api, device_id)).get("state", {}).get("reported", {}).get("software") or {})
-
-
-async def finished(api: httpx.AsyncClient, device_id: str, artifact: str, timeout: float = 60) -> dict[str, Any]:
-    """The device's software report once its attempt at `artifact` ended."""
-
-    async def done() -> dict[str, Any] | None:
-        value = await software(api, device_id)
-        ended = value.get("status") in ("UPDATED", "FAILED", "ROLLED_BACK")
-        return value if ended and artifact in (value.get("artifact"), value.get("attempt")) else None
-
-    result: dict[str, Any] = await eventually(done, timeout=timeout, what=f"{device_id} finishing {artifact}")
-    return result
 
 
 @contextlib.asynccontextmanager

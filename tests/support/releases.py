@@ -1,6 +1,7 @@
-"""Releases for tests: artifact images, published as a release manager does (signed offline with the
-stack's targets key, bytes uploaded, targets metadata published), and a TCP relay that can cut a
-download's link part-way."""
+"""Releases for tests: artifact images (passing or failing the device's health check), published as
+a release manager does (signed offline with the suite's targets key, bytes uploaded, targets
+metadata published), what a device reports under its twin's `software` key, and a TCP relay that
+can cut a download's link part-way. For any running suite: local processes or containers."""
 
 from __future__ import annotations
 
@@ -10,17 +11,26 @@ import os
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import Metadata, Targets
 
-from services.devtools.stack import Stack
+from services.devtools.release_team import ReleaseTeam
 from services.domain.software import repository as rules
+from tests.support.waiting import eventually
 
 HEALTHY = b"HEALTHY"
+"""How a release image starts when it passes the health check (`grep -q ^HEALTHY <file>`)."""
 CHUNK = 1 << 20
+
+
+class Releasing(Protocol):
+    """A running suite whose release chain a test signs for (its offline keys)."""
+
+    @property
+    def release_team(self) -> ReleaseTeam: ...
 
 
 def image(version: str, size: int = 2 * CHUNK + 12345, healthy: bool = True) -> bytes:
@@ -42,7 +52,7 @@ async def upload(firmware: httpx.AsyncClient, name: str, version: str, data: byt
 
 
 async def sign_targets(
-    stack: Stack,
+    stack: Releasing,
     firmware: httpx.AsyncClient,
     artifact: dict[str, Any],
     expires: datetime | None = None,
@@ -63,7 +73,7 @@ async def sign_targets(
 
 
 async def publish(
-    stack: Stack, firmware: httpx.AsyncClient, name: str, version: str, data: bytes, **options: Any
+    stack: Releasing, firmware: httpx.AsyncClient, name: str, version: str, data: bytes, **options: Any
 ) -> str:
     """Upload and release an artifact; its id."""
     artifact = await upload(firmware, name, version, data)
@@ -79,7 +89,7 @@ async def desire(api: httpx.AsyncClient, device_id: str, artifact: str, version:
 
 
 async def one_of_two_desires(
-    stack: Stack, api: httpx.AsyncClient, firmware: httpx.AsyncClient, prefix: str
+    stack: Releasing, api: httpx.AsyncClient, firmware: httpx.AsyncClient, prefix: str
 ) -> tuple[str, str, bytes, str]:
     """Two new twins, A and B, and a release only A's twin desires: (a, b, its bytes, its id)."""
     a, b = f"{prefix}-a-{os.urandom(5).hex()}", f"{prefix}-b-{os.urandom(5).hex()}"
@@ -89,6 +99,27 @@ async def one_of_two_desires(
         assert (await api.put(f"/v1/twins/{device_id}")).status_code == 201
     await desire(api, a, artifact, "6.0.0")
     return a, b, data, artifact
+
+
+async def twin(api: httpx.AsyncClient, device_id: str) -> dict[str, Any]:
+    response = await api.get(f"/v1/twins/{device_id}")
+    return response.json() if response.status_code == 200 else {}
+
+
+async def software(api: httpx.AsyncClient, device_id: str) -> dict[str, Any]:
+    return dict((await twin(api, device_id)).get("state", {}).get("reported", {}).get("software") or {})
+
+
+async def finished(api: httpx.AsyncClient, device_id: str, artifact: str, timeout: float = 60) -> dict[str, Any]:
+    """The device's software report once its attempt at `artifact` ended."""
+
+    async def done() -> dict[str, Any] | None:
+        value = await software(api, device_id)
+        ended = value.get("status") in ("UPDATED", "FAILED", "ROLLED_BACK")
+        return value if ended and artifact in (value.get("artifact"), value.get("attempt")) else None
+
+    result: dict[str, Any] = await eventually(done, timeout=timeout, what=f"{device_id} finishing {artifact}")
+    return result
 
 
 class Relay:

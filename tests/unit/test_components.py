@@ -10,11 +10,13 @@ import yaml
 from services.devtools import components
 from services.platform import names
 
+LOCAL_HOSTS = {"redis_host": "127.0.0.1", "mqtt_host": "127.0.0.1"}
 
-@pytest.mark.parametrize("target", ["local", "k3s", "aks"])
+
+@pytest.mark.parametrize("target", ["local", "k3s"])
 def test_every_target_renders_the_same_components(target: str) -> None:
     files = components.render(
-        target, {"redis_port": "6379", "mqtt_port": "1883", "broker_user": "u", "broker_password": "p"}
+        target, {**LOCAL_HOSTS, "redis_port": "6379", "mqtt_port": "1883", "broker_user": "u", "broker_password": "p"}
     )
     docs: dict[str, Any] = {name: yaml.safe_load(text) for name, text in files.items()}
     rendered = {d["metadata"]["name"]: d for d in docs.values() if d["kind"] == "Component"}
@@ -44,8 +46,6 @@ def test_every_target_renders_the_same_components(target: str) -> None:
     assert sink["spec"]["type"].startswith("bindings.") and sink["scopes"] == [names.EVENTS_APP]
     sink_meta = {m["name"]: m for m in sink["spec"]["metadata"]}
     assert sink_meta["direction"]["value"] == "output"
-    if target == "aks":  # credentials never inline outside local runs
-        assert "secretKeyRef" in sink_meta["accountKey"]
     for file_name, doc in docs.items():
         assert doc["apiVersion"] == "dapr.io/v1alpha1"
         if target != "local" and file_name != "daprsystem.yaml":
@@ -80,17 +80,22 @@ def test_clusters_limit_who_may_invoke_what_over_mtls(target: str) -> None:
 @pytest.mark.parametrize("target", ["local", "k3s", "aks"])
 def test_every_app_that_checks_api_keys_reads_one_store(target: str) -> None:
     files = components.render(target, {"redis_port": "1", "mqtt_port": "2", "broker_user": "u", "broker_password": "p"})
-    auth = yaml.safe_load(files[f"{names.AUTH_STORE}.yaml"])
-    meta = {m["name"]: m.get("value") for m in auth["spec"]["metadata"]}
-    assert meta["keyPrefix"] == "name"  # not prefixed by app id: every app reads the same key records
-    assert names.DELTA_APP not in auth["scopes"]
+    found = [yaml.safe_load(text) for path, text in files.items() if path.startswith("auth/")]  # the chart's variants
+    for auth in found or [yaml.safe_load(files[f"{names.AUTH_STORE}.yaml"])]:
+        assert auth["metadata"]["name"] == names.AUTH_STORE
+        meta = {m["name"]: m.get("value") for m in auth["spec"]["metadata"]}
+        assert meta["keyPrefix"] == "name"  # not prefixed by app id: every app reads the same key records
+        assert names.DELTA_APP not in auth["scopes"]
+    assert (target == "aks") is bool(found)
     if target == "local":  # loopback only, no Sentry: no mTLS, so no access control either
         assert "daprsystem.yaml" not in files
         assert "accessControl" not in yaml.safe_load(files["configuration.yaml"])["spec"]
 
 
 def test_local_placeholders_must_be_filled() -> None:
-    text = components.render("local", {"redis_port": "1", "mqtt_port": "2", "broker_user": "u", "broker_password": "p"})
+    text = components.render(
+        "local", {**LOCAL_HOSTS, "redis_port": "1", "mqtt_port": "2", "broker_user": "u", "broker_password": "p"}
+    )
     assert "{redis_port}" not in "".join(text.values())
     assert "{appID}" in text[f"{names.INTERNAL_PUBSUB}.yaml"]  # Dapr's own placeholder stays
 
@@ -121,3 +126,53 @@ def test_agent_targets_render_its_broker_link_and_local_store(target: str) -> No
         assert all(d["metadata"]["namespace"] == "edge" for d in docs)
     else:
         assert broker["url"]["value"] == "tcp://dev-1:pw@127.0.0.1:1883"
+
+
+def test_the_chart_target_renders_every_backing_service_of_each_component() -> None:
+    files = components.render("aks")
+    docs = {path: yaml.safe_load(text) for path, text in files.items()}
+    variants: dict[str, dict[str, Any]] = {}
+    for path, doc in docs.items():
+        if doc["kind"] == "Component":
+            choice, variant = path.removesuffix(".yaml").split("/")
+            variants.setdefault(choice, {})[variant] = doc
+    assert {c: set(v) for c, v in variants.items()} == {
+        "state": {"redis", "postgresql", "cosmosdb"},
+        "auth": {"redis", "postgresql", "cosmosdb"},  # in the state store's service (the chart picks by its type)
+        "pubsub": {"redis", "kafka", "servicebus"},
+        "broker": {"mqtt"},
+        "artifacts": {"blob", "s3", "local"},
+        "events": {"blob", "s3", "local"},
+        "secrets": {"kubernetes", "keyvault"},
+    }
+    for choice, found in variants.items():  # whichever is chosen: the same name and scopes
+        assert len({d["metadata"]["name"] for d in found.values()}) == 1, choice
+        assert len({tuple(d["scopes"]) for d in found.values()}) == 1, choice
+    assert {d["metadata"]["name"] for d in variants["secrets"].values()} == {names.SECRET_STORE}
+    resiliency = docs["resiliency.yaml"]["spec"]["targets"]["components"]
+    assert set(resiliency) == {names.INTERNAL_PUBSUB, names.DEVICE_BROKER}
+    for found in variants.values():  # credentials only from Secrets (or workload identity)
+        for doc in found.values():
+            for item in doc["spec"]["metadata"]:
+                secretish = ("password", "key", "connectionstring")
+                if item["name"] != "keyPrefix" and any(word in item["name"].lower() for word in secretish):
+                    assert "secretKeyRef" in item, (doc["spec"]["type"], item["name"])
+
+
+def test_variants_of_one_component_must_be_of_one_kind(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "templates").symlink_to(components.ROOT / "templates")
+    mixed = {"type": "pubsub.redis", "metadata": {}}
+    target = {
+        "components": {
+            "STATE_STORE": {
+                "choice": "state",
+                "scopes": [],
+                "variants": {"a": mixed, "b": {**mixed, "type": "state.redis"}},
+            }
+        }
+    }
+    (tmp_path / "targets" / "mixed.yaml").write_text(yaml.safe_dump(target))
+    monkeypatch.setattr(components, "ROOT", tmp_path)
+    with pytest.raises(ValueError, match="not all of one kind"):
+        components.render("mixed")

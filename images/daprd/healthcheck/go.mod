@@ -1,0 +1,3 @@
+module twinfleet/images/daprd/healthcheck
+
+go 1.22
