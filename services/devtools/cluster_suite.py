@@ -94,9 +94,24 @@ def _service(name: str, namespace: str, port: int, node_port: int | None = None)
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
 
 
-def _deployment(
-    name: str, namespace: str, container: Mapping[str, Any], volumes: list[dict[str, Any]], user: int
+def deployment(
+    name: str,
+    namespace: str,
+    container: Mapping[str, Any],
+    *,
+    volumes: list[dict[str, Any]] | None = None,
+    user: int | None = None,
+    annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """One replica of one container (named like the Deployment unless `container` names it), its
+    image imported (never pulled); `user`: the uid and gid it runs as, and its volumes' group."""
+    pod: dict[str, Any] = {
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": name, "imagePullPolicy": "Never", **container}],
+        "volumes": volumes or [],
+    }
+    if user is not None:
+        pod["securityContext"] = {"runAsUser": user, "runAsGroup": user, "fsGroup": user, "runAsNonRoot": True}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -104,15 +119,7 @@ def _deployment(
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "terminationGracePeriodSeconds": 2,
-                    "securityContext": {"runAsUser": user, "runAsGroup": user, "fsGroup": user, "runAsNonRoot": True},
-                    "containers": [{"name": name, "imagePullPolicy": "Never", **container}],
-                    "volumes": volumes,
-                },
-            },
+            "template": {"metadata": {"labels": {"app": name}, "annotations": dict(annotations or {})}, "spec": pod},
         },
     }
 
@@ -241,7 +248,7 @@ class ClusterSuite:
         jwks = self.identity.jwks_file.read_text()
         return manifest(
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mosquitto"}, "data": broker_files},
-            _deployment(
+            deployment(
                 "mosquitto",
                 CLOUD,
                 {
@@ -249,11 +256,11 @@ class ClusterSuite:
                     "volumeMounts": [{"name": "config", "mountPath": "/mosquitto/config"}],
                     "readinessProbe": {"tcpSocket": {"port": MQTT_PORT}, "periodSeconds": 1},
                 },
-                [{"name": "config", "configMap": {"name": "mosquitto"}}],
-                10003,
+                volumes=[{"name": "config", "configMap": {"name": "mosquitto"}}],
+                user=10003,
             ),
             _service("mosquitto", CLOUD, MQTT_PORT, MQTT_NODE_PORT),
-            _deployment(
+            deployment(
                 "redis",
                 CLOUD,
                 {
@@ -262,12 +269,12 @@ class ClusterSuite:
                     "volumeMounts": [{"name": "data", "mountPath": "/data"}],
                     "readinessProbe": {"tcpSocket": {"port": 6379}, "periodSeconds": 1},
                 },
-                [{"name": "data", "emptyDir": {}}],
-                10002,
+                volumes=[{"name": "data", "emptyDir": {}}],
+                user=10002,
             ),
             _service("redis", CLOUD, 6379),
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "issuer"}, "data": {"jwks.json": jwks}},
-            _deployment(
+            deployment(
                 "issuer",
                 CLOUD,
                 {
@@ -276,8 +283,8 @@ class ClusterSuite:
                     "volumeMounts": [{"name": "jwks", "mountPath": "/jwks"}],
                     "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
                 },
-                [{"name": "jwks", "configMap": {"name": "issuer"}}],
-                10001,
+                volumes=[{"name": "jwks", "configMap": {"name": "issuer"}}],
+                user=10001,
             ),
             _service("issuer", CLOUD, 8080),
         )

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from services.devtools.cluster import SCRIPTS, Cluster, cache_dir
+from services.devtools.cluster_suite import deployment as deployment_of
 
 TESTAPP = Path(__file__).parent / "testapp"
 MKIMAGE = ("python3", str(SCRIPTS / "mkimage.py"))
@@ -98,30 +99,11 @@ def test_images(cluster: Cluster) -> AppImages:
 
 def deployment(name: str, namespace: str, image: str, annotations: dict[str, str] | None = None) -> str:
     """A Deployment of one `testapp serve` replica in container `app`, ready once it answers."""
-    return json.dumps(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}, "annotations": annotations or {}},
-                    "spec": {
-                        "terminationGracePeriodSeconds": 1,
-                        "containers": [
-                            {
-                                "name": "app",
-                                "image": image,
-                                "imagePullPolicy": "Never",
-                                "args": ["serve", ":8080"],
-                                "ports": [{"containerPort": 8080}],
-                                "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1},
-                            }
-                        ],
-                    },
-                },
-            },
-        }
-    )
+    container = {
+        "name": "app",
+        "image": image,
+        "args": ["serve", ":8080"],
+        "ports": [{"containerPort": 8080}],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1},
+    }
+    return json.dumps(deployment_of(name, namespace, container, annotations=annotations))
