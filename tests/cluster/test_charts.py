@@ -186,14 +186,21 @@ def test_helm_upgrade_with_a_changed_value_then_uninstall_leaves_nothing_behind(
     assert env.get("LOG_LEVEL") == "info", env
     wait_ready(cluster, CLOUD)
     suite.helm("uninstall", CLOUD, "-n", CLOUD, "--wait", "--timeout", "3m")
-    left = cluster.kubectl(
-        "get", "all,configmaps,secrets,serviceaccounts,roles,rolebindings,networkpolicies,pdb,hpa,pvc,"
-        "components.dapr.io,configurations.dapr.io,resiliencies.dapr.io",
-        "-n", CLOUD, "-l", f"app.kubernetes.io/instance={CLOUD}", "-o", "name",
-    ).split()  # fmt: skip
+    kinds = (
+        "all,configmaps,secrets,serviceaccounts,roles,rolebindings,networkpolicies,pdb,hpa,pvc,"
+        "components.dapr.io,configurations.dapr.io,resiliencies.dapr.io"
+    )
     # Kept on purpose (helm.sh/resource-policy: keep): the app and API tokens, the volumes' claims.
-    kept = [name for name in left if name.startswith(("secret/", "persistentvolumeclaim/"))]
-    assert sorted(set(left) - set(kept)) == []
+    # The pods go after helm returns (the garbage collector removes them with their ReplicaSets).
+    deadline = time.monotonic() + 120
+    while True:
+        left = cluster.kubectl("get", kinds, "-n", CLOUD, "-l", f"app.kubernetes.io/instance={CLOUD}", "-o", "name")
+        kept = [name for name in left.split() if name.startswith(("secret/", "persistentvolumeclaim/"))]
+        gone = sorted(set(left.split()) - set(kept)) == []
+        if gone or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert sorted(set(left.split()) - set(kept)) == []
     for name in kept:
         annotations = json.loads(cluster.kubectl("get", name, "-n", CLOUD, "-o", "json"))["metadata"]["annotations"]
         assert annotations.get("helm.sh/resource-policy") == "keep", name
