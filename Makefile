@@ -33,6 +33,15 @@ HYDRA := $(TWINFLEET_CACHE)/bin/hydra-$(HYDRA_VERSION)
 # exporter, built by the collector's builder; keyed by version and the builder config's hash.
 OTELCOL_VERSION := 0.165.0
 OTELCOL := $(TWINFLEET_CACHE)/bin/otelcol-twinfleet-$(OTELCOL_VERSION)-$(shell sha256sum tools/otelcol/builder.yaml | cut -c1-12)
+# The local single-node Kubernetes cluster (make cluster): its binaries from the k8s.io/kubernetes
+# Go module (1.34: the last minor whose kubelet runs on cgroup v1 by default), crictl, a trimmed
+# CoreDNS and Dapr's control plane, built into the cache and reused while their versions stand.
+CLUSTER_KUBERNETES_VERSION := 1.34.3
+CRICTL_VERSION := 1.34.0
+COREDNS_VERSION := 1.14.7
+CLUSTER_ENV := K8S_VERSION=$(CLUSTER_KUBERNETES_VERSION) CRICTL_VERSION=$(CRICTL_VERSION) \
+  COREDNS_VERSION=$(COREDNS_VERSION) DAPR_RUNTIME_VERSION=$(DAPR_RUNTIME_VERSION) \
+  DAPR_EXCLUDE_COMPONENTS="$(DAPR_EXCLUDE_COMPONENTS)" HELM=$(HELM) TWINFLEET_CACHE=$(TWINFLEET_CACHE)
 VENV := .venv
 PY := $(VENV)/bin/python
 FLEET ?= 1000
@@ -49,6 +58,10 @@ export TWINFLEET_KUBERNETES_VERSION := $(KUBERNETES_VERSION)
 export TWINFLEET_DAPR_SCHEMAS := $(TWINFLEET_CACHE)/schemas/dapr-$(DAPR_RUNTIME_VERSION)
 export TWINFLEET_PROMETHEUS_SCHEMAS := $(TWINFLEET_CACHE)/schemas/prometheus-operator-$(PROMETHEUS_OPERATOR_VERSION)
 export TWINFLEET_CACHE
+export TWINFLEET_CLUSTER_KUBERNETES_VERSION := $(CLUSTER_KUBERNETES_VERSION)
+export TWINFLEET_CRICTL_VERSION := $(CRICTL_VERSION)
+export TWINFLEET_COREDNS_VERSION := $(COREDNS_VERSION)
+export TWINFLEET_DAPR_RUNTIME_VERSION := $(DAPR_RUNTIME_VERSION)
 
 .PHONY: help ## list the targets
 help:
@@ -110,13 +123,13 @@ $(OTELCOL): tools/otelcol/builder.yaml
 .PHONY: tracing ## build the local tracing backend (an OpenTelemetry Collector, OTLP in, spans to a file)
 tracing: $(OTELCOL)
 
-.PHONY: test ## run the whole test suite (unit, integration with real daprd/Redis/Mosquitto/Hydra, browser, slow, containers)
-test: setup tools $(HYDRA) $(OTELCOL) images
+.PHONY: test ## run the whole test suite (unit, integration with real daprd/Redis/Mosquitto/Hydra, browser, slow, containers, cluster)
+test: setup tools $(HYDRA) $(OTELCOL) images cluster-build
 	@$(PY) -m pytest -q
 
-.PHONY: test-fast ## unit + integration tests without the slow fault tests and the containers
+.PHONY: test-fast ## unit + integration tests without the slow fault tests, the containers and the cluster
 test-fast: setup tools $(HYDRA) $(OTELCOL)
-	@$(PY) -m pytest -q -m "not slow and not containers"
+	@$(PY) -m pytest -q -m "not slow and not containers and not cluster"
 
 .PHONY: engine ## a Docker engine: reuse one that answers, else install docker.io and start dockerd
 engine:
@@ -169,3 +182,27 @@ grafana: setup
 .PHONY: components ## render the Dapr components for k3s and aks into deploy/
 components: setup
 	@$(PY) -m services.devtools components
+
+.PHONY: cluster-system
+cluster-system:
+	@scripts/cluster/setup-system.sh
+
+.PHONY: cluster-build ## build what the local cluster needs (Kubernetes, crictl, CoreDNS, Dapr control plane, their images; reused)
+cluster-build: cluster-system $(DAPRD)
+	@$(CLUSTER_ENV) nice -n 10 scripts/cluster/build-kubernetes.sh
+	@$(CLUSTER_ENV) nice -n 10 scripts/cluster/build-extras.sh >/dev/null
+	@$(CLUSTER_ENV) nice -n 10 scripts/cluster/build-dapr-control-plane.sh >/dev/null
+
+.PHONY: cluster ## a single-node Kubernetes cluster as local processes with Dapr (mTLS) installed; prints the kubeconfig
+cluster: cluster-build tools
+	@$(CLUSTER_ENV) scripts/cluster/cluster.sh up
+	@$(CLUSTER_ENV) scripts/cluster/dapr.sh install
+	@$(CLUSTER_ENV) scripts/cluster/cluster.sh env
+
+.PHONY: cluster-status ## what the local cluster runs and the memory it takes
+cluster-status:
+	@$(CLUSTER_ENV) scripts/cluster/cluster.sh status
+
+.PHONY: cluster-down ## stop the local cluster and undo every host change it made (its run directory goes too)
+cluster-down:
+	@$(CLUSTER_ENV) scripts/cluster/cluster.sh down --purge

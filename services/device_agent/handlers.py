@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -92,22 +93,35 @@ def write_atomically(path: Path, text: str) -> None:
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
+def kubernetes_client(credentials: Path, timeout: float) -> httpx.AsyncClient:
+    """A client of the Kubernetes API with a service account's token and the cluster's CA, read
+    from `credentials` (a pod's mounted service account: the token is rotated, so read per use)."""
+    token = (credentials / "token").read_text().strip()
+    return httpx.AsyncClient(
+        verify=ssl.create_default_context(cafile=credentials / "ca.crt"),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=timeout,
+    )
+
+
 class ConfigMapWriter:
     """Writes settings into one ConfigMap of the agent's namespace through the Kubernetes API,
     with the pod's service account (RBAC: get/patch on that ConfigMap only)."""
 
-    def __init__(self, name: str, namespace: str, api: str = "https://kubernetes.default.svc") -> None:
+    def __init__(
+        self,
+        name: str,
+        namespace: str,
+        api: str = "https://kubernetes.default.svc",
+        credentials: Path = SERVICE_ACCOUNT,
+    ) -> None:
         self.url = f"{api}/api/v1/namespaces/{namespace}/configmaps/{name}"
+        self.credentials = credentials
 
     async def write(self, settings: JsonObject) -> None:
-        token = (SERVICE_ACCOUNT / "token").read_text()
         body = {"data": {"settings.json": json.dumps(settings, sort_keys=True)}}
-        async with httpx.AsyncClient(verify=str(SERVICE_ACCOUNT / "ca.crt"), timeout=10) as client:
-            response = await client.patch(
-                self.url,
-                json=body,
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/merge-patch+json"},
-            )
+        async with kubernetes_client(self.credentials, timeout=10) as client:
+            response = await client.patch(self.url, json=body, headers={"Content-Type": "application/merge-patch+json"})
         if response.status_code >= 300:
             raise HandlerFailed(f"ConfigMap update refused: {response.status_code} {response.text[:200]}")
 

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
-from services.device_agent.handlers import SERVICE_ACCOUNT, HandlerFailed, write_atomically
+from services.device_agent.handlers import SERVICE_ACCOUNT, HandlerFailed, kubernetes_client, write_atomically
 from services.device_agent.trust import TrustedReleases
 from services.domain.software.release import Refusal, Release, UpdateRefused, check_download, check_offer
 from services.domain.software.twin_key import (
@@ -207,17 +207,16 @@ class DeploymentInstaller:
         container: str,
         api: str = "https://kubernetes.default.svc",
         timeout: float = 300.0,
+        credentials: Path = SERVICE_ACCOUNT,
     ) -> None:
         self.url = f"{api}/apis/apps/v1/namespaces/{namespace}/deployments/{deployment}"
         self.container = container
         self.timeout = timeout
+        self.credentials = credentials
         self.previous_image: str | None = None
 
     def _client(self) -> httpx.AsyncClient:
-        token = (SERVICE_ACCOUNT / "token").read_text()
-        return httpx.AsyncClient(
-            verify=str(SERVICE_ACCOUNT / "ca.crt"), headers={"Authorization": f"Bearer {token}"}, timeout=30
-        )
+        return kubernetes_client(self.credentials, timeout=30)
 
     async def _set_image(self, image: str) -> None:
         patch = {"spec": {"template": {"spec": {"containers": [{"name": self.container, "image": image}]}}}}

@@ -98,7 +98,9 @@ class Sidecar:
     async def _client(self) -> DaprClient:
         if self._client_ready is None:
             self._client_ready = asyncio.get_running_loop().create_future()
-        return await self._client_ready
+        # Shielded: a caller that gives up (its timeout) must not cancel the one shared future,
+        # or every later call fails with CancelledError although the sidecar came up.
+        return await asyncio.shield(self._client_ready)
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """One SDK call (`method` of the Dapr client), waiting for the client first; raises

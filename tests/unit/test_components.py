@@ -70,8 +70,10 @@ def test_clusters_limit_who_may_invoke_what_over_mtls(target: str) -> None:
     rollout = policies[names.ROLLOUT_APP]
     assert rollout["defaultAction"] == "deny"
     assert {"name": "/v1/twins/batch", "httpVerb": ["POST"], "action": "allow"} in rollout["operations"]
-    for app in (names.TWIN_STORE_APP, names.DELTA_APP):  # they invoke nobody
-        assert app not in policies
+    assert names.TWIN_STORE_APP not in policies  # it invokes nobody
+    assert policies[names.DELTA_APP]["operations"] == [
+        {"name": "/v1/artifacts/**", "httpVerb": ["POST"], "action": "allow"}  # a device's download URLs
+    ]
     assert all(op["httpVerb"] == ["GET"] for op in policies[names.FIRMWARE_APP]["operations"])
     mtls = yaml.safe_load(files["daprsystem.yaml"])["spec"]["mtls"]
     assert mtls["enabled"] is True and mtls["workloadCertTTL"] == "24h"

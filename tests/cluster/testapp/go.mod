@@ -1,0 +1,3 @@
+module twinfleet.local/clustertestapp
+
+go 1.22
