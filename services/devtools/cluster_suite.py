@@ -33,6 +33,10 @@ from services.domain.software.grants import device_password
 CLOUD_CHART = ROOT / "deploy" / "aks" / "twinfleet"
 AGENT_CHART = ROOT / "deploy" / "k3s" / "device-agent"
 CLOUD = "twinfleet"
+CLOUD_VALUE_KEYS = ("twinStore", "delta", "events", "commands", "rollout", "firmware", "console", "gateway")
+"""The cloud chart's per-app value blocks."""
+NODE_CPU_REQUEST = "20m"
+"""CPU each app and each sidecar asks for on the one 2-core node."""
 DEVICE = "device"
 MQTT_PORT = 1883
 MQTT_NODE_PORT = 31883
@@ -312,11 +316,16 @@ class ClusterSuite:
                 },
                 "firmwarePublicUrl": f"http://{CLOUD}-firmware.{CLOUD}.svc.cluster.local:8000",
                 "networkPolicy": {"enabled": True, "daprNamespace": "dapr-system"},
+                "dapr": {"sidecar": {"cpuRequest": NODE_CPU_REQUEST}},
             },
         }
+        # The chart's CPU requests are sized for a production node; the suite's nine pods and their
+        # sidecars ask for more than this 2-core node has (the scheduler leaves the agent Pending).
+        for key in CLOUD_VALUE_KEYS:
+            values[key] = {"resources": {"requests": {"cpu": NODE_CPU_REQUEST}}}
         for app, roles in APP_ROLES.items():  # the values key is the app id for these apps
             token = self.identity.token(f"app:{app}", roles, client_id=app)
-            values[app] = {"extraEnv": {"TWINFLEET_SERVICE_TOKEN": token}}
+            values[app] = {**values.get(app, {}), "extraEnv": {"TWINFLEET_SERVICE_TOKEN": token}}
         for key, value in (extra or {}).items():
             values[key] = {**values.get(key, {}), **value}
         path = self.work / "cloud-values.yaml"
