@@ -72,7 +72,7 @@ def test_both_charts_install_with_every_pod_ready_and_its_sidecar_injected(suite
     listed = cluster.kubectl("get", "pods", "-n", CLOUD, "-l", f"app.kubernetes.io/instance={CLOUD}", "-o", "json")
     pods = json.loads(listed)
     apps = {pod["metadata"]["labels"]["app.kubernetes.io/name"]: pod for pod in pods["items"]}
-    assert set(apps) == {"twin-store", "delta", "events", "commands", "rollout", "firmware", "ingress"}
+    assert set(apps) == {"twin-store", "delta", "events", "commands", "rollout", "firmware", "console", "ingress"}
     for name, pod in apps.items():
         containers = [c["name"] for c in pod["spec"]["containers"]]
         assert "daprd" in containers, f"{name}: no sidecar injected ({containers})"
