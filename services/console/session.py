@@ -17,7 +17,8 @@ from services.clients.credentials import ClientCredentials, CredentialError, fet
 from services.contracts.console import SessionView, SignIn
 from services.domain.access import Principal, role_names
 from services.domain.errors import bad_request, forbidden, unauthorized
-from services.platform.auth import WRITES, Authenticator, refuse
+from services.platform.auth import WRITES, Authenticator
+from services.platform.responses import refuse
 
 COOKIE = "twinfleet_session"
 CSRF_HEADER = b"x-twinfleet-console"

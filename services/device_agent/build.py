@@ -4,6 +4,7 @@ installer the settings name, the agent's own info), the outbox and the sidecar."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.contracts.topics import DeviceChannels, valid_id
 from services.contracts.wire import WireEncoding
@@ -12,16 +13,9 @@ from services.device_agent.handlers import AgentInfoHandler, ConfigMapWriter, Co
 from services.device_agent.link import AgentSidecar
 from services.device_agent.outbox import Outbox
 from services.device_agent.settings import AgentSettings
-from services.device_agent.software import (
-    CommandHealth,
-    CommandInstaller,
-    DeploymentInstaller,
-    FileSwapInstaller,
-    Firmware,
-    Installer,
-    SoftwareHandler,
-)
-from services.device_agent.trust import TrustedReleases
+
+if TYPE_CHECKING:  # loaded by `software_handler`: TUF and its crypto only on a device that updates software
+    from services.device_agent.software import SoftwareHandler
 
 AGENT_VERSION = "0.1.0"
 
@@ -30,6 +24,17 @@ def software_handler(settings: AgentSettings, data_dir: Path) -> SoftwareHandler
     """The software handler with the installer the settings name (`file`, `command`, `k3s`)."""
     if not settings.software_firmware_url or not settings.software_trusted_root:
         raise ValueError("software updates need TWINFLEET_SOFTWARE_FIRMWARE_URL and TWINFLEET_SOFTWARE_TRUSTED_ROOT")
+    from services.device_agent.software import (
+        CommandHealth,
+        CommandInstaller,
+        DeploymentInstaller,
+        FileSwapInstaller,
+        Firmware,
+        Installer,
+        SoftwareHandler,
+    )
+    from services.device_agent.trust import TrustedReleases
+
     health = CommandHealth(settings.software_health_command)
     installer: Installer
     if settings.software_installer == "file":

@@ -59,6 +59,18 @@ class Rule:
 PUBLIC = Rule(Access.PUBLIC)
 SIDECAR = Rule(Access.SIDECAR)
 DEVICE = Rule(Access.DEVICE)
+COMMON_RULES: dict[str, Rule] = {
+    "GET /healthz": PUBLIC,
+    "GET /readyz": PUBLIC,
+    "GET /metrics": PUBLIC,
+    "GET /docs": PUBLIC,
+    "GET /docs/oauth2-redirect": PUBLIC,
+    "GET /redoc": PUBLIC,
+    "GET /openapi.json": PUBLIC,
+    "GET /dapr/subscribe": SIDECAR,
+}
+"""Every app's own routes: probes and metrics (kubelet and Prometheus reach pods directly), the
+API's schema, and the sidecar asking for subscriptions."""
 
 
 def allow(role: Role, *, scoped: bool = False) -> Rule:

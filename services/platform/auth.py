@@ -32,8 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.contracts.access import API_KEY_PREFIX, AUDIT_TOPIC, ApiKeyRecord, AuditRecorded, Outcome
 from services.domain.access import (
-    PUBLIC,
-    SIDECAR,
+    COMMON_RULES,
     Access,
     Principal,
     Rule,
@@ -44,6 +43,7 @@ from services.domain.access import (
 )
 from services.domain.errors import TwinError, forbidden, unauthorized
 from services.platform.names import AUTH_STORE
+from services.platform.responses import check_app_token, header, refuse
 from services.platform.settings import Settings
 
 if TYPE_CHECKING:  # the device agent serves through the guard and holds no Dapr SDK client
@@ -55,18 +55,6 @@ WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 AUDITED = Counter("audit_records_total", "Audit records published", ["outcome"])
 AUDIT_LOST = Counter("audit_publish_failures_total", "Audit records the sidecar did not take")
 REFUSALS = Counter("auth_refusals_total", "Calls refused", ["status"])
-COMMON_RULES: dict[str, Rule] = {
-    "GET /healthz": PUBLIC,
-    "GET /readyz": PUBLIC,
-    "GET /metrics": PUBLIC,
-    "GET /docs": PUBLIC,
-    "GET /docs/oauth2-redirect": PUBLIC,
-    "GET /redoc": PUBLIC,
-    "GET /openapi.json": PUBLIC,
-    "GET /dapr/subscribe": SIDECAR,
-}
-"""Every app's own routes: probes and metrics (kubelet and Prometheus reach pods directly), the
-API's schema, and the sidecar asking for subscriptions."""
 
 
 def api_key_key(key_id: str) -> str:
@@ -290,13 +278,6 @@ def app_routes(app: FastAPI) -> list[tuple[str, str]]:
     return found
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
-
-
 class Guard:
     """The ASGI layer that applies the policy to every request (installed by `install_common`)."""
 
@@ -332,7 +313,7 @@ class Guard:
             if rule is None:
                 raise forbidden(f"{method} {template} has no access rule, so nobody may call it")
             if rule.access in (Access.SIDECAR, Access.ROLE):
-                self._check_app_token(scope)
+                check_app_token(scope, self.app_token)
             if rule.access is Access.ROLE:
                 principal, why = await self._authenticate(scope)
                 decide(rule, principal, why)
@@ -359,18 +340,10 @@ class Guard:
                 partial = str(getattr(route, "path", ""))
         return partial
 
-    def _check_app_token(self, scope: Scope) -> None:
-        """Only the app's own sidecar knows its app token; without one configured, nobody passes."""
-        sent = _header(scope, b"dapr-api-token")
-        if not self.app_token:
-            raise unauthorized("this app has no app token configured (APP_API_TOKEN), so it takes no sidecar calls")
-        if sent is None or not hmac.compare_digest(sent.encode("latin-1"), self.app_token):
-            raise unauthorized("calls reach this app only through its Dapr sidecar (app token missing or wrong)")
-
     async def _authenticate(self, scope: Scope) -> tuple[Principal | None, str]:
         """The caller, or None and why not (a 401's message)."""
         try:
-            return await (await self.authenticator()).principal(_header(scope, b"authorization")), ""
+            return await (await self.authenticator()).principal(header(scope, b"authorization")), ""
         except TwinError as error:
             if int(error.code) != 401:
                 raise
@@ -412,8 +385,8 @@ class Guard:
             status=status,
             outcome=outcome,
             message=message[:300],
-            source=_header(scope, b"x-forwarded-for") or (client[0] if client else ""),
-            caller_app=_header(scope, b"dapr-caller-app-id") or "",
+            source=header(scope, b"x-forwarded-for") or (client[0] if client else ""),
+            caller_app=header(scope, b"dapr-caller-app-id") or "",
         )
         try:
             sidecar = await self.sidecar()
@@ -430,15 +403,6 @@ def _path_params(routes: list[BaseRoute], scope: Scope) -> dict[str, str]:
         if match is Match.FULL:
             return {k: str(v) for k, v in child.get("path_params", {}).items()}
     return {}
-
-
-async def refuse(send: Send, error: TwinError) -> None:
-    body = json.dumps({"code": int(error.code), "message": error.message}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if int(error.code) == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="twinfleet"'))
-    await send({"type": "http.response.start", "status": int(error.code), "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 async def _observed(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> tuple[int, str]:

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from services.domain.access import Rule
 from services.domain.errors import TwinError
 from services.platform.auth import AccessPolicy, Guard
+from services.platform.responses import error_response, validation_message
 from services.platform.settings import Settings
 
 log = structlog.get_logger()
@@ -33,19 +34,6 @@ def provided(kind: type[T]) -> Any:
         return await services.aget(kind)
 
     return Depends(get)
-
-
-def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    """The one error body of every app."""
-    return JSONResponse({"code": status, "message": message}, status_code=status, headers=headers)
-
-
-def validation_message(errors: Any) -> str:
-    """The first problem of a malformed request, located (`query.limit: Input should be …`)."""
-    first = errors[0] if errors else {}
-    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {first.get('msg', 'invalid')}{more}"
 
 
 def install_common(app: FastAPI, rules: Mapping[str, Rule], app_name: str, settings: Settings | None = None) -> None:

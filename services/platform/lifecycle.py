@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import svcs
-
 from services.platform.logging import configure_logging
 
-if TYPE_CHECKING:  # the Dapr SDK stays out of processes that never use it (the device agent)
+if TYPE_CHECKING:  # the Dapr SDK and svcs stay out of processes that never use them (the device agent)
+    import svcs
+
     from services.platform.sidecar import Sidecar
     from services.platform.state import StateRepository
 
@@ -29,13 +29,15 @@ S = TypeVar("S", bound=SidecarClient)
 
 
 @asynccontextmanager
-async def running_sidecar(app_name: str, sidecar: S) -> AsyncIterator[S]:
-    """Configure logging and traces for `app_name`, connect `sidecar` in the background, close it
-    (and flush the spans) on exit."""
-    from services.platform import tracing  # cloud apps only: the device agent exports no traces
-
+async def running_sidecar(app_name: str, sidecar: S, *, traces: bool = True) -> AsyncIterator[S]:
+    """Configure logging (and, unless `traces` is false, traces) for `app_name`, connect `sidecar`
+    in the background, close it (and flush the spans) on exit. The device agent exports no traces
+    of its own (its sidecar traces its calls), so OpenTelemetry stays out of its process."""
     configure_logging(app_name)
-    tracing.setup(app_name)
+    if traces:
+        from services.platform import tracing
+
+        tracing.setup(app_name)
     connecting = asyncio.create_task(sidecar.connect())
     try:
         yield sidecar
@@ -44,7 +46,10 @@ async def running_sidecar(app_name: str, sidecar: S) -> AsyncIterator[S]:
         with contextlib.suppress(asyncio.CancelledError):
             await connecting
         await sidecar.close()
-        tracing.shutdown()
+        if traces:
+            from services.platform import tracing
+
+            tracing.shutdown()
 
 
 def register_platform(registry: svcs.Registry, sidecar: Sidecar, *, state: bool = True) -> StateRepository:
