@@ -159,6 +159,7 @@ async def floor_figure(stack: Stack, twins: int) -> float:
     """Bulk state writes of twin-sized documents through the rollout app's daprd to the same Redis."""
     ports = stack.ports[ROLLOUT_APP]
     dapr_settings.DAPR_HTTP_PORT = ports.http  # type: ignore[attr-defined]  # the SDK's health check reads it (set at import)
+    dapr_settings.DAPR_API_TOKEN = stack.dapr_token  # type: ignore[attr-defined]  # the sidecars take calls with it only
     sidecar = Sidecar(f"127.0.0.1:{ports.grpc}", ports.http)
     await sidecar.connect()
     try:
