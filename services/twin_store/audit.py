@@ -122,4 +122,4 @@ async def audit_trail(
 @events.post(AUDIT_ROUTE)
 async def audit_recorded(request: Request, log: Audit) -> dict[str, Any]:
     """A bulk delivery of `audit.recorded`."""
-    return await handle_bulk(await request.json(), AuditRecorded, log.append)
+    return await handle_bulk(await request.body(), AuditRecorded, log.append)

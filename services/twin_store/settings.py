@@ -11,7 +11,8 @@ class TwinStoreSettings(LimitsSettings):
     batch_max: int = 256
     """Most requests the twin-store applies in one state round trip."""
     batch_wait_ms: float = 2.0
-    """How long the twin-store waits to fill a batch once the first request arrived."""
+    """How long the twin-store waits to fill a batch once the first request arrived, while earlier
+    batches are still being published (under load); an idle writer writes at once."""
     publish_concurrency: int = 256
     """Most device-broker replies in flight at once."""
     audit_retention_seconds: int = 90 * 24 * 3600

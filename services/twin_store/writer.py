@@ -89,7 +89,9 @@ class TwinWriter:
         publishing: set[asyncio.Task[None]] = set()
         while True:
             batch = [await self._queue.get()]
-            deadline = time.monotonic() + self._batch_wait
+            # Waiting to fill a batch pays only under load: an idle writer (nothing still being
+            # published) writes what is queued at once, so a lone request does not wait for company.
+            deadline = time.monotonic() + (self._batch_wait if publishing else 0.0)
             while len(batch) < self._batch_max:
                 # What is queued is taken at once (`wait_for` with no time left gives up on a
                 # non-empty queue on Python 3.11: batches then held only what came within the wait).
