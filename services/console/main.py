@@ -68,10 +68,10 @@ async def subscriptions() -> list[dict[str, Any]]:
 @app.post(TWIN_CHANGED_ROUTE, include_in_schema=False)
 async def twin_changed(request: Request, view: Annotated[FleetView, provided(FleetView)]) -> dict[str, Any]:
     """A bulk delivery of `twin.changed`."""
-    return await handle_bulk(await request.json(), TwinChanged, view.twin_changed)
+    return await handle_bulk(await request.body(), TwinChanged, view.twin_changed)
 
 
 @app.post(DEVICE_EVENTS_ROUTE, include_in_schema=False)
 async def device_events(request: Request, recent: Annotated[RecentEvents, provided(RecentEvents)]) -> dict[str, Any]:
     """A bulk delivery of `device.events` (the device pages' last events)."""
-    return await handle_bulk(await request.json(), DeviceEventRecorded, recent.take)
+    return await handle_bulk(await request.body(), DeviceEventRecorded, recent.take)

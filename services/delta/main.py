@@ -69,7 +69,7 @@ async def _bulk(
     request: Request, services: svcs.Container, model: type[TwinChanged] | type[DeltaRequested]
 ) -> dict[str, Any]:
     fanout = await services.aget(Fanout)
-    return await handle_bulk(await request.json(), model, fanout.handle)
+    return await handle_bulk(await request.body(), model, fanout.handle)
 
 
 @app.post(TWIN_CHANGED_ROUTE, include_in_schema=False)

@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import structlog
 from pydantic import BaseModel
 
+from services.domain.json_values import fast_loads
+
 log = structlog.get_logger()
 M = TypeVar("M", bound=BaseModel)
 
@@ -30,9 +32,9 @@ def event_json(event: dict[str, Any]) -> Any:
     """The JSON data of a CloudEvent published by one of our apps."""
     data = event.get("data")
     if isinstance(data, str):
-        return json.loads(data)
+        return fast_loads(data)
     if data is None and "data_base64" in event:
-        return json.loads(base64.b64decode(event["data_base64"]))
+        return fast_loads(base64.b64decode(event["data_base64"]))
     return data
 
 
@@ -58,10 +60,17 @@ def subscription(
     return entry
 
 
-async def handle_bulk(body: Any, model: type[M], handle: Callable[[Sequence[M]], Awaitable[None]]) -> dict[str, Any]:
-    """Answer one bulk delivery of our own events: each entry parsed as `model` (a malformed one is
-    dropped, not retried), then all handed to `handle` at once; if it fails, daprd redelivers them."""
-    entries = body.get("entries", []) if isinstance(body, dict) else []
+async def handle_bulk(body: bytes, model: type[M], handle: Callable[[Sequence[M]], Awaitable[None]]) -> dict[str, Any]:
+    """Answer one bulk delivery of our own events (the request body as received): each entry parsed
+    as `model` (a malformed one is dropped, not retried), then all handed to `handle` at once; if it
+    fails, daprd redelivers them. The body is parsed with orjson (`fast_loads`): a bulk of twin
+    events is most of the JSON the rollout and delta apps read, and the standard library's parser
+    took 8 to 16 % of their CPU during a rollout."""
+    try:
+        parsed = fast_loads(body)
+    except ValueError:
+        parsed = None
+    entries = parsed.get("entries", []) if isinstance(parsed, dict) else []
     events: list[M] = []
     statuses = []
     for entry in entries:

@@ -59,10 +59,10 @@ async def subscriptions() -> list[dict[str, Any]]:
 @app.post(TWIN_CHANGED_ROUTE, include_in_schema=False)
 async def twin_changed(request: Request, reconciler: Rollouts) -> dict[str, Any]:
     """A bulk delivery of `twin.changed`."""
-    return await handle_bulk(await request.json(), TwinChanged, reconciler.twin_changed)
+    return await handle_bulk(await request.body(), TwinChanged, reconciler.twin_changed)
 
 
 @app.post(DEVICE_EVENTS_ROUTE, include_in_schema=False)
 async def device_events(request: Request, reconciler: Rollouts) -> dict[str, Any]:
     """A bulk delivery of `device.events` (health gates count the types they name)."""
-    return await handle_bulk(await request.json(), DeviceEventRecorded, reconciler.device_events)
+    return await handle_bulk(await request.body(), DeviceEventRecorded, reconciler.device_events)
