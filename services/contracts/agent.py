@@ -8,6 +8,9 @@ from services.contracts.api import ApiModel
 from services.domain.json_values import JsonObject
 
 MAX_EVENTS_PER_REQUEST = 1000
+MAX_REQUEST_BYTES = 1024 * 1024
+"""The largest request body the agent reads (its local API and its sidecar's deliveries alike):
+1,000 events of ≈ 1 KiB each; a larger one is a 413 before it is read into memory."""
 
 
 class LocalEvent(ApiModel):

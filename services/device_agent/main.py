@@ -19,22 +19,24 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.contracts.agent import MAX_REQUEST_BYTES
 from services.contracts.topics import DeviceChannels, Operation, Reply, TwinAddress
 from services.device_agent.access import RULES
 from services.device_agent.api import CLOUD, COMMANDS_ROUTE, DELTA_ROUTE, EVENTS_ACK_ROUTE, REPLIES_ROUTE, ROUTES
 from services.device_agent.build import AGENT_VERSION, build_agent
 from services.device_agent.settings import get_agent_settings
 from services.domain.access import COMMON_RULES, Access
-from services.domain.errors import TwinError, forbidden
+from services.domain.errors import TwinError, forbidden, too_large
 from services.platform.cloudevents import subscription
 from services.platform.lifecycle import running_sidecar
 from services.platform.names import AGENT_BROKER, DEVICE_AGENT_APP
-from services.platform.responses import check_app_token, error_response, refuse
+from services.platform.responses import check_app_token, error_response, header, refuse
 
 log = structlog.get_logger()
 
@@ -98,6 +100,9 @@ class AgentGuard:
             method = "GET" if scope["method"] == "HEAD" else scope["method"]
             rule = self.rules.get(f"{method} {template}")
             try:
+                if int(header(scope, b"content-length") or 0) > MAX_REQUEST_BYTES:
+                    # announced too large: refused unread (a chunked body is cut off as it streams)
+                    raise too_large(f"the request body may hold at most {MAX_REQUEST_BYTES} bytes")
                 if rule is None:
                     raise forbidden(f"{method} {template} has no access rule, so nobody may call it")
                 if rule.access is Access.SIDECAR:
@@ -128,6 +133,8 @@ async def twin_error(_: Request, error: Exception) -> Response:
 
 async def http_error(_: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
+    if error.status_code == 413:
+        return error_response(413, f"the request body may hold at most {MAX_REQUEST_BYTES} bytes")
     return error_response(error.status_code, str(error.detail), error.headers)
 
 
@@ -148,5 +155,7 @@ app = Starlette(
     lifespan=lifespan,
     exception_handlers={TwinError: twin_error, HTTPException: http_error, Exception: failure},
 )
+# inside the guard: a chunked body is cut off as it streams past the limit (a 413 from `http_error`)
+app.add_middleware(RequestBodyLimitMiddleware, max_body_size=MAX_REQUEST_BYTES)
 app.add_middleware(AgentGuard, routes=routes, app_token=get_agent_settings().app_api_token)
 app.state.version = AGENT_VERSION

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiomqtt
@@ -266,3 +266,37 @@ async def test_durable_commands_reach_the_agent_when_it_comes_back_and_run_once(
 async def _command_done(stack: Stack, device: str, command_id: str) -> dict[str, Any] | None:
     record = await command_status(stack, device, command_id)
     return record if record.get("status") in ("SUCCEEDED", "FAILED") else None
+
+
+async def chunks(body: bytes, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """A body sent chunked (no Content-Length): the limit must hold as it streams."""
+    for at in range(0, len(body), size):
+        yield body[at : at + size]
+
+
+async def test_the_agents_api_refuses_bad_input_with_a_message_and_queues_nothing(start_agent: AgentFactory) -> None:
+    agent = start_agent("agent-refusals")
+    async with httpx.AsyncClient(base_url=agent.url, timeout=30) as client:
+        first = await client.post("/v1/events", json={"type": "reading", "data": {"i": 0}})
+        assert first.status_code == 202
+        (seq,) = first.json()["seqs"]
+        refusals = [
+            (await client.post("/v1/events", content=b"{not json", headers={"content-type": "application/json"}), 400),
+            (await client.post("/v1/events", json={"data": {"i": 1}}), 400),
+            (await client.post("/v1/events", json={"type": "", "data": {}}), 400),
+            (await client.post("/v1/events", json=[{"type": "reading"}] * 1001), 400),
+            (await client.post("/v1/events", content=b"[" + b" " * (1024 * 1024) + b"]"), 413),
+            (await client.post("/v1/events", content=chunks(b"[" + b" " * (1024 * 1024) + b"]")), 413),
+            (await client.post("/v1/software/consent", json={"accept": True}), 404),
+            (await client.post("/cloud/delta", json={"data": {"state": {"config": {"x": 1}}}}), 401),
+            (await client.post("/cloud/commands", json={}, headers={"dapr-api-token": "guessed"}), 401),
+            (await client.post("/v1/status"), 403),
+        ]
+        for response, status in refusals:
+            assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.text}"
+            body = response.json()
+            assert body["code"] == status and body["message"], body
+        assert "type" in refusals[1][0].json()["message"]
+        assert all("1048576 bytes" in r.json()["message"] for r, _ in refusals[4:6])
+        again = await client.post("/v1/events", json={"type": "reading", "data": {"i": 2}})
+        assert again.json()["seqs"] == [seq + 1]  # nothing was queued in between
