@@ -1,10 +1,9 @@
 """device-agent: the Dapr app on the device (K3s pod with its own sidecar) that keeps the device
 in step with its twin, queues its events, and runs its durable commands.
 
-Served on Starlette alone, with a guard of its own that knows the two kinds of caller an agent has
-(apps on the device, and its sidecar with the app token): the cloud apps' guard brings OIDC, JWT
-and audit publishing, none of which a device takes, and FastAPI's models cost memory a device
-does not have (issue 12's budget)."""
+Served on Starlette alone (`edge.py`: its guard, probes and error answers): the cloud apps' guard
+brings OIDC, JWT and audit publishing, none of which a device takes, and FastAPI's models cost
+memory a device does not have (issue 12's budget)."""
 
 from __future__ import annotations
 
@@ -15,30 +14,23 @@ from services.device_agent import lean  # noqa: F401 - first: keeps unused optio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Match, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
 
 from services.contracts.agent import MAX_REQUEST_BYTES
 from services.contracts.topics import DeviceChannels, Operation, Reply, TwinAddress
-from services.device_agent.access import RULES
 from services.device_agent.api import CLOUD, COMMANDS_ROUTE, DELTA_ROUTE, EVENTS_ACK_ROUTE, REPLIES_ROUTE, ROUTES
-from services.device_agent.build import AGENT_VERSION, build_agent
+from services.device_agent.build import build_agent
+from services.device_agent.edge import AgentGuard, failure, healthz, http_error, metrics, readyz, twin_error
 from services.device_agent.settings import get_agent_settings
-from services.domain.access import COMMON_RULES, Access
-from services.domain.errors import TwinError, forbidden, too_large
+from services.domain.errors import TwinError
 from services.platform.cloudevents import subscription
 from services.platform.lifecycle import running_sidecar
 from services.platform.names import AGENT_BROKER, DEVICE_AGENT_APP
-from services.platform.responses import check_app_token, error_response, header, refuse
-
-log = structlog.get_logger()
 
 
 @asynccontextmanager
@@ -49,23 +41,6 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await agent.start()
         yield
         await agent.stop()
-
-
-async def healthz(_: Request) -> Response:
-    return JSONResponse({"status": "ok"})
-
-
-async def readyz(request: Request) -> Response:
-    """Ready when the agent's sidecar answers."""
-    try:
-        await request.app.state.agent.sidecar.ping()
-    except Exception as error:  # noqa: BLE001 - any failure means not ready, and says why
-        return JSONResponse({"status": "not ready", "checks": {"sidecar": f"failed: {error!r}"}}, status_code=503)
-    return JSONResponse({"status": "ready", "checks": {"sidecar": "ok"}})
-
-
-async def metrics(_: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def subscriptions(_: Request) -> Response:
@@ -85,64 +60,6 @@ async def subscriptions(_: Request) -> Response:
     )
 
 
-class AgentGuard:
-    """Every route by its rule (`access.py`, and the probes' common ones): `PUBLIC` routes serve
-    apps on the device, `SIDECAR` routes only a caller with the app token; a route without a rule,
-    or with any other kind, is refused for everyone (a device agent authenticates no people)."""
-
-    def __init__(self, app: ASGIApp, routes: list[BaseRoute], app_token: str) -> None:
-        self.app, self.routes, self.app_token = app, routes, app_token.encode()
-        self.rules = {**COMMON_RULES, **RULES}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        template = self._template(scope) if scope["type"] == "http" else None
-        if template is not None:  # no such route: Starlette answers 404/405
-            method = "GET" if scope["method"] == "HEAD" else scope["method"]
-            rule = self.rules.get(f"{method} {template}")
-            try:
-                if int(header(scope, b"content-length") or 0) > MAX_REQUEST_BYTES:
-                    # announced too large: refused unread (a chunked body is cut off as it streams)
-                    raise too_large(f"the request body may hold at most {MAX_REQUEST_BYTES} bytes")
-                if rule is None:
-                    raise forbidden(f"{method} {template} has no access rule, so nobody may call it")
-                if rule.access is Access.SIDECAR:
-                    check_app_token(scope, self.app_token)
-                elif rule.access is not Access.PUBLIC:
-                    raise forbidden(f"{method} {template}: the agent takes calls from its device and sidecar only")
-            except TwinError as error:
-                await refuse(send, error)
-                return
-        await self.app(scope, receive, send)
-
-    def _template(self, scope: Scope) -> str | None:
-        """The path of the route `scope` reaches (or whose path it matches with another method)."""
-        partial: str | None = None
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                return str(getattr(route, "path", ""))
-            if match is Match.PARTIAL and partial is None:
-                partial = str(getattr(route, "path", ""))
-        return partial
-
-
-async def twin_error(_: Request, error: Exception) -> Response:
-    assert isinstance(error, TwinError)
-    return error_response(int(error.code), error.message)
-
-
-async def http_error(_: Request, error: Exception) -> Response:
-    assert isinstance(error, HTTPException)
-    if error.status_code == 413:
-        return error_response(413, f"the request body may hold at most {MAX_REQUEST_BYTES} bytes")
-    return error_response(error.status_code, str(error.detail), error.headers)
-
-
-async def failure(request: Request, error: Exception) -> Response:
-    log.error("request failed", path=request.url.path, error=repr(error))
-    return error_response(500, f"internal error ({type(error).__name__}); the call may be retried")
-
-
 routes: list[BaseRoute] = [
     *ROUTES,
     Route("/healthz", healthz, methods=["GET"]),
@@ -158,4 +75,3 @@ app = Starlette(
 # inside the guard: a chunked body is cut off as it streams past the limit (a 413 from `http_error`)
 app.add_middleware(RequestBodyLimitMiddleware, max_body_size=MAX_REQUEST_BYTES)
 app.add_middleware(AgentGuard, routes=routes, app_token=get_agent_settings().app_api_token)
-app.state.version = AGENT_VERSION
