@@ -169,7 +169,9 @@ def main(
         return
     base = Path(tempfile.mkdtemp(prefix="twinfleet-bench-"))
     if rollout_only:
-        console.print(rollout_table(measure_rollout(base, rollout_twins)))
+        figures = measure_rollout(base, rollout_twins)
+        console.print(rollout_table(figures))
+        console.print(verdict(f"rollout to {figures.twins:,} twins", figures.write_seconds, "<", 30, "s"))
         return
     if console_only:
         figures = measure_console(base, console_twins)
