@@ -169,9 +169,9 @@ def main(
         return
     base = Path(tempfile.mkdtemp(prefix="twinfleet-bench-"))
     if rollout_only:
-        figures = measure_rollout(base, rollout_twins)
-        console.print(rollout_table(figures))
-        console.print(verdict(f"rollout to {figures.twins:,} twins", figures.write_seconds, "<", 30, "s"))
+        rolled = measure_rollout(base, rollout_twins)
+        console.print(rollout_table(rolled))
+        console.print(verdict(f"rollout to {rolled.twins:,} twins", rolled.write_seconds, "<", 30, "s"))
         return
     if console_only:
         figures = measure_console(base, console_twins)
