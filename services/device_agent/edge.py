@@ -10,14 +10,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.contracts.agent import MAX_REQUEST_BYTES
 from services.device_agent.access import RULES
 from services.domain.access import COMMON_RULES, Access
 from services.domain.errors import TwinError, bad_request, forbidden, too_large
-from services.platform.responses import check_app_token, error_response, header, refuse
+from services.platform.responses import check_app_token, error_response, header, refuse, route_template
 
 log = structlog.get_logger()
 
@@ -49,7 +49,7 @@ class AgentGuard:
         self.rules = {**COMMON_RULES, **RULES}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        template = self._template(scope) if scope["type"] == "http" else None
+        template = route_template(self.routes, scope) if scope["type"] == "http" else None
         if template is not None:  # no such route: Starlette answers 404/405
             method = "GET" if scope["method"] == "HEAD" else scope["method"]
             rule = self.rules.get(f"{method} {template}")
@@ -67,17 +67,6 @@ class AgentGuard:
                 await refuse(send, error)
                 return
         await self.app(scope, receive, send)
-
-    def _template(self, scope: Scope) -> str | None:
-        """The path of the route `scope` reaches (or whose path it matches with another method)."""
-        partial: str | None = None
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                return str(getattr(route, "path", ""))
-            if match is Match.PARTIAL and partial is None:
-                partial = str(getattr(route, "path", ""))
-        return partial
 
 
 async def twin_error(_: Request, error: Exception) -> Response:

@@ -43,7 +43,7 @@ from services.domain.access import (
 )
 from services.domain.errors import TwinError, forbidden, unauthorized
 from services.platform.names import AUTH_STORE
-from services.platform.responses import check_app_token, header, refuse
+from services.platform.responses import check_app_token, header, refuse, route_template
 from services.platform.settings import Settings
 
 if TYPE_CHECKING:  # the device agent serves through the guard and holds no Dapr SDK client
@@ -303,7 +303,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         arrived = time.time()  # the audit record's time: when the call came in, not when it ended
-        method, template = scope["method"], self._template(scope)
+        method, template = scope["method"], route_template(self.routes, scope)
         if template is None:  # no such route: FastAPI answers 404/405
             await self.app(scope, receive, send)
             return
@@ -329,16 +329,6 @@ class Guard:
             return
         status, message = await _observed(self.app, scope, receive, send)
         await self._audit(scope, template, principal, status, message, arrived)
-
-    def _template(self, scope: Scope) -> str | None:
-        partial: str | None = None
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                return str(getattr(route, "path", ""))
-            if match is Match.PARTIAL and partial is None:
-                partial = str(getattr(route, "path", ""))
-        return partial
 
     async def _authenticate(self, scope: Scope) -> tuple[Principal | None, str]:
         """The caller, or None and why not (a 401's message)."""

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Match
 from starlette.types import Scope, Send
 
 from services.domain.errors import TwinError, unauthorized
@@ -27,6 +28,19 @@ def validation_message(errors: Any) -> str:
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{where}: {first.get('msg', 'invalid')}{more}"
+
+
+def route_template(routes: list[BaseRoute], scope: Scope) -> str | None:
+    """The path template of the route `scope` reaches, or of one whose path it matches with another
+    method (its rule then decides: none for that method is a 403); None when no path matches."""
+    partial: str | None = None
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", ""))
+        if match is Match.PARTIAL and partial is None:
+            partial = str(getattr(route, "path", ""))
+    return partial
 
 
 def header(scope: Scope, name: bytes) -> str | None:
