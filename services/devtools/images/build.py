@@ -26,7 +26,8 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -427,6 +428,23 @@ def assemble(spec: Spec, context: Path, cache: Path) -> None:
         os.utime(path, (EPOCH, EPOCH), follow_symlinks=False)
 
 
+@contextmanager
+def keyed(staging: Path, key: str) -> Iterator[Path]:
+    """The assembled context, moved for the build to a directory named by its inputs' digest.
+
+    BuildKit keeps the context it was last sent from each directory and re-sends only the files
+    whose metadata (size, time) changed; with every time set to the epoch, an edit that keeps a
+    file's size (`request.json()` → `request.body()`) would reach the build stale. One directory
+    per inputs digest means a changed input is never compared against another build's copy."""
+    context = staging.with_name(f"{staging.name}-{key[:16]}")
+    shutil.rmtree(context, ignore_errors=True)
+    staging.rename(context)
+    try:
+        yield context
+    finally:
+        shutil.rmtree(context, ignore_errors=True)
+
+
 def inputs_digest(spec: Spec, context: Path, parent_id: str) -> str:
     """The digest of everything the image is built from."""
     digest = hashlib.sha256()
@@ -472,7 +490,8 @@ class Builder:
         labels = (found or {}).get("Config", {}).get("Labels") or {}
         built = self.no_cache or labels.get(INPUTS_LABEL) != key
         if built:
-            raw = self.docker.build(spec, context, self.no_cache)
+            with keyed(context, key) as unique:
+                raw = self.docker.build(spec, unique, self.no_cache)
             self.docker.normalized(raw, spec.tag, {INPUTS_LABEL: key}, self.cache / "tmp", spec.parent)
             self.docker.run("image", "rm", raw)
         return self._outcome(spec.name, spec.tag, started, built)
@@ -485,7 +504,9 @@ class Builder:
         if current is None:
             raise RuntimeError(f"{spec.tag} is not built yet")
         key = current["Config"]["Labels"][INPUTS_LABEL]
-        raw = self.docker.build(spec, context, no_cache=True)
+        parent = self.docker.inspect(spec.parent) if spec.parent else None
+        with keyed(context, inputs_digest(spec, context, parent["Id"] if parent else "")) as unique:
+            raw = self.docker.build(spec, unique, no_cache=True)
         try:
             rebuilt = self.docker.normalized(
                 raw, spec.tag, {INPUTS_LABEL: key}, self.cache / "tmp", spec.parent, load=False
