@@ -46,7 +46,7 @@ from services.platform.names import AUTH_STORE
 from services.platform.responses import check_app_token, header, refuse, route_template
 from services.platform.settings import Settings
 
-if TYPE_CHECKING:  # the device agent serves through the guard and holds no Dapr SDK client
+if TYPE_CHECKING:  # the Dapr SDK client is made lazily, by the apps that publish audit records
     from services.platform.sidecar import Sidecar
     from services.platform.state import StateRepository
 
@@ -162,13 +162,13 @@ class TokenVerifier:
         if not self.issuer:
             raise unauthorized("this app takes no tokens (no issuer configured); use an API key")
         try:
-            header = jwt.get_unverified_header(token)
+            jose = jwt.get_unverified_header(token)
         except jwt.DecodeError:
             raise unauthorized("the bearer token is neither a JWT nor an API key") from None
-        algorithm = header.get("alg")
+        algorithm = jose.get("alg")
         if algorithm not in self.algorithms:
             raise unauthorized(f"token algorithm {algorithm!r} is not accepted (only {', '.join(self.algorithms)})")
-        key = await self.jwks.key(header.get("kid"))
+        key = await self.jwks.key(jose.get("kid"))
         try:
             claims = jwt.decode(
                 token,
