@@ -94,8 +94,11 @@ class DeviceLink:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        with contextlib.suppress(aiomqtt.MqttError):
-            await self._client.__aexit__(None, None, None)
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            # aiomqtt waits for the disconnect to complete with no limit; a device leaving must not
+            # hang the fleet (or a test's teardown) on it: after 5 s it is left to the broker
+            async with asyncio.timeout(5):
+                await self._client.__aexit__(None, None, None)
 
     async def _read(self) -> None:
         async for message in self._client.messages:
