@@ -5,7 +5,6 @@ apps' guard (`services.platform.responses`); OIDC, JWT and audit publishing stay
 
 from __future__ import annotations
 
-import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -17,9 +16,7 @@ from services.contracts.agent import MAX_REQUEST_BYTES
 from services.device_agent.access import RULES
 from services.domain.access import COMMON_RULES, Access
 from services.domain.errors import TwinError, bad_request, forbidden, too_large
-from services.platform.responses import check_app_token, error_response, header, refuse, route_template
-
-log = structlog.get_logger()
+from services.platform.responses import check_app_token, error_response, header, http_error, refuse, route_template
 
 
 async def healthz(_: Request) -> Response:
@@ -69,21 +66,11 @@ class AgentGuard:
         await self.app(scope, receive, send)
 
 
-async def twin_error(_: Request, error: Exception) -> Response:
-    assert isinstance(error, TwinError)
-    return error_response(int(error.code), error.message)
-
-
-async def http_error(_: Request, error: Exception) -> Response:
-    assert isinstance(error, HTTPException)
-    if error.status_code == 413:
+async def limited(request: Request, error: Exception) -> Response:
+    """Starlette's refusals as the error body; a 413 says the agent's limit."""
+    if isinstance(error, HTTPException) and error.status_code == 413:
         return error_response(413, f"the request body may hold at most {MAX_REQUEST_BYTES} bytes")
-    return error_response(error.status_code, str(error.detail), error.headers)
-
-
-async def failure(request: Request, error: Exception) -> Response:
-    log.error("request failed", path=request.url.path, error=repr(error))
-    return error_response(500, f"internal error ({type(error).__name__}); the call may be retried")
+    return await http_error(request, error)
 
 
 def _announced_length(scope: Scope) -> int:

@@ -25,12 +25,13 @@ from services.contracts.agent import MAX_REQUEST_BYTES
 from services.contracts.topics import DeviceChannels, Operation, Reply, TwinAddress
 from services.device_agent.api import CLOUD, COMMANDS_ROUTE, DELTA_ROUTE, EVENTS_ACK_ROUTE, REPLIES_ROUTE, ROUTES
 from services.device_agent.build import build_agent
-from services.device_agent.edge import AgentGuard, failure, healthz, http_error, metrics, readyz, twin_error
+from services.device_agent.edge import AgentGuard, healthz, limited, metrics, readyz
 from services.device_agent.settings import get_agent_settings
 from services.domain.errors import TwinError
 from services.platform.cloudevents import subscription
 from services.platform.lifecycle import running_sidecar
 from services.platform.names import AGENT_BROKER, DEVICE_AGENT_APP
+from services.platform.responses import failure, twin_error
 
 
 @asynccontextmanager
@@ -70,7 +71,7 @@ routes: list[BaseRoute] = [
 app = Starlette(
     routes=routes,
     lifespan=lifespan,
-    exception_handlers={TwinError: twin_error, HTTPException: http_error, Exception: failure},
+    exception_handlers={TwinError: twin_error, HTTPException: limited, Exception: failure},
 )
 # inside the guard: a chunked body is cut off as it streams past the limit (a 413 from `http_error`)
 app.add_middleware(RequestBodyLimitMiddleware, max_body_size=MAX_REQUEST_BYTES)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-import structlog
 import svcs
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -18,10 +17,8 @@ from starlette.exceptions import HTTPException
 from services.domain.access import Rule
 from services.domain.errors import TwinError
 from services.platform.auth import AccessPolicy, Guard
-from services.platform.responses import error_response, validation_message
+from services.platform.responses import error_response, failure, http_error, twin_error, validation_message
 from services.platform.settings import Settings
-
-log = structlog.get_logger()
 
 T = TypeVar("T")
 
@@ -43,22 +40,13 @@ def install_common(app: FastAPI, rules: Mapping[str, Rule], app_name: str, setti
     sidecar, the store — passes) and `/metrics`."""
     app.add_middleware(Guard, api=app, policy=AccessPolicy(rules), app_name=app_name, settings=settings or Settings())
 
-    @app.exception_handler(TwinError)
-    async def twin_error(_: Request, error: TwinError) -> JSONResponse:
-        return error_response(int(error.code), error.message)
+    app.add_exception_handler(TwinError, twin_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, failure)
 
     @app.exception_handler(RequestValidationError)
     async def malformed(_: Request, error: RequestValidationError) -> JSONResponse:
         return error_response(400, validation_message(error.errors()))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
-        return error_response(error.status_code, str(error.detail), error.headers)
-
-    @app.exception_handler(Exception)
-    async def failure(request: Request, error: Exception) -> JSONResponse:
-        log.error("request failed", path=request.url.path, error=repr(error))
-        return error_response(500, f"internal error ({type(error).__name__}); the call may be retried")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -10,16 +10,39 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import structlog
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope, Send
 
 from services.domain.errors import TwinError, unauthorized
 
+log = structlog.get_logger()
+
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """The one error body of every app."""
     return JSONResponse({"code": status, "message": message}, status_code=status, headers=headers)
+
+
+async def twin_error(_: Request, error: Exception) -> JSONResponse:
+    """Exception handler: a refusal raised by a route (`TwinError`) as the error body."""
+    assert isinstance(error, TwinError)
+    return error_response(int(error.code), error.message)
+
+
+async def http_error(_: Request, error: Exception) -> JSONResponse:
+    """Exception handler: Starlette's own refusals (404, 405, 413, …) as the error body."""
+    assert isinstance(error, HTTPException)
+    return error_response(error.status_code, str(error.detail), error.headers)
+
+
+async def failure(request: Request, error: Exception) -> JSONResponse:
+    """Exception handler: anything else is a 500 saying what failed (logged)."""
+    log.error("request failed", path=request.url.path, error=repr(error))
+    return error_response(500, f"internal error ({type(error).__name__}); the call may be retried")
 
 
 def validation_message(errors: Any) -> str:
