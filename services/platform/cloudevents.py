@@ -66,10 +66,7 @@ async def handle_bulk(body: bytes, model: type[M], handle: Callable[[Sequence[M]
     fails, daprd redelivers them. The body is parsed with orjson (`fast_loads`): a bulk of twin
     events is most of the JSON the rollout and delta apps read, and the standard library's parser
     took 8 to 16 % of their CPU during a rollout."""
-    try:
-        parsed = fast_loads(body)
-    except ValueError:
-        parsed = None
+    parsed = fast_loads(body)  # a body that is not JSON is a 500: daprd delivers it again, as before
     entries = parsed.get("entries", []) if isinstance(parsed, dict) else []
     events: list[M] = []
     statuses = []
