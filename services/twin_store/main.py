@@ -69,4 +69,4 @@ app.include_router(audit.events)
 @app.get("/dapr/subscribe", include_in_schema=False)
 async def subscriptions() -> list[dict[str, Any]]:
     """Audit records only: device requests come on the app's own broker connection."""
-    return [subscription(INTERNAL_PUBSUB, AUDIT_TOPIC, audit.AUDIT_ROUTE, bulk=200, bulk_wait_ms=50)]
+    return [subscription(INTERNAL_PUBSUB, AUDIT_TOPIC, audit.AUDIT_ROUTE, bulk=1000, bulk_wait_ms=1000)]
