@@ -419,7 +419,9 @@ async def _observed(app: ASGIApp, scope: Scope, receive: Receive, send: Send) ->
 
 
 # -- what routes use --------------------------------------------------------------------------------
-def _caller(request: Request) -> Principal:
+async def _caller(request: Request) -> Principal:
+    """A coroutine although it awaits nothing: FastAPI runs a plain function dependency in a worker
+    thread, a thread hop on every request that names `Caller`."""
     principal = getattr(request.state, "principal", None)
     if not isinstance(principal, Principal):
         raise unauthorized("authentication required")
