@@ -5,7 +5,10 @@ like any other call; the caller's own `Authorization` is passed on untouched.
 
 Which app serves a path is read from the apps' access rules (`services/<app>/access.py`).
 Configured by `TWINFLEET_GATEWAY_APPS` (JSON: app id → its sidecar's base URL) and
-`DAPR_API_TOKEN`."""
+`DAPR_API_TOKEN`.
+
+It forwards with aiohttp: every REST call of the local stack (and of `make bench`) passes here,
+and httpx took ≈ 1.3 ms of CPU per forwarded call against aiohttp's ≈ 0.25 ms on this machine."""
 
 from __future__ import annotations
 
@@ -13,9 +16,9 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 
-import httpx
+import aiohttp
+from multidict import CIMultiDict
 from starlette.types import Receive, Scope, Send
 
 from services.commands.access import RULES as COMMANDS
@@ -46,6 +49,8 @@ IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
 """Methods a request may be sent again with (RFC 9110 9.2.2): once, when a kept-alive connection
 to a sidecar turns out dead (the sidecar's pod restarted); any other request gets the 502."""
 _HOP_BY_HOP = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"dapr-api-token", b"dapr-app-id"}
+_DEAD_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+"""What a kept-alive connection whose far end went away raises on the next request."""
 
 
 def routes() -> list[tuple[re.Pattern[str], str]]:
@@ -70,9 +75,22 @@ class Gateway:
         self.sidecars = sidecars
         self.token = dapr_token
         self.routes = routes()
-        # No cookie jar: a `Set-Cookie` one caller got (the console's session) must never ride along
-        # on another caller's requests.
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(300, connect=5), cookies=no_cookies())
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The forwarding client, made in the serving loop on first use. No cookie jar: a
+        `Set-Cookie` one caller got (the console's session) must never ride along on another
+        caller's requests. Bodies pass as they are (no decompression), and the caller's headers
+        are the only ones sent (no client defaults)."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=300, connect=5),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            )
+        return self._http
 
     def target(self, path: str) -> str | None:
         return next((app for pattern, app in self.routes if pattern.match(path)), None)
@@ -84,7 +102,8 @@ class Gateway:
                 if kind == "lifespan.startup":
                     await send({"type": "lifespan.startup.complete"})
                 else:
-                    await self.http.aclose()
+                    if self._http is not None:
+                        await self._http.close()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         app = self.target(scope["path"])
@@ -97,48 +116,45 @@ class Gateway:
         if app is None or app not in self.sidecars:
             await _answer(send, 404, {"code": 404, "message": f"no API serves {scope['path']}"})
             return
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
-        headers += [(b"dapr-app-id", app.encode()), (b"dapr-caller-app-id", INGRESS_APP.encode())]
+        headers = CIMultiDict(
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP
+        )
+        headers.add("dapr-app-id", app)
+        headers.add("dapr-caller-app-id", INGRESS_APP)
         if self.token:
-            headers.append((b"dapr-api-token", self.token.encode()))
+            headers.add("dapr-api-token", self.token)
         client = scope.get("client")
         if client:
-            headers.append((b"x-forwarded-for", client[0].encode()))
+            headers.add("x-forwarded-for", client[0])
         url = (
             self.sidecars[app] + scope["path"] + (f"?{scope['query_string'].decode()}" if scope["query_string"] else "")
         )
         body = await _body(receive)
-        request = self.http.build_request(scope["method"], url, headers=headers, content=body)
+        retry = scope["method"] in IDEMPOTENT and isinstance(body, bytes)
         try:
-            response = await self._send(request, retry=scope["method"] in IDEMPOTENT and isinstance(body, bytes))
-        except httpx.HTTPError as error:
+            response = await self._send(scope["method"], url, headers, body, retry)
+        except (TimeoutError, aiohttp.ClientError) as error:
             await _answer(send, 502, {"code": 502, "message": f"{app} unreachable: {error!r}"})
             return
         try:
-            out = [
-                (k.encode(), v.encode())
-                for k, v in response.headers.items()
-                if k.lower() not in ("transfer-encoding", "connection")
-            ]
-            await send({"type": "http.response.start", "status": response.status_code, "headers": out})
-            async for chunk in response.aiter_raw():
+            out = [(k, v) for k, v in response.raw_headers if k.lower() not in (b"transfer-encoding", b"connection")]
+            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         finally:
-            await response.aclose()
+            response.release()
 
-    async def _send(self, request: httpx.Request, retry: bool) -> httpx.Response:
+    async def _send(
+        self, method: str, url: str, headers: CIMultiDict[str], body: bytes | AsyncIterator[bytes], retry: bool
+    ) -> aiohttp.ClientResponse:
+        data = body or None  # no body: none sent (a POST still says `Content-Length: 0`)
         try:
-            return await self.http.send(request, stream=True)
-        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+            return await self.http.request(method, url, headers=headers, data=data, allow_redirects=False)
+        except _DEAD_CONNECTION:
             if not retry:
                 raise
-            return await self.http.send(request, stream=True)
-
-
-def no_cookies() -> CookieJar:
-    """A cookie jar that keeps nothing (for a client that forwards many callers' requests)."""
-    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+            return await self.http.request(method, url, headers=headers, data=data, allow_redirects=False)
 
 
 def _forwardable(path: str) -> bool:
