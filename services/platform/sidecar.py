@@ -1,5 +1,12 @@
 """The one Dapr client of a process: state with ETags, raw device publishes, bulk event publishes,
-secrets."""
+secrets.
+
+Reads go to daprd's HTTP API (aiohttp), everything else through the SDK's gRPC client. A bulk read
+cost this process ≈ 560 µs of CPU through grpc.aio against ≈ 320 µs over HTTP, and daprd ≈ 650
+against ≈ 500 µs (one twin, this 2-core machine); the twin-store reads once per write batch.
+Writes stay on gRPC: daprd's HTTP state API decodes a value's numbers to floats, so an integer
+beyond 2**53 would be stored rounded (`9007199254740993` comes back `…992`), and the twins' values
+are 64-bit integers."""
 
 from __future__ import annotations
 
@@ -9,17 +16,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import grpc
 import httpx
 from dapr.aio.clients import DaprClient
 from dapr.clients.exceptions import DaprGrpcError
 from dapr.clients.grpc._state import Concurrency, StateItem, StateOptions
+from dapr.conf import settings as dapr_settings
 
 from services.contracts.wire import WireEncoding, encode_payload
 from services.domain.json_values import fast_dumps, fast_loads
 from services.platform.names import DEVICE_BROKER, INTERNAL_PUBSUB, SECRET_STORE, STATE_STORE
 
 _RAW = {"rawPayload": "true"}
+_JSON = {"content-type": "application/json"}
 # The SDK's asyncio save_bulk_state hands item options to protobuf unconverted (it expects the
 # proto message there), so we pass the proto form.
 _FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write).get_proto()  # type: ignore[no-untyped-call]
@@ -68,8 +78,10 @@ class Sidecar:
     def __init__(self, grpc_address: str, http_port: int, call_timeout: float = CALL_TIMEOUT) -> None:
         self._grpc_address = grpc_address
         self.call_timeout = call_timeout
-        self._health_url = f"http://127.0.0.1:{http_port}/v1.0/healthz/outbound"
+        self._http_url = f"http://127.0.0.1:{http_port}"
+        self._health_url = f"{self._http_url}/v1.0/healthz/outbound"
         self._client_ready: asyncio.Future[DaprClient] | None = None
+        self._http: aiohttp.ClientSession | None = None
 
     async def ping(self) -> None:
         """Raise unless the sidecar is up and its components are ready (readiness)."""
@@ -114,20 +126,45 @@ class Sidecar:
         except TimeoutError:
             raise SidecarTimeout(f"{method} did not answer within {self.call_timeout:g} s") from None
 
+    async def post(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+        """POST `body` (JSON) to daprd's HTTP API once the sidecar is up; (status, body). Raises
+        `SidecarTimeout` like `call` (`method` names the call in its message)."""
+
+        async def run() -> tuple[int, bytes]:
+            await self._client  # the sidecar answers (and this waits for it as every call does)
+            if self._http is None:
+                token = dapr_settings.DAPR_API_TOKEN
+                self._http = aiohttp.ClientSession(
+                    self._http_url,
+                    headers={"dapr-api-token": token} if token else None,
+                    cookie_jar=aiohttp.DummyCookieJar(),
+                )
+            async with self._http.post(path, data=body, headers=_JSON) as response:
+                return response.status, await response.read()
+
+        try:
+            return await asyncio.wait_for(run(), self.call_timeout)
+        except TimeoutError:
+            raise SidecarTimeout(f"{method} did not answer within {self.call_timeout:g} s") from None
+
     async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
         if self._client_ready is not None and self._client_ready.done():
             await self._client_ready.result().close()  # type: ignore[no-untyped-call]
 
     async def get_many(self, keys: Sequence[str], store: str = STATE_STORE) -> dict[str, Stored]:
         if not keys:
             return {}
-        response = await self.call("get_bulk_state", store, list(keys), parallelism=8)
+        body = fast_dumps({"keys": list(keys), "parallelism": 8})
+        status, answer = await self.post("get_bulk_state", f"/v1.0/state/{store}/bulk", body)
+        if status != 200:
+            raise RuntimeError(f"state read from {store} failed: {status} {answer[:300].decode(errors='replace')}")
         found: dict[str, Stored] = {}
-        for item in response.items:
-            if item.error:
-                raise RuntimeError(f"state read of {item.key} failed: {item.error}")
-            value = fast_loads(item.data) if item.data else None
-            found[item.key] = Stored(item.key, value, item.etag or None)
+        for item in fast_loads(answer):
+            if item.get("error"):
+                raise RuntimeError(f"state read of {item['key']} failed: {item['error']}")
+            found[item["key"]] = Stored(item["key"], item.get("data"), item.get("etag") or None)
         return {key: found.get(key, Stored(key, None, None)) for key in keys}
 
     async def get(self, key: str, store: str = STATE_STORE) -> Stored:

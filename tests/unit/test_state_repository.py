@@ -182,12 +182,23 @@ async def test_a_write_whose_answer_was_lost_but_landed_is_not_applied_again() -
 
 
 async def test_a_sidecar_call_that_never_answers_times_out() -> None:
-    class Stuck:
-        async def get_bulk_state(self, *args: Any, **kwargs: Any) -> Any:
-            await asyncio.Event().wait()
+    """A read goes to daprd's HTTP API: a sidecar that takes the request and never answers it."""
 
-    sidecar = Sidecar("127.0.0.1:1", 1, call_timeout=0.05)
+    async def stuck(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        await asyncio.Event().wait()
+
+    class Client:
+        async def close(self) -> None:
+            pass
+
+    server = await asyncio.start_server(stuck, "127.0.0.1", 0)
+    sidecar = Sidecar("127.0.0.1:1", server.sockets[0].getsockname()[1], call_timeout=0.05)
     sidecar._client_ready = asyncio.get_running_loop().create_future()
-    sidecar._client_ready.set_result(Stuck())  # type: ignore[arg-type]
-    with pytest.raises(SidecarTimeout, match="get_bulk_state"):
-        await sidecar.get("k")
+    sidecar._client_ready.set_result(Client())  # type: ignore[arg-type]
+    try:
+        with pytest.raises(SidecarTimeout, match="get_bulk_state"):
+            await sidecar.get("k")
+    finally:
+        await sidecar.close()
+        server.close()
