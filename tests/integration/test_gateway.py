@@ -6,6 +6,8 @@ been applied)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 from collections.abc import AsyncIterator
 
 import httpx
@@ -52,6 +54,12 @@ async def sidecar() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def api(sidecar: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway_to(sidecar) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def gateway_to(sidecar: str) -> AsyncIterator[httpx.AsyncClient]:
     port = free_port()
     config = uvicorn.Config(Gateway({"twin-store": sidecar}, "token"), host="127.0.0.1", port=port, log_level="error")
     server = uvicorn.Server(config)
@@ -75,3 +83,49 @@ async def test_any_other_call_on_a_dead_connection_is_answered_502(api: httpx.As
     assert (await api.get("/v1/twins/a")).status_code == 200
     answer = await api.post("/v1/twins/batch", content=b"[]")
     assert answer.status_code == 502 and "twin-store unreachable" in answer.json()["message"]
+
+
+async def test_a_call_reaches_the_sidecar_with_the_callers_headers_and_the_answer_comes_back_as_sent() -> None:
+    """What the ingress adds (the app id, the sidecars' token, the caller's address) and nothing
+    else: no client defaults, no cookie another answer set; the answer's bytes pass unchanged
+    (a gzip body stays gzip)."""
+    heads: list[bytes] = []
+    body = gzip.compress(b'{"ok": true}')
+    answer = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
+        b"set-cookie: session=s3cret; Path=/\r\ncontent-length: %d\r\n\r\n" % len(body)
+    ) + body
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                heads.append(head.lower())
+                length = next(
+                    (int(h.split(b":")[1]) for h in head.lower().split(b"\r\n") if h.startswith(b"content-length:")), 0
+                )
+                await reader.readexactly(length)
+                writer.write(answer)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        async with gateway_to(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}") as api:
+            for _ in range(2):
+                response = await api.patch(
+                    "/v1/twins/a/desired", content=b"{}", headers={"authorization": "Bearer t", "user-agent": "me"}
+                )
+                assert response.status_code == 200 and response.json() == {"ok": True}
+                assert response.headers["content-encoding"] == "gzip"
+                assert response.cookies["session"] == "s3cret"
+                api.cookies.clear()  # the caller keeps it no longer: nothing may send it on
+    finally:
+        server.close()
+    for head in heads:
+        lines = head.split(b"\r\n")
+        assert lines[0] == b"patch /v1/twins/a/desired http/1.1"
+        headers = dict(line.split(b": ", 1) for line in lines[1:] if line)
+        assert headers[b"dapr-app-id"] == b"twin-store" and headers[b"dapr-api-token"] == b"token"
+        assert headers[b"authorization"] == b"bearer t" and headers[b"user-agent"] == b"me"
+        assert headers[b"x-forwarded-for"] == b"127.0.0.1" and headers[b"content-length"] == b"2"
+        assert b"cookie" not in headers and b"content-type" not in headers
