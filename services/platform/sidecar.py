@@ -30,7 +30,12 @@ from services.domain.json_values import fast_dumps, fast_loads
 from services.platform.names import DEVICE_BROKER, INTERNAL_PUBSUB, SECRET_STORE, STATE_STORE
 
 _RAW = {"rawPayload": "true"}
-_JSON = {"content-type": "application/json"}
+_JSON = "application/json"
+EVENT_CONTENT_TYPE = "text/plain"
+"""How our events travel inside their CloudEvents: as JSON text (`data` a string), never as a JSON
+`data` value. daprd parses a JSON `data` into Go values when it delivers the event, so an integer
+beyond 2**53 (`9007199254740993`, a 64-bit serial or bitmask in a twin) reached the apps — and the
+device's delta — rounded to a double; a string it passes on as it is. `event_json` reads either."""
 # The SDK's asyncio save_bulk_state hands item options to protobuf unconverted (it expects the
 # proto message there), so we pass the proto form.
 _FIRST_WRITE = StateOptions(concurrency=Concurrency.first_write).get_proto()  # type: ignore[no-untyped-call]
@@ -127,7 +132,7 @@ class Sidecar:
         except TimeoutError:
             raise SidecarTimeout(f"{method} did not answer within {self.call_timeout:g} s") from None
 
-    async def post(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
+    async def post(self, method: str, path: str, body: bytes, content_type: str = _JSON) -> tuple[int, bytes]:
         """POST `body` (JSON) to daprd's HTTP API once the sidecar is up; (status, body). Raises
         `SidecarTimeout` like `call` (`method` names the call in its message)."""
 
@@ -140,7 +145,7 @@ class Sidecar:
                     headers={"dapr-api-token": token} if token else None,
                     cookie_jar=aiohttp.DummyCookieJar(),
                 )
-            async with self._http.post(path, data=body, headers=_JSON) as response:
+            async with self._http.post(path, data=body, headers={"content-type": content_type}) as response:
                 return response.status, await response.read()
 
         try:
@@ -213,18 +218,18 @@ class Sidecar:
         return str(response.secret[key])
 
     async def publish_events(self, topic: str, events: Sequence[str]) -> None:
-        """Bulk-publish JSON events to the internal pub/sub; raises if any entry failed."""
+        """Publish JSON events (as text, `EVENT_CONTENT_TYPE`) to the internal pub/sub; raises if any
+        entry failed."""
         if not events:
             return
         if len(events) == 1:  # a lone REST write's `twin.changed`, every audit record
-            status, answer = await self.post(
-                "publish_event", f"/v1.0/publish/{INTERNAL_PUBSUB}/{topic}", events[0].encode()
-            )
+            path = f"/v1.0/publish/{INTERNAL_PUBSUB}/{topic}"
+            status, answer = await self.post("publish_event", path, events[0].encode(), EVENT_CONTENT_TYPE)
             if status != 204:
                 raise RuntimeError(f"event to {topic} not published: {status} {answer[:300].decode(errors='replace')}")
             return
         response = await self.call(
-            "publish_events", INTERNAL_PUBSUB, topic, list(events), data_content_type="application/json"
+            "publish_events", INTERNAL_PUBSUB, topic, list(events), data_content_type=EVENT_CONTENT_TYPE
         )
         if response.failed_entries:
             raise RuntimeError(f"{len(response.failed_entries)} event(s) to {topic} not published")

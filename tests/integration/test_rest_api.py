@@ -49,16 +49,27 @@ async def test_size_limit_on_rest_patch(api: httpx.AsyncClient) -> None:
     assert response.status_code == 413 and "8192" in response.json()["message"]
 
 
-async def test_64_bit_integers_and_markup_characters_survive_the_store(api: httpx.AsyncClient) -> None:
-    """Values go through daprd's state API and back unchanged: integers beyond a double's 53 bits
-    (daprd's HTTP state writes would round them; the writes go over gRPC) and `<&>` (its HTTP reads
-    escape them as `\\u003c…`, which must parse back to the same text)."""
-    device_id = new_device_id()
-    values = {"big": 2**53 + 1, "top": 2**63 - 1, "low": -(2**63), "text": "<a & b>"}
-    assert (await api.patch(f"/v1/twins/{device_id}/desired", json=values)).status_code == 200
+async def test_64_bit_integers_and_markup_characters_survive_the_store_and_the_events(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    """Values go through daprd's state API and its pub/sub unchanged, to the device's delta:
+    integers beyond a double's 53 bits (daprd's HTTP state writes and HTTP bulk publishes would
+    round them), `1e-05`, and `<&>` (daprd's HTTP answers escape them as `\\u003c…`)."""
+    device_id, other = new_device_id(), new_device_id()
+    values = {"big": 2**53 + 1, "top": 2**63 - 1, "low": -(2**63), "tiny": 1e-05, "text": "<a & b>"}
+    async with link(stack, device_id) as dev, link(stack, other) as dev2:
+        await dev.report({"boot": 1})
+        await dev2.report({"boot": 1})
+        # one twin written alone (its event published on its own), then two in one batch (a bulk)
+        assert (await api.patch(f"/v1/twins/{device_id}/desired", json=values)).status_code == 200
+        assert (await dev.next_delta())["state"] == values
+        items = [{"deviceId": d, "desired": {"again": values}} for d in (device_id, other)]
+        assert (await api.post("/v1/twins/batch", json={"items": items})).status_code == 200
+        for device in (dev, dev2):
+            assert (await device.next_delta())["state"]["again"] == values
     await api.patch(f"/v1/twins/{device_id}/tags", json={"serial": 2**64 - 1})
     twin = (await api.get(f"/v1/twins/{device_id}")).json()
-    assert twin["state"]["desired"] == values and twin["tags"] == {"serial": 2**64 - 1}
+    assert twin["state"]["desired"] == {**values, "again": values} and twin["tags"] == {"serial": 2**64 - 1}
 
 
 async def test_values_json_cannot_hold_are_400_and_change_nothing(api: httpx.AsyncClient) -> None:
