@@ -2,7 +2,11 @@
 own credentials) and its local SQLite state store (twin cache, outbox, command results).
 
 Spoken over daprd's HTTP API with the httpx client the agent has anyway: the Dapr SDK's gRPC
-client (grpc, protobuf, aiohttp) would be most of a small device's memory for five calls."""
+client (grpc, protobuf, aiohttp) would be most of a small device's memory for five calls.
+
+Values are stored as JSON text: daprd's HTTP state API parses a JSON value into Go values, so an
+integer beyond 2**53 (a 64-bit counter in an event, a serial in the twin) would come back rounded
+to a double; a string it keeps as it is. A value an older agent stored as JSON is still read."""
 
 from __future__ import annotations
 
@@ -74,7 +78,7 @@ class AgentSidecar:
         await self._ready.wait()
         response = await self._http.get(f"/state/{AGENT_STATE}/{key}")
         response.raise_for_status()
-        return fast_loads(response.content) if response.status_code == 200 and response.content else None
+        return _stored(fast_loads(response.content)) if response.status_code == 200 and response.content else None
 
     async def load_many(self, keys: Sequence[str]) -> dict[str, Any]:
         if not keys:
@@ -87,11 +91,11 @@ class AgentSidecar:
             if item.get("error"):
                 raise RuntimeError(f"state read of {item['key']} failed: {item['error']}")
             if item.get("data") is not None:
-                found[item["key"]] = item["data"]
+                found[item["key"]] = _stored(item["data"])
         return found
 
     async def store(self, key: str, value: Any, ttl_seconds: int | None = None) -> None:
-        item: dict[str, Any] = {"key": key, "value": value}
+        item: dict[str, Any] = {"key": key, "value": _text(value)}
         if ttl_seconds:
             item["metadata"] = {"ttlInSeconds": str(ttl_seconds)}
         await self._post_state("", [item])
@@ -99,7 +103,7 @@ class AgentSidecar:
     async def transact(self, upserts: dict[str, Any], deletes: Sequence[str] = ()) -> None:
         """Write and delete keys atomically (SQLite transaction)."""
         operations: list[dict[str, Any]] = [
-            {"operation": "upsert", "request": {"key": key, "value": value}} for key, value in upserts.items()
+            {"operation": "upsert", "request": {"key": key, "value": _text(value)}} for key, value in upserts.items()
         ]
         operations += [{"operation": "delete", "request": {"key": key}} for key in deletes]
         await self._post_state("/transaction", {"operations": operations})
@@ -111,3 +115,13 @@ class AgentSidecar:
         )
         if response.status_code not in (200, 201, 204):
             raise RuntimeError(f"state write failed: {response.status_code} {response.text}")
+
+
+def _text(value: Any) -> str:
+    """A value as the JSON text it is stored as (see the module's note)."""
+    return fast_dumps(value).decode()
+
+
+def _stored(value: Any) -> Any:
+    """A stored value: JSON text, or (stored by an older agent) a JSON value as daprd gave it back."""
+    return fast_loads(value) if isinstance(value, str) else value

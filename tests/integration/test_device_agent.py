@@ -300,3 +300,29 @@ async def test_the_agents_api_refuses_bad_input_with_a_message_and_queues_nothin
         assert all("1048576 bytes" in r.json()["message"] for r, _ in refusals[4:6])
         again = await client.post("/v1/events", json={"type": "reading", "data": {"i": 2}})
         assert again.json()["seqs"] == [seq + 1]  # nothing was queued in between
+
+
+async def test_64_bit_integers_pass_the_agent_and_its_store_exactly(
+    stack: Stack, api: httpx.AsyncClient, start_agent: AgentFactory
+) -> None:
+    """The agent keeps its twin and its outbox in its sidecar's store: values beyond a double's 53
+    bits come out as they went in (daprd's HTTP state API would round a JSON value's numbers)."""
+    device = "agent-64-bit"
+    agent = start_agent(device)
+    want = {"serial": 2**53 + 1, "mask": 2**63 - 1, "low": -(2**63)}
+    await eventually(lambda: twin(api, device), what="twin created at boot")
+    assert (await api.patch(f"/v1/twins/{device}/desired", json={"config": want})).status_code == 200
+
+    async def applied() -> bool:
+        return reported(await twin(api, device)).get("config") == want
+
+    await eventually(applied, what="config applied and reported exactly")
+    assert json.loads(agent.config_file.read_text()) == want
+    await asyncio.to_thread(agent.stop)
+    await asyncio.to_thread(agent.start)  # the twin it kept is read back from the store
+    assert await _status(agent, lambda s: s["view"]["desired"].get("config") == want)
+    async with httpx.AsyncClient(base_url=agent.url, timeout=30) as client:
+        event = {"type": "reading", "data": {"count": 2**53 + 1, "tiny": 1e-05}}
+        assert (await client.post("/v1/events", json=[event])).status_code == 202
+    await eventually(lambda: _cursor_at(stack, device, 2), timeout=30, what="the event accepted")
+    assert [e["data"] for e in sink_events(stack, device)] == [event["data"]]
