@@ -133,8 +133,8 @@ class Sidecar:
             raise SidecarTimeout(f"{method} did not answer within {self.call_timeout:g} s") from None
 
     async def post(self, method: str, path: str, body: bytes, content_type: str = _JSON) -> tuple[int, bytes]:
-        """POST `body` (JSON) to daprd's HTTP API once the sidecar is up; (status, body). Raises
-        `SidecarTimeout` like `call` (`method` names the call in its message)."""
+        """POST `body` (of `content_type`) to daprd's HTTP API once the sidecar is up; (status,
+        body). Raises `SidecarTimeout` like `call` (`method` names the call in its message)."""
 
         async def run() -> tuple[int, bytes]:
             await self._client  # the sidecar answers (and this waits for it as every call does)
