@@ -320,7 +320,11 @@ async def test_64_bit_integers_pass_the_agent_and_its_store_exactly(
     assert json.loads(agent.config_file.read_text()) == want
     await asyncio.to_thread(agent.stop)
     await asyncio.to_thread(agent.start)  # the twin it kept is read back from the store
-    assert await _status(agent, lambda s: s["view"]["desired"].get("config") == want)
+
+    async def kept() -> bool:
+        return await _status(agent, lambda s: s["view"]["desired"].get("config") == want)
+
+    await eventually(kept, what="the kept twin, exactly, after the restart")
     async with httpx.AsyncClient(base_url=agent.url, timeout=30) as client:
         event = {"type": "reading", "data": {"count": 2**53 + 1, "tiny": 1e-05}}
         assert (await client.post("/v1/events", json=[event])).status_code == 202
