@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import grpc
@@ -29,6 +29,7 @@ from services.contracts.wire import WireEncoding, encode_payload
 from services.domain.json_values import fast_dumps, fast_loads
 from services.platform.names import DEVICE_BROKER, INTERNAL_PUBSUB, SECRET_STORE, STATE_STORE
 
+T = TypeVar("T")
 _RAW = {"rawPayload": "true"}
 _JSON = "application/json"
 EVENT_CONTENT_TYPE = "text/plain"
@@ -127,14 +128,12 @@ class Sidecar:
         async def run() -> Any:
             return await getattr(await self._client, method)(*args, **kwargs)
 
-        try:
-            return await asyncio.wait_for(run(), self.call_timeout)
-        except TimeoutError:
-            raise SidecarTimeout(f"{method} did not answer within {self.call_timeout:g} s") from None
+        return await self._timed(method, run())
 
-    async def post(self, method: str, path: str, body: bytes, content_type: str = _JSON) -> tuple[int, bytes]:
-        """POST `body` (of `content_type`) to daprd's HTTP API once the sidecar is up; (status,
-        body). Raises `SidecarTimeout` like `call` (`method` names the call in its message)."""
+    async def post(self, method: str, path: str, body: bytes, expect: int, content_type: str = _JSON) -> bytes:
+        """POST `body` (of `content_type`) to daprd's HTTP API once the sidecar is up and return
+        the answer's body; raises RuntimeError unless it answered `expect`, and `SidecarTimeout`
+        like `call` (`method` names the call in both)."""
 
         async def run() -> tuple[int, bytes]:
             await self._client  # the sidecar answers (and this waits for it as every call does)
@@ -148,8 +147,14 @@ class Sidecar:
             async with self._http.post(path, data=body, headers={"content-type": content_type}) as response:
                 return response.status, await response.read()
 
+        status, answer = await self._timed(method, run())
+        if status != expect:
+            raise RuntimeError(f"{method} failed: {status} {answer[:300].decode(errors='replace')}")
+        return answer
+
+    async def _timed(self, method: str, call: Awaitable[T]) -> T:
         try:
-            return await asyncio.wait_for(run(), self.call_timeout)
+            return await asyncio.wait_for(call, self.call_timeout)
         except TimeoutError:
             raise SidecarTimeout(f"{method} did not answer within {self.call_timeout:g} s") from None
 
@@ -163,9 +168,7 @@ class Sidecar:
         if not keys:
             return {}
         body = fast_dumps({"keys": list(keys), "parallelism": 8})
-        status, answer = await self.post("get_bulk_state", f"/v1.0/state/{store}/bulk", body)
-        if status != 200:
-            raise RuntimeError(f"state read from {store} failed: {status} {answer[:300].decode(errors='replace')}")
+        answer = await self.post("get_bulk_state", f"/v1.0/state/{store}/bulk", body, 200)
         found: dict[str, Stored] = {}
         for item in fast_loads(answer):
             if item.get("error"):
@@ -224,9 +227,7 @@ class Sidecar:
             return
         if len(events) == 1:  # a lone REST write's `twin.changed`, every audit record
             path = f"/v1.0/publish/{INTERNAL_PUBSUB}/{topic}"
-            status, answer = await self.post("publish_event", path, events[0].encode(), EVENT_CONTENT_TYPE)
-            if status != 204:
-                raise RuntimeError(f"event to {topic} not published: {status} {answer[:300].decode(errors='replace')}")
+            await self.post("publish_event", path, events[0].encode(), 204, EVENT_CONTENT_TYPE)
             return
         response = await self.call(
             "publish_events", INTERNAL_PUBSUB, topic, list(events), data_content_type=EVENT_CONTENT_TYPE
