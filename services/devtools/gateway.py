@@ -18,7 +18,6 @@ import re
 from collections.abc import AsyncIterator
 
 import aiohttp
-from multidict import CIMultiDict
 from starlette.types import Receive, Scope, Send
 
 from services.commands.access import RULES as COMMANDS
@@ -116,16 +115,15 @@ class Gateway:
         if app is None or app not in self.sidecars:
             await _answer(send, 404, {"code": 404, "message": f"no API serves {scope['path']}"})
             return
-        headers = CIMultiDict(
+        headers = [
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP
-        )
-        headers.add("dapr-app-id", app)
-        headers.add("dapr-caller-app-id", INGRESS_APP)
+        ]
+        headers += [("dapr-app-id", app), ("dapr-caller-app-id", INGRESS_APP)]
         if self.token:
-            headers.add("dapr-api-token", self.token)
+            headers.append(("dapr-api-token", self.token))
         client = scope.get("client")
         if client:
-            headers.add("x-forwarded-for", client[0])
+            headers.append(("x-forwarded-for", client[0]))
         url = (
             self.sidecars[app] + scope["path"] + (f"?{scope['query_string'].decode()}" if scope["query_string"] else "")
         )
@@ -146,7 +144,7 @@ class Gateway:
             response.release()
 
     async def _send(
-        self, method: str, url: str, headers: CIMultiDict[str], body: bytes | AsyncIterator[bytes], retry: bool
+        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes | AsyncIterator[bytes], retry: bool
     ) -> aiohttp.ClientResponse:
         data = body or None  # no body: none sent (a POST still says `Content-Length: 0`)
         try:
