@@ -45,8 +45,9 @@ _RULES = {
     CONSOLE_APP: CONSOLE,
 }
 IDEMPOTENT = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
-"""Methods a request may be sent again with (RFC 9110 9.2.2): once, when a kept-alive connection
-to a sidecar turns out dead (the sidecar's pod restarted); any other request gets the 502."""
+"""Methods a request may be sent again with (RFC 9110 9.2.2): once, on a new connection, when a
+kept-alive connection to a sidecar turns out dead (the sidecar's pod restarted); any other request
+gets the 502."""
 _HOP_BY_HOP = {b"host", b"connection", b"keep-alive", b"transfer-encoding", b"dapr-api-token", b"dapr-app-id"}
 _DEAD_CONNECTION = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 """What a kept-alive connection whose far end went away raises on the next request."""
@@ -75,21 +76,23 @@ class Gateway:
         self.token = dapr_token
         self.routes = routes()
         self._http: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None
 
     @property
     def http(self) -> aiohttp.ClientSession:
-        """The forwarding client, made in the serving loop on first use. No cookie jar: a
-        `Set-Cookie` one caller got (the console's session) must never ride along on another
-        caller's requests. Bodies pass as they are (no decompression), and the caller's headers
-        are the only ones sent (no client defaults)."""
+        """The forwarding client, made in the serving loop on first use."""
         if self._http is None:
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=300, connect=5),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            )
+            self._http = _session(aiohttp.TCPConnector())
         return self._http
+
+    @property
+    def fresh(self) -> aiohttp.ClientSession:
+        """A client that opens a new connection for each call: for a resend after a kept-alive
+        connection died. Its siblings in the pool died with it when the sidecar's pod restarted,
+        so a resend on another kept one could die the same way."""
+        if self._fresh is None:
+            self._fresh = _session(aiohttp.TCPConnector(force_close=True))
+        return self._fresh
 
     def target(self, path: str) -> str | None:
         return next((app for pattern, app in self.routes if pattern.match(path)), None)
@@ -101,8 +104,9 @@ class Gateway:
                 if kind == "lifespan.startup":
                     await send({"type": "lifespan.startup.complete"})
                 else:
-                    if self._http is not None:
-                        await self._http.close()
+                    for session in (self._http, self._fresh):
+                        if session is not None:
+                            await session.close()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         app = self.target(scope["path"])
@@ -152,7 +156,20 @@ class Gateway:
         except _DEAD_CONNECTION:
             if not retry:
                 raise
-            return await self.http.request(method, url, headers=headers, data=data, allow_redirects=False)
+            return await self.fresh.request(method, url, headers=headers, data=data, allow_redirects=False)
+
+
+def _session(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+    """No cookie jar: a `Set-Cookie` one caller got (the console's session) must never ride along
+    on another caller's requests. Bodies pass as they are (no decompression), and the caller's
+    headers are the only ones sent (no client defaults)."""
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=300, connect=5),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+    )
 
 
 def _forwardable(path: str) -> bool:

@@ -1,7 +1,7 @@
 """The local ingress (`services.devtools.gateway`, served by uvicorn) against a sidecar stand-in on
-loopback whose first kept-alive connection dies with its second request, as a restarted sidecar's
-does: an idempotent call is sent again on a new connection, any other gets the 502 (it may have
-been applied)."""
+loopback that can be restarted as a pod is: every connection opened before the restart dies with
+its next request (the far end's socket is gone, no FIN came). An idempotent call is sent again on
+a new connection, any other gets the 502 (it may have been applied)."""
 
 from __future__ import annotations
 
@@ -20,23 +20,27 @@ from services.devtools.processes import free_port
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 
 
-@pytest.fixture
-async def sidecar() -> AsyncIterator[str]:
-    connections: list[int] = []
+class Sidecar:
+    def __init__(self) -> None:
+        self.generation = 0
+        self.connections = 0
+        self.url = ""
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(1)
-        first = len(connections) == 1
-        requests = 0
+    def restart(self) -> None:
+        self.generation += 1
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        born = self.generation
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
                 length = next(
                     (int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")), 0
                 )
                 await reader.readexactly(length)
-                requests += 1
-                if first and requests == 2:  # the pod behind this connection is gone
+                if born != self.generation:  # the pod behind this connection is gone
                     return
+                await asyncio.sleep(0.05)  # concurrent calls overlap, each on its own connection
                 writer.write(ANSWER)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -44,17 +48,21 @@ async def sidecar() -> AsyncIterator[str]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+
+@pytest.fixture
+async def sidecar() -> AsyncIterator[Sidecar]:
+    stand_in = Sidecar()
+    server = await asyncio.start_server(stand_in.serve, "127.0.0.1", 0)
+    stand_in.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield stand_in
     finally:
         server.close()
 
 
 @pytest.fixture
-async def api(sidecar: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with gateway_to(sidecar) as client:
+async def api(sidecar: Sidecar) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway_to(sidecar.url) as client:
         yield client
 
 
@@ -74,13 +82,30 @@ async def gateway_to(sidecar: str) -> AsyncIterator[httpx.AsyncClient]:
         await serving
 
 
-async def test_an_idempotent_call_on_a_dead_kept_alive_connection_is_sent_again(api: httpx.AsyncClient) -> None:
+async def test_an_idempotent_call_on_a_dead_kept_alive_connection_is_sent_again(
+    api: httpx.AsyncClient, sidecar: Sidecar
+) -> None:
     assert (await api.get("/v1/twins/a")).status_code == 200
-    assert (await api.get("/v1/twins/a")).status_code == 200  # the first connection died with it
+    sidecar.restart()
+    assert (await api.get("/v1/twins/a")).status_code == 200
+    assert sidecar.connections == 2
 
 
-async def test_any_other_call_on_a_dead_connection_is_answered_502(api: httpx.AsyncClient) -> None:
+async def test_every_call_after_a_restart_is_answered_whatever_connections_the_ingress_kept(
+    api: httpx.AsyncClient, sidecar: Sidecar
+) -> None:
+    """The ingress held eight kept-alive connections to the sidecar; all died with its restart. A
+    resend on another kept one would die too, so the resend goes on a connection of its own."""
+    answers = await asyncio.gather(*(api.get(f"/v1/twins/{i}") for i in range(8)))
+    assert [a.status_code for a in answers] == [200] * 8 and sidecar.connections == 8
+    sidecar.restart()
+    for i in range(10):
+        assert (await api.get(f"/v1/twins/{i}")).status_code == 200, i
+
+
+async def test_any_other_call_on_a_dead_connection_is_answered_502(api: httpx.AsyncClient, sidecar: Sidecar) -> None:
     assert (await api.get("/v1/twins/a")).status_code == 200
+    sidecar.restart()
     answer = await api.post("/v1/twins/batch", content=b"[]")
     assert answer.status_code == 502 and "twin-store unreachable" in answer.json()["message"]
 

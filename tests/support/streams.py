@@ -76,7 +76,9 @@ async def stream(stack: RunningSuite, progress: list[int], devices: int, updates
 async def check(stack: RunningSuite, ids: list[str], updates: int) -> None:
     async with httpx.AsyncClient(base_url=stack.api_url, headers=stack.headers, timeout=20) as api:
         for device_id in ids:
-            twin = (await api.get(f"/v1/twins/{device_id}")).json()
+            answer = await api.get(f"/v1/twins/{device_id}")
+            assert answer.status_code == 200, (device_id, answer.status_code, answer.text)
+            twin = answer.json()
             assert twin["state"]["reported"] == {"seq": updates - 1, "done": True}, device_id
             assert twin["version"] == updates + 1, (device_id, twin["version"])
 
