@@ -20,6 +20,14 @@ from services.devtools.processes import free_port
 ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 
 
+async def _request(reader: asyncio.StreamReader) -> bytes:
+    """One request read off the connection: its head returned, its body read past."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    await reader.readexactly(next((int(h.split(b":")[1]) for h in lines if h.startswith(b"content-length:")), 0))
+    return head
+
+
 class Sidecar:
     def __init__(self) -> None:
         self.generation = 0
@@ -33,11 +41,7 @@ class Sidecar:
         self.connections += 1
         born = self.generation
         try:
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                length = next(
-                    (int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")), 0
-                )
-                await reader.readexactly(length)
+            while await _request(reader):
                 if born != self.generation:  # the pod behind this connection is gone
                     return
                 await asyncio.sleep(0.05)  # concurrent calls overlap, each on its own connection
@@ -123,12 +127,8 @@ async def test_a_call_reaches_the_sidecar_with_the_callers_headers_and_the_answe
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            while head := await reader.readuntil(b"\r\n\r\n"):
+            while head := await _request(reader):
                 heads.append(head.lower())
-                length = next(
-                    (int(h.split(b":")[1]) for h in head.lower().split(b"\r\n") if h.startswith(b"content-length:")), 0
-                )
-                await reader.readexactly(length)
                 writer.write(answer)
                 await writer.drain()
         writer.close()
