@@ -17,6 +17,7 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -146,21 +147,50 @@ _TOKEN_ERRORS: list[tuple[type[Exception], str]] = [
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A token whose signature and claims were checked: by which key, for whom, and from when
+    until when (leeway included) it stands."""
+
+    kid: str | None
+    key: jwt.PyJWK
+    principal: Principal
+    valid_from: float
+    valid_until: float
+
+
+VERIFIED_TOKENS = 1024
+"""Tokens a verifier remembers as verified (a caller sends the same token until it expires)."""
+
+
 class TokenVerifier:
     """Bearer JWTs: signature by one of the issuer's keys (an accepted asymmetric algorithm, never
-    `none`), `iss` exactly the issuer, `aud` holding the audience, `exp`/`nbf` within leeway."""
+    `none`), `iss` exactly the issuer, `aud` holding the audience, `exp`/`nbf` within leeway.
 
-    def __init__(self, settings: Settings, jwks: Jwks | None = None) -> None:
+    A token that passed is remembered (the last `VERIFIED_TOKENS`, by its exact text) so its next
+    calls skip the signature check (≈ 0.35 ms each): it stands while its times do, and only while
+    the issuer's keys still hold the very key it was checked with — a refetch of the keys (a
+    rotation, or `Jwks.max_age`) makes every remembered token check again, so a withdrawn key stops
+    its tokens at once."""
+
+    def __init__(self, settings: Settings, jwks: Jwks | None = None, remembered: int = VERIFIED_TOKENS) -> None:
         self.issuer = settings.auth_issuer
         self.audience = settings.auth_audience
         self.algorithms = list(settings.auth_algorithms)
         self.leeway = settings.auth_leeway_seconds
         self.roles_claim = settings.auth_roles_claim
         self.jwks = jwks or Jwks(settings.auth_jwks_url, settings.auth_issuer)
+        self._verified: dict[str, _Verified] = {}
+        self._remembered = remembered
 
     async def verify(self, token: str) -> Principal:
         if not self.issuer:
             raise unauthorized("this app takes no tokens (no issuer configured); use an API key")
+        known = self._verified.get(token)
+        if known is not None:
+            if known.valid_from <= time.time() <= known.valid_until and await self.jwks.key(known.kid) is known.key:
+                return known.principal
+            self._verified.pop(token, None)  # checked in full again: a refusal says why
         try:
             jose = jwt.get_unverified_header(token)
         except jwt.DecodeError:
@@ -168,7 +198,8 @@ class TokenVerifier:
         algorithm = jose.get("alg")
         if algorithm not in self.algorithms:
             raise unauthorized(f"token algorithm {algorithm!r} is not accepted (only {', '.join(self.algorithms)})")
-        key = await self.jwks.key(jose.get("kid"))
+        kid = jose.get("kid")
+        key = await self.jwks.key(kid)
         try:
             claims = jwt.decode(
                 token,
@@ -181,7 +212,21 @@ class TokenVerifier:
             )
         except jwt.PyJWTError as error:
             raise unauthorized(self._explain(error)) from None
-        return self.principal(claims)
+        principal = self.principal(claims)
+        self._remember(token, _Verified(kid, key, principal, *self._validity(claims)))
+        return principal
+
+    def _validity(self, claims: Mapping[str, Any]) -> tuple[float, float]:
+        """From when until when the claims stand, as `jwt.decode` judged them (leeway included)."""
+        starts = [float(claims[name]) for name in ("nbf", "iat") if isinstance(claims.get(name), int | float)]
+        return max(starts, default=0.0) - self.leeway, float(claims["exp"]) + self.leeway
+
+    def _remember(self, token: str, verified: _Verified) -> None:
+        if self._remembered <= 0:
+            return
+        if token not in self._verified and len(self._verified) >= self._remembered:
+            self._verified.pop(next(iter(self._verified)))  # the oldest goes
+        self._verified[token] = verified
 
     def _explain(self, error: Exception) -> str:
         for kind, text in _TOKEN_ERRORS:

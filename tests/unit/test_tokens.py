@@ -3,6 +3,7 @@ unknown kid), issuer, audience, expiry and not-before; unsigned and tampered tok
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -69,3 +70,39 @@ async def test_a_rotated_key_is_fetched_on_its_unknown_kid(tmp_path: Path) -> No
     rotated = LocalIssuer(tmp_path)  # a new key under the same issuer name, a new kid, new JWKS file
     assert rotated.kid != first.kid
     assert (await check.verify(rotated.token("y", ["viewer"]))).subject == "y"
+
+
+async def test_a_verified_token_is_not_checked_again_until_it_expires(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    issuer = LocalIssuer(tmp_path)
+    settings = Settings(auth_issuer=issuer.issuer, auth_jwks_url=f"file://{issuer.jwks_file}", auth_leeway_seconds=0)
+    check = TokenVerifier(settings, Jwks(settings.auth_jwks_url, min_refresh=0), remembered=2)
+    first, second, third = (issuer.token(name, ["viewer"], ttl=2) for name in ("a", "b", "c"))
+    await check.verify(first)
+    checked: list[str] = []
+    decode = jwt.decode
+
+    def counted(token: str, *args: object, **kwargs: object) -> object:
+        checked.append(token)
+        return decode(token, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(jwt, "decode", counted)
+    assert (await check.verify(first)).subject == "a" and checked == []  # remembered
+    await check.verify(second)
+    await check.verify(third)  # the third pushes the oldest out
+    assert (await check.verify(first)).subject == "a" and checked == [second, third, first]
+    expires = jwt.decode(first, options={"verify_signature": False})["exp"]
+    await asyncio.sleep(max(0.0, expires - time.time()) + 0.05)
+    assert "expired" in await refused(check, first)  # a remembered token expires as any other
+
+
+async def test_a_remembered_token_stops_with_the_key_that_signed_it(tmp_path: Path) -> None:
+    first = LocalIssuer(tmp_path)
+    settings = Settings(auth_issuer=first.issuer, auth_jwks_url=f"file://{first.jwks_file}")
+    check = TokenVerifier(settings, Jwks(settings.auth_jwks_url, min_refresh=0, max_age=0))
+    token = first.token("x", ["admin"])
+    assert (await check.verify(token)).subject == "x"
+    (tmp_path / "issuer-key.pem").unlink()
+    LocalIssuer(tmp_path)  # the issuer's keys now hold only a new one: the old key is withdrawn
+    assert "not one of the issuer's keys" in await refused(check, token)
