@@ -60,7 +60,7 @@ install_common(app, RULES, DELTA_APP)
 @app.get("/dapr/subscribe", include_in_schema=False)
 async def subscriptions() -> list[dict[str, Any]]:
     return [
-        subscription(INTERNAL_PUBSUB, TWIN_CHANGED_TOPIC, TWIN_CHANGED_ROUTE, bulk=500, bulk_wait_ms=5),
+        subscription(INTERNAL_PUBSUB, TWIN_CHANGED_TOPIC, TWIN_CHANGED_ROUTE, bulk=500, bulk_wait_ms=1),
         subscription(INTERNAL_PUBSUB, DELTA_REQUESTED_TOPIC, DELTA_REQUESTED_ROUTE, bulk=500, bulk_wait_ms=5),
     ]
 
