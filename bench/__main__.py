@@ -2,8 +2,10 @@
 
 Figures: accepted reported updates/s (closed loop: each device sends its next update once the
 previous one is accepted), p50/p99 publish→accepted latency at a fixed 1,000 updates/s, and
-desired (REST) → delta (at the device) latency. The floor is Mosquitto + one Redis round trip
-with no Dapr and no twin logic (`bench/floor.py`), driven by the same load generator
+desired (REST) → delta (at the device) latency, sampled once every event of the load before has
+been delivered (the time that took is printed: how far the subscribers were behind). The floor
+is Mosquitto + one Redis round trip with no Dapr and no twin logic (`bench/floor.py`), driven by
+the same load generator
 (`bench/loadgen`, Go, one MQTT connection and credentials per device). Then the wire encodings:
 bytes of a realistic gateway's messages in JSON and CBOR, and encode+decode µs per message
 (`bench/wire.py`; `--wire-only` measures just that). Last, the device agent's resident memory,
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import aiomqtt
 import httpx
+import redis
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -89,6 +92,23 @@ async def floor_delta_latency(stack: Stack, samples: int) -> list[float]:
             await link.next_delta()
             timings.append(time.perf_counter() - started)
     return timings
+
+
+def settle(stack: Stack, timeout: float = 120) -> float:
+    """Wait until every event on the internal pub/sub was delivered and acknowledged (each Redis
+    stream's consumer groups: nothing unread, nothing pending); the seconds it took."""
+    store = redis.Redis(port=stack.redis_port)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout:
+            streams = list(store.scan_iter(_type="STREAM"))
+            groups = [g for stream in streams for g in store.xinfo_groups(stream)]
+            if all(g["pending"] == 0 and not g.get("lag") for g in groups):
+                return time.monotonic() - started
+            time.sleep(0.1)
+        raise TimeoutError(f"events still undelivered {timeout:.0f} s after the load")
+    finally:
+        store.close()
 
 
 def pct(values: list[float], p: float) -> float:
@@ -225,6 +245,9 @@ class DeviceRun:
     floors: list[PathFigures]
     suite_delta: list[float]
     floor_delta: list[float]
+    drained: float
+    """Seconds after the load until every subscriber had taken every event (the delta samples
+    start then, as the floor's do on a quiet machine)."""
 
 
 def device_path_run(base: Path, devices: int, seconds: float, rate: float, samples: int) -> DeviceRun:
@@ -243,12 +266,13 @@ def device_path_run(base: Path, devices: int, seconds: float, rate: float, sampl
     suite.start()
     try:
         one = measure("suite", suite, stack_processes(suite), devices, seconds, rate)
+        drained = settle(suite)
         suite_delta = asyncio.run(delta_latency(suite, samples))
         suite.add_replica(TWIN_STORE_APP)
         two = measure("suite-2-twin-stores", suite, stack_processes(suite), devices, seconds, rate)
     finally:
         suite.stop()
-    return DeviceRun([one, two], floors, suite_delta, floor_delta)
+    return DeviceRun([one, two], floors, suite_delta, floor_delta, drained)
 
 
 def device_table(run: DeviceRun, rate: float, n: int) -> Table:
@@ -278,6 +302,7 @@ def device_table(run: DeviceRun, rate: float, n: int) -> Table:
         "",
         f"{pct(run.floor_delta, 50):.1f} / {pct(run.floor_delta, 99):.1f} (one MQTT hop)",
     )
+    table.add_row("  events still undelivered after the load, s", f"{run.drained:.1f}", "", "")
     return table
 
 
