@@ -3,23 +3,22 @@
 Figures: accepted reported updates/s (closed loop: each device sends its next update once the
 previous one is accepted), p50/p99 publish→accepted latency at a fixed 1,000 updates/s, and
 desired (REST) → delta (at the device) latency, sampled once every event of the load before has
-been delivered (the time that took is printed: how far the subscribers were behind). The floor
-is Mosquitto + one Redis round trip with no Dapr and no twin logic (`bench/floor.py`), driven by
-the same load generator
-(`bench/loadgen`, Go, one MQTT connection and credentials per device). Then the wire encodings:
-bytes of a realistic gateway's messages in JSON and CBOR, and encode+decode µs per message
-(`bench/wire.py`; `--wire-only` measures just that). Last, the device agent's resident memory,
-agent and daprd apart, after boot and after 1,000 events and a few desired changes, next to a bare
-Python interpreter (`bench/agent_footprint.py`). Then a configuration rolled out to 100,000 twins
-and the rollout planner's evaluations/s, each next to its floor (`bench/rollout.py`;
+been delivered (the time that took is printed: how far the subscribers were behind). The floor is
+Mosquitto + one Redis round trip with no Dapr and no twin logic (`bench/floor.py`), driven by the
+same load generator (`bench/loadgen`, Go, one MQTT connection and credentials per device). Then
+the wire encodings: bytes of a realistic gateway's messages in JSON and CBOR, and encode+decode µs
+per message (`bench/wire.py`; `--wire-only` measures just that). Last, the device agent's resident
+memory, agent and daprd apart, after boot and after 1,000 events and a few desired changes, next
+to a bare Python interpreter (`bench/agent_footprint.py`). Then a configuration rolled out to
+100,000 twins and the rollout planner's evaluations/s, each next to its floor (`bench/rollout.py`;
 `--rollout-only` measures just that). Then firmware: one artifact downloaded by 100 and by 1,000
 devices at once straight from the object store (Azurite; and by 100 through the firmware app for
 stores that cannot pre-sign), each next to the same bytes read from disk and hashed by as many
 readers, and a 1 GiB upload with the firmware app's peak memory; each measured twice
-(`bench/firmware.py`; `--firmware-only` measures just that). Last, the console with 100,000
-twins: the fleet page loaded in chromium next to one raw page of twins read through the same
-ingress, the fleet index's rebuild after a restart, one counts request (`bench/console.py`;
-`--console-only` measures just that).
+(`bench/firmware.py`; `--firmware-only` measures just that). Last, the console with 100,000 twins:
+the fleet page loaded in chromium next to one raw page of twins read through the same ingress, the
+fleet index's rebuild after a restart, one counts request (`bench/console.py`; `--console-only`
+measures just that).
 """
 
 from __future__ import annotations

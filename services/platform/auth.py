@@ -188,7 +188,7 @@ class TokenVerifier:
             raise unauthorized("this app takes no tokens (no issuer configured); use an API key")
         known = self._verified.get(token)
         if known is not None:
-            if known.valid_from <= time.time() <= known.valid_until and await self.jwks.key(known.kid) is known.key:
+            if known.valid_from <= time.time() < known.valid_until and await self.jwks.key(known.kid) is known.key:
                 return known.principal
             self._verified.pop(token, None)  # checked in full again: a refusal says why
         try:
@@ -217,7 +217,8 @@ class TokenVerifier:
         return principal
 
     def _validity(self, claims: Mapping[str, Any]) -> tuple[float, float]:
-        """From when until when the claims stand, as `jwt.decode` judged them (leeway included)."""
+        """From when until when the claims stand, as `jwt.decode` judges them (leeway included):
+        from `nbf`/`iat` on, until before `exp`."""
         starts = [float(claims[name]) for name in ("nbf", "iat") if isinstance(claims.get(name), int | float)]
         return max(starts, default=0.0) - self.leeway, float(claims["exp"]) + self.leeway
 
