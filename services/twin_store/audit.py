@@ -2,13 +2,17 @@
 `services.contracts.access`); the twin-store keeps them and serves them newest first
 (`GET /v1/audit`, admin; `twin audit`).
 
-Records are kept in 10-second buckets (one state document each, at most `BUCKET_MAX` records,
-written with the ETag retry like everything else; a redelivered record is kept once) listed in one
-index document; buckets leave the store `retention` seconds after they were written."""
+Records are kept in 10-second buckets listed in one index document. Each delivery's records of a
+bucket are written once, as one part document (its key named by the records' ids, so a redelivery
+of the same records writes nothing new), and then listed in the bucket's document (ETag retry):
+a delivery costs what it carries, not the whole bucket. Reading a bucket merges its parts and keeps
+a record delivered twice once. Parts and buckets leave the store `retention` seconds after they
+were written."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,7 +28,6 @@ from services.platform.http import provided
 from services.platform.state import Put, StateRepository
 
 BUCKET_SECONDS = 10
-BUCKET_MAX = 5000
 INDEX_KEY = "audit~buckets"
 AUDIT_ROUTE = "/events/audit"
 router = APIRouter(prefix="/v1/audit", tags=["access"])
@@ -39,6 +42,32 @@ def bucket_key(bucket: str) -> str:
     return f"audit~{bucket}"
 
 
+def part_key(bucket: str, part: str) -> str:
+    return f"audit~{bucket}~{part}"
+
+
+def part_id(records: Sequence[AuditRecorded]) -> str:
+    """The same records, in any order, make the same part."""
+    return hashlib.sha256("\n".join(sorted(r.id for r in records)).encode()).hexdigest()[:24]
+
+
+def merged(bucket: JsonObject, parts: Sequence[JsonObject | None]) -> list[dict[str, Any]]:
+    """A bucket's records, oldest first, each once: its parts' (and the items a bucket written
+    whole, before parts, holds)."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for item in [*bucket.get("items", []), *(i for part in parts for i in (part or {}).get("items", []))]:
+        by_id.setdefault(item["id"], item)
+    return sorted(by_id.values(), key=lambda item: (item["at"], item["id"]))
+
+
+def with_part(value: JsonObject | None, part: str, ttl: int) -> tuple[Put | None, None]:
+    """A bucket's document listing `part` (nothing to write when it already does)."""
+    parts: list[str] = list((value or {}).get("parts", []))
+    if part in parts:
+        return None, None
+    return Put({**(value or {}), "parts": [*parts, part]}, ttl_seconds=ttl), None
+
+
 class AuditLog:
     def __init__(self, repository: StateRepository, retention_seconds: int) -> None:
         self.repository = repository
@@ -50,16 +79,11 @@ class AuditLog:
             by_bucket[bucket_id(record.at)].append(record)
         for bucket, entries in sorted(by_bucket.items()):
             await self._index(bucket)
-            await self.repository.update(bucket_key(bucket), functools.partial(self._add, entries=entries))
-
-    def _add(self, value: JsonObject | None, entries: list[AuditRecorded]) -> tuple[Put | None, None]:
-        kept: list[dict[str, Any]] = list((value or {}).get("items", []))
-        seen = {item["id"] for item in kept}
-        fresh = [e.model_dump(mode="json") for e in entries if e.id not in seen]
-        if not fresh:
-            return None, None
-        items = sorted([*kept, *fresh], key=lambda item: (item["at"], item["id"]))[-BUCKET_MAX:]
-        return Put({"items": items}, ttl_seconds=self.retention), None
+            part = part_id(entries)
+            items = sorted((e.model_dump(mode="json") for e in entries), key=lambda item: (item["at"], item["id"]))
+            await self.repository.create(part_key(bucket, part), {"items": items}, ttl_seconds=self.retention)
+            listed = functools.partial(with_part, part=part, ttl=self.retention)
+            await self.repository.update(bucket_key(bucket), listed)
 
     async def _index(self, bucket: str) -> None:
         oldest = bucket_id(time.time() - self.retention)
@@ -82,8 +106,7 @@ class AuditLog:
         for bucket in ids:
             if start_bucket is not None and bucket > start_bucket:
                 continue
-            stored = (await self.repository.get(bucket_key(bucket))).value or {}
-            entries = list(reversed(stored.get("items", [])))
+            entries = list(reversed(await self._records(bucket)))
             offset = skip if bucket == start_bucket else 0
             for position, item in enumerate(entries[offset:], start=offset):
                 record = AuditRecorded.model_validate(item)
@@ -93,6 +116,12 @@ class AuditLog:
                     more = position + 1 < len(entries) or bucket != ids[-1]
                     return AuditPage(items=items, next=f"{bucket}.{position + 1}" if more else None)
         return AuditPage(items=items)
+
+    async def _records(self, bucket: str) -> list[dict[str, Any]]:
+        stored = (await self.repository.get(bucket_key(bucket))).value or {}
+        keys = [part_key(bucket, part) for part in stored.get("parts", [])]
+        parts = await self.repository.get_many(keys) if keys else {}
+        return merged(stored, [parts[key].value if key in parts else None for key in keys])
 
 
 def _cursor(before: str | None) -> tuple[str | None, int]:

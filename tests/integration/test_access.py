@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,21 @@ import jwt
 import pytest
 
 from services.commands.access import RULES as COMMANDS
+from services.contracts.access import AUDIT_TOPIC, AuditRecorded
 from services.devtools.identity import LocalIssuer
 from services.devtools.stack import Stack
 from services.domain.access import Access, Role
 from services.events.access import RULES as EVENTS
 from services.firmware.access import RULES as FIRMWARE
-from services.platform.names import COMMANDS_APP, EVENTS_APP, FIRMWARE_APP, ROLLOUT_APP, TWIN_STORE_APP
+from services.platform.names import (
+    COMMANDS_APP,
+    EVENTS_APP,
+    FIRMWARE_APP,
+    INTERNAL_PUBSUB,
+    ROLLOUT_APP,
+    TWIN_STORE_APP,
+)
+from services.platform.sidecar import EVENT_CONTENT_TYPE
 from services.rollout.access import RULES as ROLLOUT
 from services.twin_store.access import RULES as TWIN_STORE
 from tests.support.cli import twin_cli
@@ -266,6 +276,40 @@ async def test_the_audit_trail_of_a_scripted_session_is_exact(
     assert all(r["callerApp"] == "ingress" and r["actorKind"] == "token" for r in records)
     cli = await asyncio.to_thread(twin_cli, stack, "audit", "--actor", "audit-viewer")
     assert cli.returncode == 0 and "refused" in cli.stdout and "audited-1" in cli.stdout
+
+
+async def test_an_audit_record_delivered_again_is_kept_once(gateway: httpx.AsyncClient, stack: Stack) -> None:
+    """Records published as each app publishes them (one event each, on the internal pub/sub),
+    then again and in another grouping, as a redelivery after a crash would: each is listed once,
+    in order."""
+    now = time.time()
+    records = [
+        AuditRecorded(
+            id=f"redelivered-{n}", at=now + n / 1000, app=TWIN_STORE_APP, actor="redelivery-probe",
+            actor_kind="token", method="PATCH", path=f"/v1/twins/r-{n}/desired", route="/v1/twins/{id}/desired",
+            status=200, outcome="allowed",
+        )
+        for n in range(3)
+    ]  # fmt: skip
+    publish = f"http://127.0.0.1:{stack.ports[COMMANDS_APP].http}/v1.0/publish/{INTERNAL_PUBSUB}/{AUDIT_TOPIC}"
+    admin_key = bearer(stack.admin_token)
+
+    async def listed(count: int) -> list[str] | None:
+        page = await gateway.get("/v1/audit", params={"actor": "redelivery-probe"}, headers=admin_key)
+        ids = [item["id"] for item in page.json()["items"]]
+        return ids if len(ids) >= count else None
+
+    async with httpx.AsyncClient(timeout=10, headers={"dapr-api-token": stack.dapr_token}) as sidecar:
+        batches = [[records[0], records[0]], [records[1]], [records[0], records[1], records[2]]]
+        for seen, batch in enumerate(batches, start=1):
+            for record in batch:
+                answer = await sidecar.post(
+                    publish, content=record.model_dump_json(), headers={"content-type": EVENT_CONTENT_TYPE}
+                )
+                assert answer.status_code == 204, answer.text
+            await eventually(lambda seen=seen: listed(seen), 30, "the published records")
+    await asyncio.sleep(1.5)  # one more delivery window: nothing else arrives
+    assert await listed(3) == ["redelivered-2", "redelivered-1", "redelivered-0"]
 
 
 async def _complete(trail: Any, count: int) -> list[dict[str, Any]] | None:
