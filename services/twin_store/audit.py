@@ -80,7 +80,7 @@ class AuditLog:
         for bucket, entries in sorted(by_bucket.items()):
             await self._index(bucket)
             part = part_id(entries)
-            items = sorted((e.model_dump(mode="json") for e in entries), key=lambda item: (item["at"], item["id"]))
+            items = [e.model_dump(mode="json") for e in entries]  # ordered when read (`merged`)
             await self.repository.create(part_key(bucket, part), {"items": items}, ttl_seconds=self.retention)
             listed = functools.partial(with_part, part=part, ttl=self.retention)
             await self.repository.update(bucket_key(bucket), listed)
