@@ -1,11 +1,13 @@
 """The events app's shell around `accept_batch`: per device, read the cursor, take the batch in
-order, hand the fresh events to the sinks, then write the cursor conditionally on its ETag.
+order, write the cursor conditionally on its ETag, then hand the taken events to the sinks.
 
 A taken batch is acknowledged to the device (`{id}/events/ack`), which keeps its events until
-then. Sinks come first so a crash can only make them see events again (they are idempotent), never
-miss them; the cursor is never written last-write-wins: a lost race answers RETRY and the
-redelivery re-reads and de-duplicates. Batches of one device are taken one at a time here, so
-two overlapping batches never reach the sinks from the same cursor.
+then. The cursor is advanced first, holding the events it took as `pending`, and only then are
+those events handed to the sinks: a crash in between leaves them in the cursor, and the next
+delivery (the device sends again until acknowledged) hands them over again before anything new —
+the same events under the same name, which the sinks take once, whatever range the device's
+re-sent batch covers. The cursor is never written last-write-wins: a lost race answers RETRY and
+the redelivery re-reads and de-duplicates. Batches of one device are taken one at a time here.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from enum import StrEnum
 
 import structlog
 
-from services.contracts.device_events import EventBatch, EventsAck
+from services.contracts.device_events import DeviceEvent, EventBatch, EventsAck
 from services.contracts.topics import DeviceChannels
 from services.contracts.wire import WireEncoding, decode_payload
 from services.domain.device.events import Accepted, EventCursor, Waiting, accept_batch, parse_batch
@@ -118,8 +120,13 @@ class EventIngest:
         key = cursor_key(device_id)
         stored = await self._state.get(key)
         cursor = EventCursor.from_json(stored.value)
-        result = accept_batch(cursor, batch, self._clock(), self._gap_timeout)
         where = {"device_id": device_id, "first": batch.first, "last": batch.last}
+        base = cursor
+        if cursor.pending:  # an earlier take stopped before the sinks answered: finish it first
+            await self._hand_over(device_id, cursor.pending)
+            log.info("pending events handed over again", pending_first=cursor.pending[0].seq, **where)
+            base = cursor.handed_over()
+        result = accept_batch(base, batch, self._clock(), self._gap_timeout)
         if isinstance(result, Waiting):
             if result.cursor != cursor:  # the wait starts now: remember since when (best effort)
                 with suppress(WriteFailed):
@@ -127,27 +134,40 @@ class EventIngest:
             BATCHES.labels("waiting").inc()
             log.info("event batch waits for an earlier one", missing_from=result.missing_from, **where)
             return Outcome.RETRY, cursor.next_seq
-        if result.fresh:
-            await asyncio.gather(*(sink.deliver(device_id, result.fresh) for sink in self._sinks))
-        if _moved(cursor, result.cursor):
+        target = result.cursor if _moved(base, result.cursor) else base
+        if target != cursor:
             try:
-                await self._state.write(key, result.cursor.to_json(), stored.etag)
+                await self._state.write(key, target.to_json(), stored.etag)
             except WriteFailed:
                 CURSOR_CONFLICTS.inc()
                 log.info("event cursor changed meanwhile; batch retried", **where)
                 return Outcome.RETRY, cursor.next_seq
-        _count(cursor, batch, result)
+        if result.fresh:
+            await self._hand_over(device_id, result.fresh)
+            await self._settle(key, result.cursor)
+        _count(base, batch, result)
         if result.fresh:
             log.info(
                 "event batch accepted",
                 fresh_first=result.fresh[0].seq,
                 fresh_last=result.fresh[-1].seq,
-                lost=result.cursor.lost - cursor.lost,
+                lost=result.cursor.lost - base.lost,
                 **where,
             )
         else:
             log.info("duplicate event batch", next_seq=cursor.next_seq, **where)
-        return Outcome.SUCCESS, result.cursor.next_seq
+        return Outcome.SUCCESS, target.next_seq
+
+    async def _hand_over(self, device_id: str, events: Sequence[DeviceEvent]) -> None:
+        await asyncio.gather(*(sink.deliver(device_id, events) for sink in self._sinks))
+
+    async def _settle(self, key: str, taken: EventCursor) -> None:
+        """The sinks hold `taken.pending`: drop them from the cursor unless it moved meanwhile (a
+        cursor left pending only makes the next take hand them over once more)."""
+        stored = await self._state.get(key)
+        if EventCursor.from_json(stored.value) == taken:
+            with suppress(WriteFailed):
+                await self._state.write(key, taken.handed_over().to_json(), stored.etag)
 
 
 def _moved(before: EventCursor, after: EventCursor) -> bool:

@@ -1,6 +1,7 @@
 """Where accepted device events go. Every sink must be idempotent: the same events for the same
-device may be handed over again (a crash or a lost race between the sinks and the cursor write),
-and must not end up twice downstream.
+device may be handed over again (a take that stopped after the cursor write and before every sink
+answered is handed over once more), always as the same range, and must not end up twice
+downstream.
 
 - `TopicSink`: each event as a `DeviceEventRecorded` on the internal pub/sub (`device.events`);
   consumers de-duplicate by (device_id, seq).

@@ -1,5 +1,6 @@
 """Device event batches: parsing, in-order de-duplicating acceptance, and the events app's shell
-(sinks before the conditional cursor write) against an in-memory store."""
+(the conditional cursor write, holding what it took, before the sinks) against an in-memory
+store."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import json
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -98,7 +100,7 @@ def test_accept_batch_takes_only_new_events(
     result = accept_batch(cursor, incoming, now, gap_timeout=30)
     assert isinstance(result, Accepted)
     assert [e.seq for e in result.fresh] == fresh
-    assert result.cursor == after
+    assert result.cursor == replace(after, pending=tuple(result.fresh))  # held until handed over
 
 
 @pytest.mark.parametrize(
@@ -119,8 +121,9 @@ def test_accept_batch_waits_for_a_missing_earlier_batch(
 
 
 def test_cursor_round_trips_through_json() -> None:
-    cursor = EventCursor(17, 3, 12.5)
-    assert EventCursor.from_json(json.loads(json.dumps(cursor.to_json()))) == cursor
+    for cursor in (EventCursor(17, 3, 12.5), EventCursor(18, 3, None, tuple(batch(15, 17).events))):
+        assert EventCursor.from_json(json.loads(json.dumps(cursor.to_json()))) == cursor
+    assert "pending" not in EventCursor(17).to_json()  # a settled cursor stays as small as before
     assert EventCursor.from_json(None) == EventCursor()
 
 
@@ -140,7 +143,7 @@ def deliver_all(deliveries: Sequence[EventBatch], clock_step: float = 0.0, gap_t
         incoming = queue.popleft()
         now += clock_step
         result = accept_batch(cursor, incoming, now, gap_timeout)
-        cursor = result.cursor
+        cursor = result.cursor.handed_over()
         if isinstance(result, Waiting):
             queue.append(incoming)
         else:
@@ -224,9 +227,9 @@ def test_gap_timeout_takes_the_later_batch_and_counts_the_missing_as_lost() -> N
     taken = accept_batch(still.cursor, batch(11, 15), now=130.0, gap_timeout=30)
     assert isinstance(taken, Accepted)
     assert [e.seq for e in taken.fresh] == [11, 12, 13, 14, 15]
-    assert taken.cursor == EventCursor(16, lost=10)
-    late = accept_batch(taken.cursor, batch(1, 10), now=131.0, gap_timeout=30)
-    assert isinstance(late, Accepted) and late.fresh == [] and late.cursor == taken.cursor
+    assert taken.cursor.handed_over() == EventCursor(16, lost=10)
+    late = accept_batch(taken.cursor.handed_over(), batch(1, 10), now=131.0, gap_timeout=30)
+    assert isinstance(late, Accepted) and late.fresh == [] and late.cursor == taken.cursor.handed_over()
 
 
 # -- what the sinks get --------------------------------------------------------------------------
@@ -291,12 +294,16 @@ class MemorySink:
     def __init__(self) -> None:
         self.delivered: list[tuple[str, list[int]]] = []
         self.fail = False
+        self.fail_after_storing = False
+        """Store the events, then fail to answer (a sidecar dying after the binding wrote)."""
 
     async def deliver(self, device_id: str, events: Sequence[DeviceEvent]) -> None:
         await asyncio.sleep(0)
         if self.fail:
             raise RuntimeError("sink down")
         self.delivered.append((device_id, [e.seq for e in events]))
+        if self.fail_after_storing:
+            raise RuntimeError("sink stored, then went down")
 
 
 def payload(first: int, last: int, encoding: WireEncoding = WireEncoding.JSON, skipped_through: int = 0) -> bytes:
@@ -331,15 +338,35 @@ async def test_ingest_drops_malformed_batches_and_writes_nothing() -> None:
     assert store.items == {} and sink.delivered == []
 
 
-async def test_a_failing_sink_leaves_the_cursor_so_the_redelivery_delivers_again() -> None:
+async def test_a_failing_sink_leaves_the_taken_events_pending_for_the_next_delivery() -> None:
     store, sink = MemoryStore(), MemorySink()
     app = ingest(store, sink)
     sink.fail = True
     assert await app.handle("d", payload(1, 2)) is Outcome.RETRY
-    assert await app.cursor("d") is None
+    assert await app.cursor("d") == EventCursor(3, pending=tuple(batch(1, 2).events))
+    assert store.acks == []  # the device keeps them: it sends them again
     sink.fail = False
     assert await app.handle("d", payload(1, 2)) is Outcome.SUCCESS
     assert sink.delivered == [("d", [1, 2])] and await app.cursor("d") == EventCursor(3)
+    assert store.acks == [("d/events/ack", 3)]
+
+
+async def test_a_take_stopped_halfway_is_redone_under_the_same_range_whatever_batch_comes_next() -> None:
+    """The sinks stored events 3-5 (taken from a re-sent 1-5) but never answered; the device then
+    sends 3-8. Each event must reach the sinks under one range only, or a sink named by range (one
+    object per range) holds 3-5 twice."""
+    store, sink = MemoryStore(), MemorySink()
+    app = ingest(store, sink)
+    assert await app.handle("d", payload(1, 2)) is Outcome.SUCCESS
+    sink.fail_after_storing = True
+    assert await app.handle("d", payload(1, 5)) is Outcome.RETRY
+    sink.fail_after_storing = False
+    assert await app.handle("d", payload(3, 8)) is Outcome.SUCCESS
+    assert sink.delivered == [("d", [1, 2]), ("d", [3, 4, 5]), ("d", [3, 4, 5]), ("d", [6, 7, 8])]
+    ranges = {tuple(seqs) for _, seqs in sink.delivered}
+    assert sorted(s for seqs in ranges for s in seqs) == list(range(1, 9))
+    assert await app.cursor("d") == EventCursor(9)
+    assert store.acks == [("d/events/ack", 3), ("d/events/ack", 9)]
 
 
 async def test_a_lost_cursor_race_is_retried_and_the_retry_de_duplicates() -> None:

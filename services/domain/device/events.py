@@ -6,6 +6,13 @@ acknowledged each batch; so the cloud may see a batch again (after a lost PUBACK
 deliveries run concurrently, a later batch before an earlier one. `accept_batch` keeps exactly the
 events not seen yet, and asks for a retry when an earlier batch has not arrived. A device whose
 outbox overflowed says so with `skipped_through`: events up to there will never come.
+
+The events taken from a batch go to the sinks under a name made of their range, so the range must
+not depend on how the device happened to cut its batches: a take that stopped halfway (the sinks
+wrote, the cursor did not) and is redone from a batch cut elsewhere would otherwise store the same
+events twice under two names. So the cursor is advanced first, holding the taken events as
+`pending`; the sinks get exactly those; and the next delivery hands any `pending` left over (a take
+that stopped halfway) to the sinks again, same range, same bytes, before taking anything new.
 """
 
 from __future__ import annotations
@@ -31,20 +38,30 @@ def parse_batch(payload: Any) -> EventBatch:
 @dataclass(frozen=True, slots=True)
 class EventCursor:
     """What the cloud has taken from one device: the next sequence number it expects, how many
-    events the device reported lost, and since when it has been waiting for a missing batch."""
+    events the device reported lost, since when it has been waiting for a missing batch, and the
+    events last taken while their hand-over to the sinks is not known to be complete."""
 
     next_seq: int = 1
     lost: int = 0
     gap_since: float | None = None
+    pending: tuple[DeviceEvent, ...] = ()
 
     def to_json(self) -> JsonObject:
-        return {"next_seq": self.next_seq, "lost": self.lost, "gap_since": self.gap_since}
+        value: JsonObject = {"next_seq": self.next_seq, "lost": self.lost, "gap_since": self.gap_since}
+        if self.pending:
+            value["pending"] = [event.model_dump() for event in self.pending]
+        return value
 
     @staticmethod
     def from_json(value: JsonObject | None) -> EventCursor:
         if not value:
             return EventCursor()
-        return EventCursor(int(value["next_seq"]), int(value.get("lost", 0)), value.get("gap_since"))
+        pending = tuple(DeviceEvent.model_validate(event) for event in value.get("pending") or ())
+        return EventCursor(int(value["next_seq"]), int(value.get("lost", 0)), value.get("gap_since"), pending)
+
+    def handed_over(self) -> EventCursor:
+        """The cursor once the sinks hold its pending events."""
+        return replace(self, pending=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +69,7 @@ class Accepted:
     fresh: list[DeviceEvent]
     """The events not seen before, in order (may be empty: a re-sent batch)."""
     cursor: EventCursor
+    """The cursor past them, holding them as `pending` until the sinks have them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,4 +96,4 @@ def accept_batch(cursor: EventCursor, batch: EventBatch, now: float, gap_timeout
         expected = batch.first
     fresh = [event for event in batch.events if event.seq >= expected]
     next_seq = max(expected, batch.last + 1)
-    return Accepted(fresh, EventCursor(next_seq, lost, None))
+    return Accepted(fresh, EventCursor(next_seq, lost, None, tuple(fresh)))
