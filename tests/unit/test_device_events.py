@@ -387,6 +387,19 @@ async def test_concurrent_overlapping_batches_of_one_device_reach_the_sink_once(
     assert sorted(s for _, seqs in sink.delivered for s in seqs) == [1, 2, 3, 4, 5]
 
 
+async def test_overlapping_batches_on_two_replicas_reach_the_sinks_under_one_range_each() -> None:
+    store, sink = MemoryStore(), MemorySink()
+    one, two = ingest(store, sink), ingest(store, sink)  # two replicas: no lock in common
+    outcomes = await asyncio.gather(one.handle("d", payload(1, 2)), two.handle("d", payload(1, 5)))
+    assert sorted(outcomes) == [Outcome.RETRY, Outcome.SUCCESS]  # one write landed, before any sink
+    for _ in range(2):  # the loser's redelivery
+        await one.handle("d", payload(1, 2))
+        await two.handle("d", payload(1, 5))
+    ranges = {tuple(seqs) for _, seqs in sink.delivered}  # a range handed over again is the same object
+    assert sorted(s for seqs in ranges for s in seqs) == [1, 2, 3, 4, 5]
+    assert await one.cursor("d") == EventCursor(6)
+
+
 async def test_overflow_and_gap_timeout_are_counted_lost() -> None:
     store, sink = MemoryStore(), MemorySink()
     now = [100.0]
