@@ -7,6 +7,7 @@ is sent (late binding): the object store's own URL, or the app's HMAC URL for pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +25,7 @@ from services.domain.software.twin_key import delta_artifact, with_download_url
 from services.domain.twin.fanout import Outgoing, plan_fanout
 from services.platform import tracing
 from services.platform.device_broker import DevicePublisher
-from services.platform.sidecar import Sidecar, gather_bounded
+from services.platform.sidecar import Sidecar
 
 
 class Fanout:
@@ -42,7 +43,7 @@ class Fanout:
         self._sidecar = sidecar
         self._devices = devices
         self._profile = profile
-        self._limit = asyncio.Semaphore(concurrency)
+        self._chunk = concurrency
         self._sent: dict[TwinAddress, int] = {}
         self._lock = asyncio.Lock()
         self._firmware = firmware
@@ -62,14 +63,6 @@ class Fanout:
                 raise
             return delta
         return with_download_url(delta, minted.url)
-
-    async def _send(self, topic: str, payload: dict[str, Any], wire: WireEncoding, parent: str | None) -> None:
-        """Publish one message to a device, in the trace of the change that caused it."""
-        if parent is None:
-            await self._devices.publish_device(topic, payload, wire)
-            return
-        with tracing.span("delta publish", SpanKind.PRODUCER, parent=parent, topic=topic):
-            await self._devices.publish_device(topic, payload, wire)
 
     async def handle(self, events: Sequence[TwinChanged | DeltaRequested]) -> None:
         """Publish what `events` call for; versions count as sent only once all were published.
@@ -93,14 +86,18 @@ class Fanout:
                 if isinstance(ev, TwinChanged) and ev.traceparent
             }
             parents = [traces.get(out.address) for out in outgoing for _ in range(_messages_of(out))]
-            results = await gather_bounded(
-                self._limit,
-                [self._send(t, p, w, parent) for (t, p, w, _), parent in zip(messages, parents, strict=True)],
-            )
-            for (*_, kind), result in zip(messages, results, strict=True):
-                if isinstance(result, BaseException):
-                    raise result
-                PUBLISHED.labels(kind).inc()
+            for start in range(0, len(messages), self._chunk):
+                chunk = messages[start : start + self._chunk]
+                with contextlib.ExitStack() as spans:
+                    # each message in the trace of the change that caused it
+                    for (topic, *_), parent in zip(chunk, parents[start : start + self._chunk], strict=True):
+                        if parent is not None:
+                            spans.enter_context(
+                                tracing.span("delta publish", SpanKind.PRODUCER, parent=parent, topic=topic)
+                            )
+                    await self._devices.publish_devices([(t, p, w) for t, p, w, _ in chunk])
+                for *_, kind in chunk:
+                    PUBLISHED.labels(kind).inc()
             self._sent = sent
         now = time.time()
         for event in events:

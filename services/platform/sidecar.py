@@ -215,6 +215,13 @@ class Sidecar:
             "publish_event", DEVICE_BROKER, topic, data, publish_metadata=_RAW, data_content_type=encoding.content_type
         )
 
+    async def publish_devices(self, messages: Sequence[tuple[str, dict[str, Any], WireEncoding]]) -> None:
+        """`publish_device` for each, concurrently; raises the first failure."""
+        results = await asyncio.gather(*(self.publish_device(*m) for m in messages), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
     async def secret(self, key: str) -> str:
         """One secret from the secret store (key material never comes from code or settings)."""
         response = await self.call("get_secret", SECRET_STORE, key)

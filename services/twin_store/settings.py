@@ -14,7 +14,8 @@ class TwinStoreSettings(LimitsSettings):
     """How long the twin-store waits to fill a batch once the first request arrived, while earlier
     batches are still being published (under load); an idle writer writes at once."""
     publish_concurrency: int = 256
-    """Most device-broker replies in flight at once."""
+    """Most device-broker replies of one batch in flight at once (up to `MAX_PUBLISHING_BATCHES`
+    batches publish at a time)."""
     audit_retention_seconds: int = 90 * 24 * 3600
     """How long audit records are kept."""
 

@@ -24,8 +24,8 @@ from services.domain.twin.document import TwinDocument
 from services.domain.twin.limits import Limits
 from services.domain.twin.ratelimit import TokenBucket
 from services.platform import tracing
-from services.platform.device_broker import DevicePublisher
-from services.platform.sidecar import Sidecar, Stored, gather_bounded
+from services.platform.device_broker import DevicePublisher, publish_in_chunks
+from services.platform.sidecar import Sidecar, Stored
 from services.platform.state import Put, StateRepository
 from services.twin_store.listing import TwinListing
 from services.twin_store.metrics import ACCEPT_SECONDS, BATCH_SIZE, COMMANDS, CONFLICT_RETRIES, REJECTS
@@ -67,7 +67,7 @@ class TwinWriter:
         self._limits = limits
         self._batch_max = batch_max
         self._batch_wait = batch_wait_ms / 1000
-        self._publish_limit = asyncio.Semaphore(publish_concurrency)
+        self._publish_chunk = publish_concurrency
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._buckets: dict[str, TokenBucket] = {}
         self._task: asyncio.Task[None] | None = None
@@ -190,14 +190,11 @@ class TwinWriter:
             if isinstance(ev, TwinChanged)
         ]
         requested = [ev.model_dump_json() for ev in events if isinstance(ev, DeltaRequested)]
-        results, *_ = await asyncio.gather(
-            gather_bounded(self._publish_limit, [self._devices.publish_device(t, p, w) for t, p, w in replies]),
+        await asyncio.gather(
+            publish_in_chunks(self._devices, replies, self._publish_chunk),
             self._sidecar.publish_events(TWIN_CHANGED_TOPIC, changed),
             self._sidecar.publish_events(DELTA_REQUESTED_TOPIC, requested),
         )
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            raise RuntimeError(f"{len(failures)} device replies not published: {failures[0]}")
 
 
 def _fail(batch: Sequence[_Pending], error: Exception) -> None:
