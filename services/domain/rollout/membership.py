@@ -11,7 +11,6 @@ shares nor their failures move the rollout.
 from __future__ import annotations
 
 import hashlib
-import heapq
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -44,8 +43,9 @@ class ConfigurationCounts:
     retrying: set[str] = field(default_factory=set)
     zones: Counter[str] = field(default_factory=Counter)
     """Waiting twins per time zone."""
-    order: list[str] = field(default_factory=list)
-    """Waiting twins in rollout order; may still hold twins that stopped waiting (skipped)."""
+    order: list[tuple[bytes, str]] = field(default_factory=list)
+    """Waiting twins in rollout order, each with its `rank`; may still hold twins that stopped
+    waiting (skipped)."""
     ordered: set[str] = field(default_factory=set)
     """The twins `order` holds."""
     unordered: list[str] = field(default_factory=list)
@@ -222,14 +222,15 @@ class Membership:
         if counts is None or n <= 0:
             return []
         if counts.unordered:
-            fresh = sorted(counts.unordered, key=lambda d: rank(configuration_id, d))
-            counts.order = list(heapq.merge(counts.order, fresh, key=lambda d: rank(configuration_id, d)))
+            # each twin is ranked once; two sorted runs are merged by one sort in linear time
+            counts.order.extend((rank(configuration_id, d), d) for d in counts.unordered)
+            counts.order.sort()
             counts.unordered.clear()
         skip = set(exclude)
         chosen: list[str] = []
         stale_front = 0  # twins at the front of the order that stopped waiting: dropped below
         seen_waiting = False
-        for device_id in counts.order:
+        for _, device_id in counts.order:
             if device_id not in counts.waiting:
                 stale_front += not seen_waiting
                 continue
@@ -242,7 +243,7 @@ class Membership:
             if len(chosen) >= n:
                 break
         if stale_front > 256:
-            counts.ordered.difference_update(counts.order[:stale_front])
+            counts.ordered.difference_update(d for _, d in counts.order[:stale_front])
             del counts.order[:stale_front]
         return chosen
 
