@@ -59,3 +59,18 @@ def test_bad_conditions_are_400_saying_where(text: str, says: str) -> None:
 def test_evaluation_never_raises_whatever_the_twin_holds(tags: dict[str, object]) -> None:
     condition = compile_condition('tags.region == "eu" && tags.tier > 1 && reported.firmware.version < "2"')
     assert matches(condition, twin_variables("d", tags, {}, {})) in (True, False)
+
+
+@pytest.mark.parametrize(
+    ("text", "reads"),
+    [
+        ('tags.region == "eu"', ("tags",)),
+        ('has(reported.tags) || deviceId != ""', ("deviceId", "tags", "reported")),  # a superset is fine
+        ("has(desired.config)", ("desired",)),
+        ("true", ()),
+    ],
+)
+def test_only_the_variables_a_condition_names_are_handed_to_cel(text: str, reads: tuple[str, ...]) -> None:
+    condition = compile_condition(text)
+    assert condition.reads == reads
+    assert matches(condition, TWIN) is (condition.program.execute(TWIN) is True)
