@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from services.clients.base import ApiClient, ApiError, app_url
+from services.clients.base import ApiClient, ApiError, app_url, body
 from services.clients.credentials import service_auth
 from services.contracts.twins import (
     BatchAnswer,
@@ -36,7 +36,7 @@ class TwinStoreClient(ApiClient):
             if error.status == 404:
                 return None
             raise
-        return TwinView.model_validate(response.json())
+        return TwinView.model_validate(body(response))
 
     async def tags(self, device_id: str) -> JsonObject | None:
         """The twin's tags, or None when there is no such twin (or no valid id)."""
@@ -74,7 +74,7 @@ class TwinStoreClient(ApiClient):
         cursor: str | None = None
         while True:
             params: dict[str, Any] = {"limit": limit, "view": "full", **({"cursor": cursor} if cursor else {})}
-            page = (await self.call("GET", "/v1/twins", params=params)).json()
+            page = body(await self.call("GET", "/v1/twins", params=params))
             yield [FullTwinSummary.model_validate(item) for item in page["items"]]
             cursor = page.get("next")
             if not cursor:
@@ -82,8 +82,8 @@ class TwinStoreClient(ApiClient):
 
     async def write(self, items: Sequence[BatchItem]) -> list[BatchResult]:
         """One batch write (at most 1,000 twins); each item answered on its own, in item order."""
-        body = BatchBody(items=list(items)).model_dump(mode="json", exclude_none=True)
-        return BatchAnswer.model_validate((await self.call("POST", "/v1/twins/batch", json=body)).json()).results
+        request = BatchBody(items=list(items)).model_dump(mode="json", exclude_none=True)
+        return BatchAnswer.model_validate(body(await self.call("POST", "/v1/twins/batch", json=request))).results
 
 
 def twin_store_client(settings: Settings, timeout: float = 30.0) -> TwinStoreClient:
