@@ -19,6 +19,7 @@ import pytest
 from services.contracts.wire import WireEncoding
 from services.devtools.processes import ManagedProcess, free_port, wait_for_port
 from services.platform.device_broker import DeviceBroker, publish_in_chunks
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs mosquitto")
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs
 class Broker:
     def __init__(self, directory: Path) -> None:
         self.port = free_port()
+        self.directory = directory
         config = directory / "mosquitto.conf"
         config.write_text(
             "\n".join(
@@ -51,6 +53,23 @@ class Broker:
     @property
     def url(self) -> str:
         return f"tcp://127.0.0.1:{self.port}"
+
+    def saved(self) -> tuple[int, int] | None:
+        """Which copy of its sessions the broker last wrote to disk (its autosave, every second)."""
+        try:
+            stat = (self.directory / "mosquitto.db").stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns
+
+    async def saved_again(self) -> None:
+        """Wait until the broker wrote its sessions once more than now."""
+        before = self.saved()
+
+        async def newer() -> bool:
+            return self.saved() not in (None, before)
+
+        await eventually(newer, 15, "the broker to save its sessions")
 
 
 @pytest.fixture
@@ -117,8 +136,8 @@ async def test_a_stopped_broker_times_the_batch_out_and_leaves_nothing_registere
 @pytest.mark.slow
 async def test_a_broker_killed_mid_batch_gets_the_batch_again(broker: Broker, publisher: DeviceBroker) -> None:
     async with subscriber(broker) as sub:
-        await sub.subscribe("devices/#", qos=1)
-    await asyncio.sleep(1.5)  # the subscriber's session is saved (autosave every second)
+        await sub.subscribe("devices/#", qos=1)  # acknowledged: the broker holds the subscription
+        await broker.saved_again()  # and has written it to disk before it dies
     broker.process.signal(signal.SIGSTOP)  # nothing is acknowledged from here on
     messages = [(f"devices/d{i}/update/delta", f'{{"n":{i}}}'.encode()) for i in range(500)]
     batch = asyncio.create_task(publisher.publish_many(messages, timeout=30.0))
