@@ -15,7 +15,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import grpc
@@ -28,6 +28,9 @@ from dapr.conf import settings as dapr_settings
 from services.contracts.wire import WireEncoding, encode_payload
 from services.domain.json_values import fast_dumps, fast_loads
 from services.platform.names import DEVICE_BROKER, INTERNAL_PUBSUB, SECRET_STORE, STATE_STORE
+
+if TYPE_CHECKING:  # the broker client (aiomqtt, paho) stays out of apps that never use it
+    from services.platform.device_broker import DeviceMessage
 
 T = TypeVar("T")
 _RAW = {"rawPayload": "true"}
@@ -215,7 +218,7 @@ class Sidecar:
             "publish_event", DEVICE_BROKER, topic, data, publish_metadata=_RAW, data_content_type=encoding.content_type
         )
 
-    async def publish_devices(self, messages: Sequence[tuple[str, dict[str, Any], WireEncoding]]) -> None:
+    async def publish_devices(self, messages: Sequence[DeviceMessage]) -> None:
         """`publish_device` for each, concurrently; raises the first failure."""
         results = await asyncio.gather(*(self.publish_device(*m) for m in messages), return_exceptions=True)
         for result in results:
